@@ -1,0 +1,82 @@
+"""unlearnkit: make a trained PyTorch classifier forget part of its training data, and measure
+honestly how well it forgot.
+
+>>> import unlearnkit as uk
+>>> ds = uk.load_dataset("digits")
+>>> split = uk.split_by_class(ds, [3])
+>>> split.scenario, len(split.forget) + len(split.retain) == len(ds.train)
+('class', True)
+"""
+
+from unlearnkit.api import default_recipe, retrain, train_model, unlearn
+from unlearnkit.data import (
+    DATASETS,
+    ArrayDataset,
+    DataBundle,
+    Split,
+    load_dataset,
+    read_indices,
+    split_by_class,
+    split_indices,
+    split_random,
+)
+from unlearnkit.evaluation import evaluate
+from unlearnkit.exceptions import (
+    CheckpointError,
+    DataError,
+    InvalidParameterError,
+    InvalidSplitError,
+    ModelError,
+    UnknownNameError,
+    UnlearnkitError,
+)
+from unlearnkit.methods import METHODS, UnlearningMethod, get_method
+from unlearnkit.models import (
+    MODELS,
+    ModelInfo,
+    build_model,
+    get_info,
+    load_checkpoint,
+    save_checkpoint,
+)
+from unlearnkit.training import Recipe, accuracy, fit, predict
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DATASETS",
+    "METHODS",
+    "MODELS",
+    "ArrayDataset",
+    "CheckpointError",
+    "DataBundle",
+    "DataError",
+    "InvalidParameterError",
+    "InvalidSplitError",
+    "ModelError",
+    "ModelInfo",
+    "Recipe",
+    "Split",
+    "UnknownNameError",
+    "UnlearningMethod",
+    "UnlearnkitError",
+    "__version__",
+    "accuracy",
+    "build_model",
+    "default_recipe",
+    "evaluate",
+    "fit",
+    "get_info",
+    "get_method",
+    "load_checkpoint",
+    "load_dataset",
+    "predict",
+    "read_indices",
+    "retrain",
+    "save_checkpoint",
+    "split_by_class",
+    "split_indices",
+    "split_random",
+    "train_model",
+    "unlearn",
+]

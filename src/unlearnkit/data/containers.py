@@ -1,0 +1,101 @@
+"""In-memory datasets: the tensors every loader produces and every split slices."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from unlearnkit.exceptions import DataError
+
+__all__ = ["ArrayDataset", "DataBundle"]
+
+
+class ArrayDataset(Dataset):
+    """Samples and integer labels held as two tensors.
+
+    ``x`` is float32, shaped ``(N, C, H, W)`` for images or ``(N, D)`` for vectors, already
+    scaled the way the model consumes it; ``y`` is int64 of shape ``(N,)``. Indexing gives
+    ``(x[i], y[i])`` like :class:`torch.utils.data.TensorDataset`, and the training loop slices
+    the tensors directly, which is much faster than a DataLoader over single items.
+    """
+
+    def __init__(self, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> None:
+        x = torch.as_tensor(x)
+        y = torch.as_tensor(y)
+        if x.ndim < 2:
+            raise DataError(f"Samples must have a batch dimension; got shape {tuple(x.shape)}.")
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataError(
+                f"Labels must be one per sample: got {len(x)} samples and labels of shape "
+                f"{tuple(y.shape)}."
+            )
+        self.x = x.float() if not torch.is_floating_point(x) else x.to(torch.float32)
+        self.y = y.to(torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[index], self.y[index]
+
+    def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> ArrayDataset:
+        """The samples at ``indices``, in that order (a copy)."""
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return ArrayDataset(self.x[idx], self.y[idx])
+
+    def of_classes(self, classes: Sequence[int], *, keep: bool = True) -> ArrayDataset:
+        """The samples whose label is (``keep=True``) or is not (``keep=False``) in ``classes``."""
+        mask = torch.isin(self.y, torch.as_tensor(list(classes), dtype=torch.int64))
+        if not keep:
+            mask = ~mask
+        return ArrayDataset(self.x[mask], self.y[mask])
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def __repr__(self) -> str:
+        return f"ArrayDataset(n={len(self)}, sample_shape={self.sample_shape})"
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """A loaded dataset: its training and test sets, and what its labels mean."""
+
+    name: str
+    train: ArrayDataset
+    test: ArrayDataset
+    class_names: tuple[str, ...]
+    #: Loader options that rebuild this exact bundle (recorded in checkpoints).
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.train.sample_shape != self.test.sample_shape:
+            raise DataError(
+                f"Dataset {self.name!r}: train samples have shape {self.train.sample_shape} "
+                f"but test samples {self.test.sample_shape}."
+            )
+        for part, data in (("train", self.train), ("test", self.test)):
+            if len(data) and (int(data.y.min()) < 0 or int(data.y.max()) >= self.num_classes):
+                raise DataError(
+                    f"Dataset {self.name!r}: {part} labels must lie in [0, {self.num_classes}); "
+                    f"got [{int(data.y.min())}, {int(data.y.max())}]."
+                )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.train.sample_shape
+
+    def __repr__(self) -> str:
+        return (
+            f"DataBundle(name={self.name!r}, train={len(self.train)}, test={len(self.test)}, "
+            f"num_classes={self.num_classes}, input_shape={self.input_shape})"
+        )

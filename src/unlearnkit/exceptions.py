@@ -1,0 +1,54 @@
+"""Every error unlearnkit raises for a user's mistake.
+
+Each class also subclasses the built-in exception that fits, so that callers who catch
+``ValueError`` or ``KeyError`` keep working, and callers who want to catch only unlearnkit's
+errors catch :class:`UnlearnkitError`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "DataError",
+    "DownloadError",
+    "InvalidParameterError",
+    "InvalidSplitError",
+    "ModelError",
+    "UnknownNameError",
+    "UnlearnkitError",
+]
+
+
+class UnlearnkitError(Exception):
+    """Base class of every error that unlearnkit raises on purpose."""
+
+
+class UnknownNameError(UnlearnkitError, KeyError):
+    """A name that no registry holds (method, dataset, model, parameter)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidParameterError(UnlearnkitError, ValueError):
+    """A hyper-parameter or argument with a value out of its range or of the wrong type."""
+
+
+class InvalidSplitError(UnlearnkitError, ValueError):
+    """A forget request that cannot be honoured: unknown class, bad index, empty or total."""
+
+
+class DataError(UnlearnkitError, ValueError):
+    """Dataset files that are missing, malformed or inconsistent."""
+
+
+class DownloadError(DataError):
+    """A download that failed or whose checksum did not match."""
+
+
+class CheckpointError(UnlearnkitError, ValueError):
+    """A checkpoint that is missing, corrupt, or does not match the model it is loaded into."""
+
+
+class ModelError(UnlearnkitError, ValueError):
+    """A model that cannot be used: non-finite weights, wrong output shape, unknown architecture."""

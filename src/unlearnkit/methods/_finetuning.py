@@ -1,0 +1,41 @@
+"""Hyper-parameters shared by every method that ends with fine-tuning on the retain set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from unlearnkit.methods.base import Request, hp
+from unlearnkit.training import Recipe, fit
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FineTuning:
+    """Mixin: ``epochs``, ``lr``, ``weight_decay``, ``optimizer``, ``momentum``, ``batch_size``.
+
+    Defaults are the founding report's fine-tuning phase (lr 1e-5, weight decay 0.01, 5 epochs);
+    a method redeclares a field to change its default.
+    """
+
+    epochs: int = hp(5, "fine-tuning epochs on the retain set", low=0)
+    lr: float = hp(1e-5, "fine-tuning learning rate", low=0.0, low_open=True)
+    weight_decay: float = hp(0.01, "fine-tuning weight decay", low=0.0)
+    optimizer: str = hp("adam", "fine-tuning optimiser", choices=OPTIMIZERS)
+    momentum: float = hp(0.9, "SGD momentum (ignored by Adam)", low=0.0, high=1.0)
+    batch_size: int = hp(64, "fine-tuning batch size", low=1)
+
+    def finetune_recipe(self) -> Recipe:
+        return Recipe(epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay,
+                      optimizer=self.optimizer, momentum=self.momentum,
+                      batch_size=self.batch_size, schedule="constant")
+
+    def finetune(self, model: nn.Module, request: Request, *, desc: str = "fine-tune") -> None:
+        """Fine-tune ``model`` in place on the retain set with this method's recipe."""
+        if self.epochs == 0:
+            return
+        assert request.retain is not None  # guaranteed by needs_retain
+        fit(model, request.retain, self.finetune_recipe(), seed=request.seed,
+            device=request.device, progress=request.progress, desc=f"{self.name}: {desc}")

@@ -1,0 +1,378 @@
+"""The one interface every unlearning method implements, and the method registry.
+
+A method is a frozen, keyword-only dataclass of its hyper-parameters (scikit-learn's rule):
+it can be printed, stored in a result row, swept over and rebuilt from a dict. It is applied
+with one call, :meth:`UnlearningMethod.unlearn`, which takes the original model and the data of
+the request and returns a new model; the caller's model is never modified.
+
+What a method needs and supports is declared in class attributes (``needs_forget``,
+``needs_retain``, ``scenarios``...) that the API, the CLI and the docs all read.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from unlearnkit.data.splits import Data, Scenario
+from unlearnkit.exceptions import InvalidParameterError, ModelError
+from unlearnkit.models.info import ModelInfo, check_finite, get_info, set_info
+from unlearnkit.registry import Registry, did_you_mean
+from unlearnkit.training import Recipe, data_size, resolve_device, seeded
+
+__all__ = [
+    "METHODS",
+    "HyperParameter",
+    "Request",
+    "UnlearningMethod",
+    "get_method",
+    "hp",
+    "register_method",
+]
+
+
+def hp(
+    default: Any,
+    help: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    choices: Sequence[Any] | None = None,
+    type: type | None = None,
+) -> Any:
+    """Declare a hyper-parameter: its default, a one-line help, and its valid range.
+
+    ``low``/``high`` bound numbers (``low_open`` excludes ``low``); ``choices`` lists valid
+    values; ``type`` is needed only when the default is ``None``.
+    """
+    kind = type if type is not None else builtins_type(default)
+    return field(
+        default=default,
+        metadata={"help": help, "low": low, "high": high, "low_open": low_open,
+                  "choices": tuple(choices) if choices else None, "type": kind},
+    )
+
+
+def builtins_type(value: Any) -> type:
+    return bool if isinstance(value, bool) else value.__class__
+
+
+@dataclass(frozen=True)
+class HyperParameter:
+    """A method's hyper-parameter as the CLI and the docs show it."""
+
+    name: str
+    type: str
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything a method may use besides its hyper-parameters."""
+
+    forget: Data | None
+    retain: Data | None
+    test: Data | None
+    scenario: Scenario
+    seed: int
+    device: torch.device
+    progress: bool
+    #: provenance of the original model (its training recipe, architecture...), if known
+    original_info: ModelInfo | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnlearningMethod(ABC):
+    """Base class: validates hyper-parameters and requests, copies, times, checks the result.
+
+    Subclasses declare the class attributes below, their hyper-parameters as fields made with
+    :func:`hp`, and implement :meth:`_unlearn` on a private copy of the model.
+    """
+
+    #: registry name, e.g. ``"ssd"``
+    name: ClassVar[str]
+    #: the paper it comes from
+    paper: ClassVar[str]
+    #: one line on what it does
+    summary: ClassVar[str]
+    needs_forget: ClassVar[bool] = True
+    needs_retain: ClassVar[bool] = True
+    #: whether it uses held-out (test / validation) data when given
+    uses_test: ClassVar[bool] = False
+    #: scenarios the method is designed and validated for
+    scenarios: ClassVar[tuple[str, ...]] = ("class", "random")
+    #: what happens in another scenario: "refuse" (error) or "warn" (runs, with a warning)
+    other_scenarios: ClassVar[str] = "refuse"
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _validate_field(type(self).name, f, getattr(self, f.name))
+        self._check()
+
+    def _check(self) -> None:
+        """Cross-parameter validation; subclasses raise InvalidParameterError."""
+
+    # ---------------------------------------------------------------- description
+    @classmethod
+    def hyperparameters(cls) -> list[HyperParameter]:
+        out = []
+        for f in dataclasses.fields(cls):
+            m = f.metadata
+            out.append(
+                HyperParameter(
+                    name=f.name,
+                    type=m.get("type", object).__name__,
+                    default=f.default,
+                    help=m.get("help", ""),
+                    choices=m.get("choices"),
+                    low=m.get("low"),
+                    high=m.get("high"),
+                )
+            )
+        return out
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Everything the ``methods`` command and the docs show about this method."""
+        return {
+            "name": cls.name,
+            "summary": cls.summary,
+            "paper": cls.paper,
+            "needs_forget": cls.needs_forget,
+            "needs_retain": cls.needs_retain,
+            "uses_test": cls.uses_test,
+            "scenarios": list(cls.scenarios),
+            "other_scenarios": cls.other_scenarios,
+            "hyperparameters": [h.to_dict() for h in cls.hyperparameters()],
+        }
+
+    def params(self) -> dict[str, Any]:
+        """The hyper-parameters as a plain dict (re-create with ``type(self)(**params)``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    # ---------------------------------------------------------------- the one verb
+    def unlearn(
+        self,
+        model: nn.Module,
+        *,
+        forget: Data | None = None,
+        retain: Data | None = None,
+        test: Data | None = None,
+        scenario: Scenario = "random",
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        progress: bool = False,
+    ) -> nn.Module:
+        """Return a copy of ``model`` that has forgotten ``forget``.
+
+        Args:
+            model: the original model; it is not modified.
+            forget: D_f (required when ``needs_forget``).
+            retain: D_r (required when ``needs_retain``).
+            test: held-out data, used only by methods with ``uses_test``.
+            scenario: ``"class"`` or ``"random"``; see the ``scenarios`` attribute.
+            seed: seeds every random choice; same seed, same result on the CPU.
+            device: where to compute (default: CUDA, then MPS, then CPU).
+            progress: show progress bars on stderr.
+
+        The returned model carries a :class:`ModelInfo` whose ``seconds`` is the wall-clock
+        time of this call and whose ``method`` records the name, hyper-parameters and seed.
+        """
+        if not isinstance(model, nn.Module):
+            raise InvalidParameterError(
+                f"{self.name}: the model must be a torch.nn.Module. Got {type(model).__name__}."
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise InvalidParameterError(f"The 'seed' parameter must be an int. Got {seed!r}.")
+        check_finite(model, "The original model")
+        self._check_request(forget, retain, scenario)
+        dev = resolve_device(device)
+        request = Request(
+            forget=forget if self.needs_forget or forget is not None else None,
+            retain=retain,
+            test=test if self.uses_test else None,
+            scenario=scenario,
+            seed=seed,
+            device=dev,
+            progress=progress,
+            original_info=get_info(model),
+        )
+        start = time.perf_counter()
+        work = copy.deepcopy(model).to(dev)
+        with seeded(seed, dev):
+            out = self._unlearn(work, request)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds = time.perf_counter() - start
+        check_finite(out, f"The model produced by {self.name!r}")
+        base = get_info(model) or ModelInfo()
+        return set_info(
+            out,
+            base.replace(
+                seconds=seconds,
+                method={"name": self.name, "params": self.params(), "seed": seed},
+            ),
+        )
+
+    def _check_request(self, forget: Data | None, retain: Data | None, scenario: str) -> None:
+        if scenario not in ("class", "random"):
+            raise InvalidParameterError(
+                f"The 'scenario' parameter must be 'class' or 'random'. Got {scenario!r} instead."
+            )
+        for needed, data, what in ((self.needs_forget, forget, "forget"),
+                                   (self.needs_retain, retain, "retain")):
+            if not needed:
+                continue
+            if data is None:
+                raise InvalidParameterError(f"Method {self.name!r} needs the {what} set; none given.")
+            if data_size(data) == 0:
+                raise InvalidParameterError(f"Method {self.name!r} got an empty {what} set.")
+        if scenario not in self.scenarios:
+            msg = (
+                f"Method {self.name!r} is designed for {' and '.join(self.scenarios)} unlearning; "
+                f"it has no guarantee for {scenario} unlearning."
+            )
+            if self.other_scenarios == "refuse":
+                raise InvalidParameterError(msg)
+            warnings.warn(msg, UserWarning, stacklevel=3)
+
+    @abstractmethod
+    def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:
+        """Unlearn in place on ``model`` (a private copy, already on the device); return it."""
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{self.name}({args})"
+
+
+def _validate_field(method: str, f: dataclasses.Field, value: Any) -> None:
+    m = f.metadata
+    kind = m.get("type")
+    where = f"The {f.name!r} parameter of {method!r}"
+    if value is None and f.default is None:
+        return
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is str:
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    choices = m.get("choices")
+    if ok and choices is not None and value not in choices:
+        raise InvalidParameterError(
+            f"{where} must be one of {list(choices)}. Got {value!r} instead."
+        )
+    low, high, low_open = m.get("low"), m.get("high"), m.get("low_open")
+    if ok and kind in (int, float):
+        if low is not None and (value < low or (low_open and value == low)):
+            ok = False
+        if high is not None and value > high:
+            ok = False
+    if not ok:
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        bracket = "(" if low_open or low is None else "["
+        close = ")" if high is None else "]"
+        rng = f" in the range {bracket}{lo}, {hi}{close}" if kind in (int, float) else ""
+        name = kind.__name__ if kind else "value"
+        raise InvalidParameterError(f"{where} must be {'an' if name == 'int' else 'a'} {name}"
+                                    f"{rng}. Got {value!r} instead.")
+
+
+METHODS: Registry[type[UnlearningMethod]] = Registry("method")
+
+
+def register_method(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
+    """Class decorator: register a method under its ``name`` attribute."""
+    for attr in ("name", "paper", "summary"):
+        if not isinstance(getattr(cls, attr, None), str):
+            raise TypeError(f"{cls.__name__} must declare a string class attribute {attr!r}.")
+    METHODS.register(cls.name, cls)
+    return cls
+
+
+def get_method(name: str | UnlearningMethod, **params: Any) -> UnlearningMethod:
+    """Build the method ``name`` with ``params``; unknown names and parameters are explained."""
+    if isinstance(name, UnlearningMethod):
+        if params:
+            return dataclasses.replace(name, **params)
+        return name
+    cls = METHODS.get(name)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for key in params:
+        if key not in valid:
+            raise InvalidParameterError(
+                f"Method {name!r} has no parameter {key!r}.{did_you_mean(key, valid)} "
+                f"Valid parameters: {', '.join(valid)}."
+            )
+    return cls(**params)
+
+
+def coerce_param(cls: type[UnlearningMethod], key: str, text: str) -> Any:
+    """Convert a ``--param key=value`` string to the parameter's type."""
+    fields_ = {f.name: f for f in dataclasses.fields(cls)}
+    if key not in fields_:
+        raise InvalidParameterError(
+            f"Method {cls.name!r} has no parameter {key!r}.{did_you_mean(key, fields_)} "
+            f"Valid parameters: {', '.join(fields_)}."
+        )
+    kind = fields_[key].metadata.get("type", str)
+    if text.lower() in ("none", "null") and fields_[key].default is None:
+        return None
+    try:
+        if kind is bool:
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise InvalidParameterError(
+            f"The {key!r} parameter of {cls.name!r} must be a {kind.__name__}. Got {text!r}."
+        ) from None
+    return text
+
+
+def finetune_recipe(
+    *, epochs: int, lr: float, weight_decay: float, optimizer: str, batch_size: int,
+    momentum: float = 0.9,
+) -> Recipe:
+    """A constant-learning-rate recipe for a method's fine-tuning phase."""
+    return Recipe(epochs=epochs, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
+                  batch_size=batch_size, momentum=momentum, schedule="constant")
+
+
+def ensure(cond: bool, message: str) -> None:
+    """Raise :class:`ModelError` with ``message`` unless ``cond`` holds."""
+    if not cond:
+        raise ModelError(message)
+
+
+FineTuneHook = Callable[[int, nn.Module], None]

@@ -1,0 +1,95 @@
+"""What a model knows about itself: architecture, data, recipe, cost.
+
+Every model that unlearnkit builds, trains, unlearns or loads carries a :class:`ModelInfo` in its
+``unlearnkit_info`` attribute; checkpoints store it as JSON metadata, so that a model can be
+rebuilt from the file alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from unlearnkit.exceptions import ModelError
+
+__all__ = ["INFO_ATTR", "ModelInfo", "check_finite", "get_info", "set_info"]
+
+INFO_ATTR = "unlearnkit_info"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Provenance of a model.
+
+    Attributes:
+        arch: registered architecture name, or ``None`` for a user's own module.
+        arch_kwargs: the architecture's constructor arguments.
+        num_classes: size of the output layer.
+        input_shape: shape of one sample, e.g. ``(1, 8, 8)``.
+        dataset: ``{"name": ..., "options": {...}}`` of the data it was trained on.
+        split: for a retrained or unlearned model, how the forget request was made.
+        recipe: the training recipe (``Recipe.to_dict()``) of the original training.
+        seconds: wall-clock seconds that producing this model took (training or unlearning).
+        method: for an unlearned model, ``{"name", "params", "seed"}``.
+        seed: the training seed.
+    """
+
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    num_classes: int | None = None
+    input_shape: tuple[int, ...] | None = None
+    dataset: dict[str, Any] | None = None
+    split: dict[str, Any] | None = None
+    recipe: dict[str, Any] | None = None
+    seconds: float | None = None
+    method: dict[str, Any] | None = None
+    seed: int | None = None
+
+    def replace(self, **changes: Any) -> ModelInfo:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape) if self.input_shape is not None else None
+        d["format_version"] = FORMAT_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        if kwargs.get("input_shape") is not None:
+            kwargs["input_shape"] = tuple(kwargs["input_shape"])
+        return cls(**kwargs)
+
+
+def get_info(model: nn.Module) -> ModelInfo | None:
+    """The :class:`ModelInfo` a model carries, or ``None`` for a plain user module."""
+    info = getattr(model, INFO_ATTR, None)
+    return info if isinstance(info, ModelInfo) else None
+
+
+def set_info(model: nn.Module, info: ModelInfo) -> nn.Module:
+    """Attach ``info`` to ``model`` (a plain attribute; it travels with ``copy.deepcopy``)."""
+    object.__setattr__(model, INFO_ATTR, info)
+    return model
+
+
+def check_finite(model: nn.Module, what: str = "The model") -> None:
+    """Raise :class:`ModelError` naming the first parameter or buffer holding NaN or inf."""
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if torch.is_floating_point(t) and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise ModelError(
+                f"{what} has non-finite values (NaN or inf) in {name!r} ({bad} of {t.numel()} "
+                "entries). It cannot be used; retrain it or load an intact checkpoint."
+            )
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)

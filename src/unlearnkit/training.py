@@ -1,0 +1,326 @@
+"""The one training and evaluation loop.
+
+Original training, retraining and every fine-tuning phase of every method go through
+:func:`fit`; every accuracy and every prediction goes through :func:`predict`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from unlearnkit.data.containers import ArrayDataset
+from unlearnkit.data.splits import Data
+from unlearnkit.exceptions import InvalidParameterError, ModelError
+
+__all__ = [
+    "LossFn",
+    "Recipe",
+    "accuracy",
+    "eval_mode",
+    "fit",
+    "iter_batches",
+    "predict",
+    "resolve_device",
+    "seeded",
+]
+
+#: ``loss_fn(model, x, y) -> scalar loss`` for one mini-batch.
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+_OPTIMIZERS = ("sgd", "adam", "adamw")
+_SCHEDULES = ("constant", "cosine", "step")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """How to train: optimiser, learning rate and its schedule, regularisation, batches, epochs.
+
+    ``schedule="step"`` multiplies the learning rate by 0.1 at 50 % and 75 % of the epochs.
+    """
+
+    epochs: int = 30
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    schedule: str = "cosine"
+
+    def __post_init__(self) -> None:
+        _check_int("epochs", self.epochs, 0)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_float("lr", self.lr, 0.0, strict_low=True)
+        _check_float("momentum", self.momentum, 0.0, high=1.0)
+        _check_float("weight_decay", self.weight_decay, 0.0)
+        if self.optimizer not in _OPTIMIZERS:
+            raise InvalidParameterError(
+                f"The 'optimizer' parameter must be one of {_OPTIMIZERS}. Got {self.optimizer!r}"
+                " instead."
+            )
+        if self.schedule not in _SCHEDULES:
+            raise InvalidParameterError(
+                f"The 'schedule' parameter must be one of {_SCHEDULES}. Got {self.schedule!r}"
+                " instead."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Recipe:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise InvalidParameterError(
+                f"Unknown recipe fields {sorted(unknown)}; valid fields: {sorted(known)}."
+            )
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> Recipe:
+        return replace(self, **changes)
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InvalidParameterError(
+            f"The {name!r} parameter must be an int in the range [{low}, inf). Got {value!r} "
+            "instead."
+        )
+
+
+def _check_float(
+    name: str, value: object, low: float, *, high: float = math.inf, strict_low: bool = False
+) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if strict_low else value >= low) and value <= high
+    if not ok:
+        lo = "(" if strict_low else "["
+        raise InvalidParameterError(
+            f"The {name!r} parameter must be a float in the range {lo}{low}, {high}]. Got "
+            f"{value!r} instead."
+        )
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The given device, or the best available one: CUDA, then Apple MPS, then the CPU."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Run a block under ``torch.manual_seed(seed)``, restoring the caller's RNG state after."""
+    devices = [device.index or 0] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for a block, then restore each module's own flag."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _first_two(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(batch, dict):
+        return batch["x"] if "x" in batch else batch["image"], batch["y"] if "y" in batch else (
+            batch["label"]
+        )
+    return batch[0], batch[1]
+
+
+def iter_batches(
+    data: Data,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    device: torch.device | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(x, y)`` mini-batches on ``device``.
+
+    An :class:`ArrayDataset` is sliced directly; a DataLoader is iterated as it is (its own
+    batch size and order win); any other torch Dataset is wrapped in a DataLoader.
+    """
+    if isinstance(data, ArrayDataset):
+        n = len(data)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        x, y = data.x, data.y
+        if device is not None and device.type != "cpu" and x.device != device:
+            x, y = x.to(device), y.to(device)
+            order = order.to(device)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            yield x[idx], y[idx]
+        return
+    loader = (
+        data
+        if isinstance(data, DataLoader)
+        else DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    )
+    for batch in loader:
+        x, y = _first_two(batch)
+        yield x.to(device) if device is not None else x, (
+            y.to(device) if device is not None else y
+        )
+
+
+def data_size(data: Data) -> int:
+    """Number of samples in ``data`` (a DataLoader counts its dataset's samples)."""
+    if isinstance(data, DataLoader):
+        return len(data.dataset)  # type: ignore[arg-type]
+    return len(data)  # type: ignore[arg-type]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _make_optimizer(params: list[nn.Parameter], recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+        )
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+    if schedule == "step":
+        return 0.1 ** (int(epoch >= 0.5 * epochs) + int(epoch >= 0.75 * epochs))
+    return 1.0
+
+
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The default loss: mean cross-entropy of ``model(x)`` against ``y``."""
+    return nn.functional.cross_entropy(model(x), y)
+
+
+def fit(
+    model: nn.Module,
+    data: Data,
+    recipe: Recipe,
+    *,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    loss_fn: LossFn | None = None,
+    params: list[nn.Parameter] | None = None,
+    progress: bool = False,
+    desc: str = "train",
+    on_epoch: Callable[[int, nn.Module], None] | None = None,
+) -> list[float]:
+    """Train ``model`` in place on ``data`` with ``recipe``; return the mean loss per epoch.
+
+    Args:
+        model: the network; it is moved to ``device`` and left in train mode's prior state.
+        data: an ArrayDataset, a torch Dataset or a DataLoader yielding ``(x, y)``.
+        recipe: optimiser, learning rate, schedule, batch size, epochs.
+        seed: seeds the shuffling and any randomness in the model (dropout); on the CPU the
+            same seed gives bit-identical weights. The caller's global RNG is left untouched.
+        loss_fn: ``loss_fn(model, x, y)``; defaults to cross-entropy.
+        params: train only these parameters (default: all that require grad).
+        progress: show a progress bar over epochs on stderr.
+        on_epoch: called as ``on_epoch(epoch, model)`` after each epoch (1-based), e.g. to
+            record accuracy per epoch.
+    """
+    dev = resolve_device(device) if device is not None else model_device(model)
+    model.to(dev)
+    loss_fn = loss_fn or cross_entropy
+    trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+    history: list[float] = []
+    if recipe.epochs == 0 or not trainable:
+        return history
+    if data_size(data) == 0:
+        raise InvalidParameterError(f"Cannot {desc}: the training data is empty.")
+    optimizer = _make_optimizer(trainable, recipe)
+    was_training = model.training
+    model.train()
+    try:
+        with seeded(seed, dev):
+            gen = torch.Generator().manual_seed(seed)
+            bar = tqdm(
+                range(recipe.epochs), desc=desc, disable=not progress, file=sys.stderr,
+                leave=False,
+            )
+            for epoch in bar:
+                for group in optimizer.param_groups:
+                    group["lr"] = recipe.lr * _lr_factor(recipe.schedule, epoch, recipe.epochs)
+                total, count = 0.0, 0
+                for x, y in iter_batches(
+                    data, recipe.batch_size, shuffle=True, generator=gen, device=dev
+                ):
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = loss_fn(model, x, y)
+                    if not torch.isfinite(loss):
+                        raise ModelError(
+                            f"The loss became {loss.item()} during {desc!r} at epoch {epoch + 1}:"
+                            " lower the learning rate."
+                        )
+                    loss.backward()
+                    optimizer.step()
+                    total += float(loss.detach()) * len(y)
+                    count += len(y)
+                history.append(total / max(count, 1))
+                bar.set_postfix(loss=f"{history[-1]:.4f}")
+                if on_epoch is not None:
+                    on_epoch(epoch + 1, model)
+    finally:
+        model.train(was_training)
+    return history
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    data: Data,
+    *,
+    device: str | torch.device | None = None,
+    batch_size: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (float32, on the CPU) and labels of ``model`` over ``data``, in eval mode."""
+    dev = resolve_device(device) if device is not None else model_device(model)
+    outs, labels = [], []
+    with eval_mode(model):
+        for x, y in iter_batches(data, batch_size, shuffle=False, device=dev):
+            outs.append(model(x).float().cpu())
+            labels.append(y.cpu())
+    if not outs:
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.int64)
+    return torch.cat(outs), torch.cat(labels)
+
+
+def accuracy(model: nn.Module, data: Data, *, device: str | torch.device | None = None) -> float:
+    """Fraction of ``data`` that ``model`` classifies correctly (``nan`` for empty data)."""
+    logits, labels = predict(model, data, device=device)
+    if len(labels) == 0:
+        return float("nan")
+    return float((logits.argmax(1) == labels).float().mean())
