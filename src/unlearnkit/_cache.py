@@ -1,0 +1,37 @@
+"""Where unlearnkit keeps what it can recompute: importances, decoded images, model pools."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["cache_root", "hash_model", "hash_tensors"]
+
+
+def cache_root() -> Path:
+    """``$UNLEARNKIT_CACHE`` if set, else ``~/.cache/unlearnkit``."""
+    env = os.environ.get("UNLEARNKIT_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "unlearnkit"
+
+
+def hash_tensors(*tensors: torch.Tensor, h: "hashlib._Hash | None" = None) -> str:
+    """SHA-256 over the shapes, dtypes and bytes of ``tensors``."""
+    h = h or hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def hash_model(model: nn.Module) -> str:
+    """SHA-256 over a model's state dict (names, shapes, values)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        hash_tensors(t, h=h)
+    return h.hexdigest()
