@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 from torch.utils.data import DataLoader
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 #: Anything the training loop can iterate: our tensors, a torch Dataset, or a DataLoader.
-Data = Union[ArrayDataset, TorchDataset, DataLoader]
+Data = ArrayDataset | TorchDataset | DataLoader
 #: ``"class"``: whole classes are forgotten; ``"random"``: a set of samples is.
 Scenario = Literal["class", "random"]
 
@@ -211,7 +211,7 @@ def split_random(
                 f"The 'fraction' parameter must be a float in the range (0, 1). Got {fraction!r} "
                 "instead."
             )
-        k = int(round(float(fraction) * n))
+        k = round(float(fraction) * n)
     else:
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)):
             raise InvalidSplitError(f"The 'count' parameter must be an int. Got {count!r} instead.")
