@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 
@@ -21,7 +22,7 @@ class MLP(nn.Module):
         super().__init__()
         dims = [math.prod(input_shape), *hidden]
         layers: list[nn.Module] = [nn.Flatten()]
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in itertools.pairwise(dims):
             layers += [nn.Linear(a, b), nn.ReLU()]
         layers.append(nn.Linear(dims[-1], num_classes))
         self.net = nn.Sequential(*layers)
@@ -109,7 +110,7 @@ class ResNet18(nn.Module):
             )
         if not width > 0:
             raise InvalidParameterError(f"The 'width' parameter must be > 0. Got {width!r}.")
-        widths = [max(1, int(round(c * width))) for c in (64, 128, 256, 512)]
+        widths = [max(1, round(c * width)) for c in (64, 128, 256, 512)]
         self.conv1 = nn.Conv2d(input_shape[0], widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU()

@@ -17,8 +17,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from unlearnkit.exceptions import CheckpointError, ModelError
-from unlearnkit.models.info import ModelInfo, check_finite, get_info, set_info
+from unlearnkit.exceptions import CheckpointError
+from unlearnkit.models.info import (
+    ModelInfo,
+    check_finite,
+    check_finite_tensors,
+    get_info,
+    set_info,
+)
 
 __all__ = ["atomic_write", "load_checkpoint", "read_checkpoint_info", "save_checkpoint"]
 
@@ -145,12 +151,9 @@ def load_checkpoint(
         raise CheckpointError(
             f"{str(p)!r} does not match the model's architecture: {'; '.join(parts)}."
         )
+    if not allow_nonfinite:  # checked before loading: a refused load leaves ``model`` as it was
+        check_finite_tensors(state.items(), f"The checkpoint {str(p)!r}")
     model.load_state_dict(state, strict=True)
-    if not allow_nonfinite:
-        try:
-            check_finite(model, f"The checkpoint {str(p)!r}")
-        except ModelError:
-            raise
     if info is not None:
         set_info(model, info)
     return model.to(device)

@@ -8,6 +8,7 @@ rebuilt from the file alone.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from unlearnkit.exceptions import ModelError
 
-__all__ = ["INFO_ATTR", "ModelInfo", "check_finite", "get_info", "set_info"]
+__all__ = ["INFO_ATTR", "ModelInfo", "check_finite", "check_finite_tensors", "get_info", "set_info"]
 
 INFO_ATTR = "unlearnkit_info"
 FORMAT_VERSION = 1
@@ -50,6 +51,14 @@ class ModelInfo:
     method: dict[str, Any] | None = None
     seed: int | None = None
 
+    def __post_init__(self) -> None:
+        # Hold the JSON-able fields in their JSON form (tuples as lists), so that the info of a
+        # model equals the info of the same model saved and loaded again.
+        for name in ("arch_kwargs", "dataset", "split", "recipe", "method"):
+            object.__setattr__(self, name, _json_form(getattr(self, name)))
+        if self.input_shape is not None:
+            object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
+
     def replace(self, **changes: Any) -> ModelInfo:
         return replace(self, **changes)
 
@@ -68,6 +77,15 @@ class ModelInfo:
         return cls(**kwargs)
 
 
+def _json_form(value: Any) -> Any:
+    """``value`` with every tuple turned into a list, as a JSON round trip would."""
+    if isinstance(value, dict):
+        return {k: _json_form(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_form(v) for v in value]
+    return value
+
+
 def get_info(model: nn.Module) -> ModelInfo | None:
     """The :class:`ModelInfo` a model carries, or ``None`` for a plain user module."""
     info = getattr(model, INFO_ATTR, None)
@@ -82,7 +100,12 @@ def set_info(model: nn.Module, info: ModelInfo) -> nn.Module:
 
 def check_finite(model: nn.Module, what: str = "The model") -> None:
     """Raise :class:`ModelError` naming the first parameter or buffer holding NaN or inf."""
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+    check_finite_tensors(list(model.named_parameters()) + list(model.named_buffers()), what)
+
+
+def check_finite_tensors(named: Iterable[tuple[str, torch.Tensor]], what: str) -> None:
+    """:func:`check_finite` over ``(name, tensor)`` pairs, e.g. a state dict's items."""
+    for name, t in named:
         if torch.is_floating_point(t) and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
             raise ModelError(

@@ -1,0 +1,272 @@
+"""The one training loop (fit), evaluation (predict, accuracy), recipes and devices."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+import unlearnkit as uk
+from unlearnkit.exceptions import InvalidParameterError, ModelError
+from unlearnkit.training import resolve_device
+
+
+@pytest.fixture(scope="module")
+def data(digits) -> uk.ArrayDataset:
+    return digits.train.subset(range(256))
+
+
+def _mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return uk.build_model("mlp", num_classes=10, input_shape=(1, 8, 8), hidden=(16,))
+
+
+def _weights(model: nn.Module) -> list[torch.Tensor]:
+    return [t.detach().clone() for t in model.state_dict().values()]
+
+
+def _equal(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+RECIPE = uk.Recipe(epochs=3, lr=0.05, batch_size=32)
+_C = math.cos(math.pi / 4)
+
+
+def test_deterministic_under_seed(data):
+    a, b = _mlp(), _mlp()
+    uk.fit(a, data, RECIPE, seed=3)
+    uk.fit(b, data, RECIPE, seed=3)
+    assert _equal(_weights(a), _weights(b))
+
+
+def test_different_seeds_differ(data):
+    a, b = _mlp(), _mlp()
+    uk.fit(a, data, RECIPE, seed=3)
+    uk.fit(b, data, RECIPE, seed=4)
+    assert not _equal(_weights(a), _weights(b))
+
+
+def test_callers_global_rng_not_consumed(data, digits):
+    torch.manual_seed(99)
+    expected = torch.rand(4)
+    model = _mlp()
+    torch.manual_seed(99)
+    uk.fit(model, data, RECIPE, seed=1)
+    uk.accuracy(model, data)
+    assert torch.equal(torch.rand(4), expected)
+    torch.manual_seed(99)
+    uk.train_model(digits, arch="mlp", hidden=(8,), recipe=RECIPE.replace(epochs=1), seed=5)
+    assert torch.equal(torch.rand(4), expected)
+
+
+def test_train_model_is_deterministic(digits):
+    recipe = RECIPE.replace(epochs=1)
+    a = uk.train_model(digits, arch="mlp", hidden=(8,), recipe=recipe, seed=5)
+    b = uk.train_model(digits, arch="mlp", hidden=(8,), recipe=recipe, seed=5)
+    c = uk.train_model(digits, arch="mlp", hidden=(8,), recipe=recipe, seed=6)
+    assert _equal(_weights(a), _weights(b))
+    assert not _equal(_weights(a), _weights(c))
+
+
+def test_loss_goes_down_and_history(data):
+    model = _mlp()
+    before = uk.accuracy(model, data)
+    epochs_seen = []
+    history = uk.fit(model, data, RECIPE.replace(epochs=5, lr=0.2), seed=0,
+                     on_epoch=lambda e, m: epochs_seen.append((e, m is model)))
+    assert len(history) == 5 and all(math.isfinite(h) for h in history)
+    assert all(b < a for a, b in itertools.pairwise(history))
+    assert history[-1] < 0.5 * history[0]
+    assert uk.accuracy(model, data) > max(before, 0.5)
+    assert epochs_seen == [(e, True) for e in range(1, 6)]
+
+
+def test_dataloader_input_works_like_arraydataset(data):
+    """Full-batch training does not depend on order: both inputs give the same weights."""
+    recipe = uk.Recipe(epochs=3, lr=0.1, batch_size=len(data), momentum=0.0)
+    a, b, c = _mlp(), _mlp(), _mlp()
+    ha = uk.fit(a, data, recipe, seed=0)
+    loader = DataLoader(TensorDataset(data.x, data.y), batch_size=len(data))
+    hb = uk.fit(b, loader, recipe, seed=0)
+    hc = uk.fit(c, TensorDataset(data.x, data.y), recipe, seed=0)  # a plain torch Dataset
+    assert ha == pytest.approx(hb, rel=1e-5) and ha == pytest.approx(hc, rel=1e-5)
+    for wa, wb, wc in zip(_weights(a), _weights(b), _weights(c), strict=True):
+        assert torch.allclose(wa, wb, atol=1e-6) and torch.allclose(wa, wc, atol=1e-6)
+    assert not _equal(_weights(a), _weights(_mlp()))
+    # evaluation too
+    la, ya = uk.predict(a, data)
+    lb, yb = uk.predict(a, DataLoader(TensorDataset(data.x, data.y), batch_size=50))
+    assert torch.equal(ya, yb) and torch.allclose(la, lb, atol=1e-6)
+    assert uk.accuracy(a, loader) == uk.accuracy(a, data)
+
+
+class _DictData(Dataset):
+    def __init__(self, ds: uk.ArrayDataset) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        return {"image": self.ds.x[i], "label": self.ds.y[i]}
+
+
+def test_dict_batches(data):
+    model = _mlp()
+    history = uk.fit(model, _DictData(data), RECIPE.replace(epochs=2), seed=0)
+    assert len(history) == 2 and history[1] < history[0]
+    assert uk.accuracy(model, _DictData(data)) == uk.accuracy(model, data)
+
+
+@pytest.fixture
+def lrs(monkeypatch):
+    """Record the learning rate of each epoch of the next fit."""
+    import unlearnkit.training as training
+
+    made: list[torch.optim.Optimizer] = []
+    real = training._make_optimizer
+
+    def spy(params, recipe):
+        made.append(real(params, recipe))
+        return made[-1]
+
+    monkeypatch.setattr(training, "_make_optimizer", spy)
+    seen: list[float] = []
+    return seen, lambda epoch, model: seen.append(made[-1].param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize(
+    ("schedule", "epochs", "factors"),
+    [
+        ("constant", 4, [1, 1, 1, 1]),
+        ("step", 8, [1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01]),
+        ("step", 4, [1, 1, 0.1, 0.01]),
+        ("cosine", 4, [1, 0.5 + 0.5 * _C, 0.5, 0.5 - 0.5 * _C]),
+    ],
+)
+def test_schedules(data, lrs, schedule, epochs, factors):
+    seen, hook = lrs
+    recipe = uk.Recipe(epochs=epochs, lr=0.2, batch_size=128, schedule=schedule)
+    uk.fit(_mlp(), data.subset(range(64)), recipe, on_epoch=hook)
+    assert seen == pytest.approx([0.2 * f for f in factors], rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("changes", "pattern"),
+    [
+        ({"epochs": -1}, r"'epochs'.*\[0, inf\).*Got -1"),
+        ({"epochs": 2.0}, r"'epochs'.*int.*Got 2.0"),
+        ({"batch_size": 0}, r"'batch_size'.*\[1, inf\).*Got 0"),
+        ({"lr": 0.0}, r"'lr'.*\(0.0, inf\].*Got 0.0"),
+        ({"lr": float("nan")}, r"'lr'.*Got nan"),
+        ({"lr": "0.1"}, r"'lr'.*Got '0.1'"),
+        ({"momentum": 1.5}, r"'momentum'.*\[0.0, 1.0\].*Got 1.5"),
+        ({"weight_decay": -1e-4}, r"'weight_decay'.*Got -0.0001"),
+        ({"optimizer": "rmsprop"}, r"'optimizer'.*sgd.*Got 'rmsprop'"),
+        ({"schedule": "linear"}, r"'schedule'.*cosine.*Got 'linear'"),
+    ],
+)
+def test_recipe_validation(changes, pattern):
+    with pytest.raises(InvalidParameterError, match=pattern):
+        uk.Recipe(**changes)
+    with pytest.raises(InvalidParameterError, match=pattern):
+        uk.Recipe().replace(**changes)
+
+
+def test_recipe_dict_round_trip():
+    r = uk.Recipe(epochs=7, optimizer="adam", schedule="step")
+    assert uk.Recipe.from_dict(r.to_dict()) == r
+    with pytest.raises(InvalidParameterError, match=r"Unknown recipe fields \['epoch'\]"):
+        uk.Recipe.from_dict({"epoch": 3})
+    with pytest.raises(TypeError):
+        uk.Recipe(5)  # keyword-only
+
+
+def test_zero_epochs_changes_nothing(data):
+    model = _mlp()
+    before = _weights(model)
+    assert uk.fit(model, data, RECIPE.replace(epochs=0)) == []
+    assert _equal(before, _weights(model))
+
+
+def test_empty_data_refused():
+    empty = uk.ArrayDataset(torch.empty(0, 1, 8, 8), torch.empty(0, dtype=torch.int64))
+    with pytest.raises(InvalidParameterError, match="training data is empty"):
+        uk.fit(_mlp(), empty, RECIPE)
+
+
+def test_nonfinite_loss_raises_and_restores_flag(data):
+    model = _mlp()
+    model.eval()
+
+    def bad_loss(m, x, y):
+        return m(x).sum() * float("nan")
+
+    with pytest.raises(ModelError, match=r"loss became nan.*epoch 1"):
+        uk.fit(model, data, RECIPE, loss_fn=bad_loss, desc="probe")
+    assert not model.training
+
+
+def test_fit_trains_only_given_params_and_restores_flag(data):
+    model = _mlp()
+    model.eval()
+    before = _weights(model)
+    last = model.net[3].weight
+    uk.fit(model, data, RECIPE.replace(epochs=1, weight_decay=0.0), params=[last])
+    after = _weights(model)
+    changed = [not torch.equal(a, b) for a, b in zip(before, after, strict=True)]
+    assert changed == [False, False, True, False]  # net.1.w, net.1.b, net.3.w, net.3.b
+    assert not model.training
+
+
+def test_predict_and_accuracy_restore_train_flags(data):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Dropout(0.5), nn.Linear(32, 10))
+    model.train()
+    model[2].eval()  # mixed flags survive
+    flags = [m.training for m in model.modules()]
+    logits, labels = uk.predict(model, data)
+    assert [m.training for m in model.modules()] == flags
+    uk.accuracy(model, data)
+    assert [m.training for m in model.modules()] == flags
+    # predictions are made in eval mode: dropout is off, outputs are repeatable
+    model.eval()
+    with torch.no_grad():
+        expected = model(data.x)
+    assert torch.allclose(logits, expected, atol=1e-6)
+    assert logits.dtype == torch.float32 and torch.equal(labels, data.y)
+    assert not model.training
+
+
+def test_accuracy_by_hand():
+    class AlwaysTwo(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            out = torch.zeros(len(x), 4)
+            out[:, 2] = 1.0
+            return out + self.w
+
+    y = torch.tensor([2, 0, 2, 1, 3, 2, 2, 0])
+    ds = uk.ArrayDataset(torch.zeros(8, 3), y)
+    assert uk.accuracy(AlwaysTwo(), ds) == 0.5
+    empty = uk.ArrayDataset(torch.zeros(0, 3), torch.zeros(0, dtype=torch.int64))
+    assert math.isnan(uk.accuracy(AlwaysTwo(), empty))
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    mps = getattr(torch.backends, "mps", None)
+    if torch.cuda.is_available():
+        assert resolve_device().type == "cuda"
+    elif mps is not None and mps.is_available():
+        assert resolve_device().type == "mps"
+    else:
+        assert resolve_device() == torch.device("cpu")
