@@ -79,6 +79,8 @@ class HyperParameter:
     choices: tuple[Any, ...] | None = None
     low: float | None = None
     high: float | None = None
+    #: whether ``low`` itself is excluded (the range is ``(low, ...`` rather than ``[low, ...``)
+    low_open: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -127,7 +129,7 @@ class UnlearningMethod(ABC):
             _validate_field(type(self).name, f, getattr(self, f.name))
         self._check()
 
-    def _check(self) -> None:
+    def _check(self) -> None:  # noqa: B027  (an optional hook, not an abstract method)
         """Cross-parameter validation; subclasses raise InvalidParameterError."""
 
     # ---------------------------------------------------------------- description
@@ -145,6 +147,7 @@ class UnlearningMethod(ABC):
                     choices=m.get("choices"),
                     low=m.get("low"),
                     high=m.get("high"),
+                    low_open=bool(m.get("low_open", False)),
                 )
             )
         return out
@@ -242,7 +245,9 @@ class UnlearningMethod(ABC):
             if not needed:
                 continue
             if data is None:
-                raise InvalidParameterError(f"Method {self.name!r} needs the {what} set; none given.")
+                raise InvalidParameterError(
+                    f"Method {self.name!r} needs the {what} set; none given."
+                )
             if data_size(data) == 0:
                 raise InvalidParameterError(f"Method {self.name!r} got an empty {what} set.")
         if scenario not in self.scenarios:
@@ -270,7 +275,8 @@ def _validate_field(method: str, f: dataclasses.Field, value: Any) -> None:
     if value is None and f.default is None:
         return
     if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and math.isfinite(value))
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif kind is bool:
@@ -315,18 +321,16 @@ def register_method(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
 
 def get_method(name: str | UnlearningMethod, **params: Any) -> UnlearningMethod:
     """Build the method ``name`` with ``params``; unknown names and parameters are explained."""
-    if isinstance(name, UnlearningMethod):
-        if params:
-            return dataclasses.replace(name, **params)
-        return name
-    cls = METHODS.get(name)
+    cls = type(name) if isinstance(name, UnlearningMethod) else METHODS.get(name)
     valid = [f.name for f in dataclasses.fields(cls)]
     for key in params:
         if key not in valid:
             raise InvalidParameterError(
-                f"Method {name!r} has no parameter {key!r}.{did_you_mean(key, valid)} "
+                f"Method {cls.name!r} has no parameter {key!r}.{did_you_mean(key, valid)} "
                 f"Valid parameters: {', '.join(valid)}."
             )
+    if isinstance(name, UnlearningMethod):
+        return dataclasses.replace(name, **params) if params else name
     return cls(**params)
 
 
@@ -355,7 +359,8 @@ def coerce_param(cls: type[UnlearningMethod], key: str, text: str) -> Any:
             return float(text)
     except ValueError:
         raise InvalidParameterError(
-            f"The {key!r} parameter of {cls.name!r} must be a {kind.__name__}. Got {text!r}."
+            f"The {key!r} parameter of {cls.name!r} must be {_article(kind.__name__)} "
+            f"{kind.__name__}. Got {text!r}."
         ) from None
     return text
 
@@ -376,3 +381,7 @@ def ensure(cond: bool, message: str) -> None:
 
 
 FineTuneHook = Callable[[int, nn.Module], None]
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
