@@ -18,7 +18,7 @@ def cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "unlearnkit"
 
 
-def hash_tensors(*tensors: torch.Tensor, h: "hashlib._Hash | None" = None) -> str:
+def hash_tensors(*tensors: torch.Tensor, h: hashlib._Hash | None = None) -> str:
     """SHA-256 over the shapes, dtypes and bytes of ``tensors``."""
     h = h or hashlib.sha256()
     for t in tensors:

@@ -11,6 +11,7 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "DownloadError",
+    "DuplicateNameError",
     "InvalidParameterError",
     "InvalidSplitError",
     "ModelError",
@@ -28,6 +29,10 @@ class UnknownNameError(UnlearnkitError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class DuplicateNameError(UnlearnkitError, ValueError):
+    """A name registered twice in one registry."""
 
 
 class InvalidParameterError(UnlearnkitError, ValueError):

@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
-from unlearnkit.exceptions import UnknownNameError
+from unlearnkit.exceptions import DuplicateNameError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -32,7 +32,7 @@ class Registry(Generic[T]):
 
     def register(self, name: str, item: T) -> T:
         if name in self._items:
-            raise ValueError(f"A {self.kind} named {name!r} is already registered.")
+            raise DuplicateNameError(f"A {self.kind} named {name!r} is already registered.")
         self._items[name] = item
         return item
 

@@ -262,7 +262,7 @@ def fit(
     if data_size(data) == 0:
         raise InvalidParameterError(f"Cannot {desc}: the training data is empty.")
     optimizer = _make_optimizer(trainable, recipe)
-    was_training = model.training
+    flags = [(m, m.training) for m in model.modules()]
     model.train()
     try:
         with seeded(seed, dev):
@@ -294,7 +294,8 @@ def fit(
                 if on_epoch is not None:
                     on_epoch(epoch + 1, model)
     finally:
-        model.train(was_training)
+        for m, flag in flags:
+            m.training = flag
     return history
 
 

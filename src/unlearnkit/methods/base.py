@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import numbers
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -203,8 +204,9 @@ class UnlearningMethod(ABC):
             raise InvalidParameterError(
                 f"{self.name}: the model must be a torch.nn.Module. Got {type(model).__name__}."
             )
-        if isinstance(seed, bool) or not isinstance(seed, int):
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise InvalidParameterError(f"The 'seed' parameter must be an int. Got {seed!r}.")
+        seed = int(seed)
         check_finite(model, "The original model")
         self._check_request(forget, retain, scenario)
         dev = resolve_device(device)

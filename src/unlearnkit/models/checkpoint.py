@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from unlearnkit.exceptions import CheckpointError
+from unlearnkit.exceptions import CheckpointError, InvalidParameterError
 from unlearnkit.models.info import (
     ModelInfo,
     check_finite,
@@ -128,10 +128,15 @@ def load_checkpoint(
             )
         if info.num_classes is None or info.input_shape is None:
             raise CheckpointError(f"{str(p)!r} lacks num_classes or input_shape in its metadata.")
-        model = build_model(
-            info.arch, num_classes=info.num_classes, input_shape=info.input_shape,
-            **info.arch_kwargs,
-        )
+        try:
+            model = build_model(
+                info.arch, num_classes=info.num_classes, input_shape=info.input_shape,
+                **info.arch_kwargs,
+            )
+        except (InvalidParameterError, TypeError) as exc:
+            raise CheckpointError(
+                f"{str(p)!r} records arguments for {info.arch!r} that cannot build it: {exc}"
+            ) from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
