@@ -32,6 +32,7 @@ __all__ = [
     "predict",
     "resolve_device",
     "seeded",
+    "warm_up",
 ]
 
 #: ``loss_fn(model, x, y) -> scalar loss`` for one mini-batch.
@@ -122,6 +123,28 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+_WARM: set[str] = set()
+
+
+def warm_up(device: str | torch.device | None = None) -> None:
+    """Pay torch's one-time costs before anything is timed (once per device and process).
+
+    The first optimiser built in a process imports ``torch._dynamo`` (seconds on a CPU), and the
+    first use of a GPU creates its context and libraries: both would otherwise be counted in the
+    wall-clock of the first method (or the first training) that a process runs.
+    """
+    dev = resolve_device(device)
+    if str(dev) in _WARM:
+        return
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    if dev.type != "cpu":
+        x = torch.ones(8, 8, device=dev, requires_grad=True)
+        (x @ x).sum().backward()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+    _WARM.add(str(dev))
 
 
 @contextlib.contextmanager

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from unlearnkit.data.containers import ArrayDataset, DataBundle
 from unlearnkit.data.registry import register_dataset
@@ -33,6 +31,11 @@ def load_digits_dataset(
         raise InvalidParameterError(
             f"The 'test_size' option of 'digits' must be a float in (0, 1). Got {test_size!r}."
         )
+    # imported here, not at the top: scikit-learn takes ~2 s to import, which every
+    # `unlearnkit` command (and `import unlearnkit`) would otherwise pay
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
     y = bunch.target.astype(np.int64)

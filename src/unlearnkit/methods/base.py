@@ -29,7 +29,7 @@ from unlearnkit.data.splits import Data, Scenario
 from unlearnkit.exceptions import InvalidParameterError, ModelError
 from unlearnkit.models.info import ModelInfo, check_finite, get_info, set_info
 from unlearnkit.registry import Registry, did_you_mean
-from unlearnkit.training import Recipe, data_size, resolve_device, seeded
+from unlearnkit.training import Recipe, data_size, resolve_device, seeded, warm_up
 
 __all__ = [
     "METHODS",
@@ -220,6 +220,7 @@ class UnlearningMethod(ABC):
             progress=progress,
             original_info=get_info(model),
         )
+        warm_up(dev)  # torch's one-time costs are not the method's
         start = time.perf_counter()
         work = copy.deepcopy(model).to(dev)
         with seeded(seed, dev):

@@ -1,0 +1,8 @@
+"""``python -m unlearnkit``: the same command line as ``unlearnkit``."""
+
+import sys
+
+from unlearnkit.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

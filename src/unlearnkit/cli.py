@@ -1,0 +1,669 @@
+"""The ``unlearnkit`` command: parse arguments, call the library, print.
+
+Every command accepts ``--json`` and then prints exactly one JSON object on stdout; progress
+bars and log lines go to stderr. A user's mistake ends the command with one line
+``unlearnkit: error: ...`` on stderr and exit code 2; output files are written atomically, so
+an error never leaves a half-written one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unlearnkit.api import default_recipe, train_model, unlearn
+from unlearnkit.compare import compare_methods, format_table, jsonable, scenario_label
+from unlearnkit.data.containers import DataBundle
+from unlearnkit.data.registry import DATASETS, load_dataset
+from unlearnkit.data.splits import (
+    Split,
+    read_indices,
+    split_by_class,
+    split_indices,
+    split_random,
+)
+from unlearnkit.evaluation import evaluate
+from unlearnkit.exceptions import (
+    CheckpointError,
+    InvalidParameterError,
+    InvalidSplitError,
+    UnlearnkitError,
+)
+from unlearnkit.methods.base import METHODS, coerce_param, get_method
+from unlearnkit.models.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
+from unlearnkit.models.info import ModelInfo, get_info
+from unlearnkit.models.registry import MODELS
+from unlearnkit.registry import did_you_mean
+from unlearnkit.training import Recipe, accuracy, resolve_device
+
+__all__ = ["build_parser", "main"]
+
+PROG = "unlearnkit"
+
+
+# ---------------------------------------------------------------------- small parsers
+def _key_value(text: str, what: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise InvalidParameterError(f"{what} must be written key=value. Got {text!r}.")
+    return key.strip(), value.strip()
+
+
+def _literal(text: str) -> Any:
+    """``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"true"`` -> True, ``"none"`` -> None,
+    ``"8,16"`` -> (8, 16); anything else stays a string."""
+    if "," in text:
+        return tuple(_literal(t) for t in text.split(",") if t.strip())
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _options(pairs: Sequence[str] | None, what: str) -> dict[str, Any]:
+    return {k: _literal(v) for k, v in (_key_value(p, what) for p in pairs or ())}
+
+
+def _model_args(arch: str, pairs: Sequence[str] | None) -> dict[str, Any]:
+    """``--model-arg`` values, shaped like the architecture's defaults (``hidden=32`` is
+    ``(32,)`` for a layer-widths tuple); names and types are checked here."""
+    signature = inspect.signature(MODELS.get(arch)).parameters
+    valid = [p for p in signature if p not in ("self", "input_shape", "num_classes")]
+    out: dict[str, Any] = {}
+    for key, value in _options(pairs, "--model-arg").items():
+        if key not in valid:
+            raise InvalidParameterError(
+                f"Model {arch!r} has no argument {key!r}.{did_you_mean(key, valid)} "
+                f"Valid arguments: {', '.join(valid) or '(none)'}."
+            )
+        default = signature[key].default
+        if isinstance(default, (tuple, list)) and not isinstance(value, tuple):
+            value = (value,)
+        items = value if isinstance(value, tuple) else (value,)
+        kinds = {type(d) for d in default} if isinstance(default, (tuple, list)) else (
+            set() if default in (None, inspect.Parameter.empty) else {type(default)}
+        )
+        ok = all(
+            isinstance(v, tuple(kinds)) or (float in kinds and isinstance(v, int))
+            for v in items
+        ) if kinds else True
+        if not ok or (kinds and isinstance(value, bool) != (bool in kinds)):
+            raise InvalidParameterError(
+                f"The {key!r} argument of model {arch!r} must look like its default "
+                f"{default!r}. Got {value!r}."
+            )
+        out[key] = value
+    return out
+
+
+def _method_params(method: str, pairs: Sequence[str] | None) -> dict[str, Any]:
+    cls = METHODS.get(method)
+    out = {}
+    for pair in pairs or ():
+        key, value = _key_value(pair, "--param")
+        out[key] = coerce_param(cls, key, value)
+    return out
+
+
+def _compare_params(pairs: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for pair in pairs or ():
+        key, value = _key_value(pair, "--param")
+        method, dot, name = key.partition(".")
+        if not dot or not name:
+            raise InvalidParameterError(
+                f"compare's --param must be written method.key=value (e.g. ssd.alpha=5). "
+                f"Got {pair!r}."
+            )
+        out.setdefault(method, {})[name] = coerce_param(METHODS.get(method), name, value)
+    return out
+
+
+def _device(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise InvalidParameterError(
+            f"The '--device' option must name a torch device such as cpu, cuda or cuda:1. "
+            f"Got {text!r}."
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidParameterError(f"--device {text}: CUDA is not available on this machine.")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidParameterError(f"--device {text}: Apple MPS is not available here.")
+    return text
+
+
+def _bars() -> bool:
+    return sys.stderr.isatty()
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------- data and checkpoints
+def _load_data(args: argparse.Namespace, info: ModelInfo | None = None,
+               checkpoint: str | None = None) -> DataBundle:
+    """The dataset named by --data (default: the checkpoint's), loaded with the checkpoint's
+    recorded options, and checked against the checkpoint's classes and input shape."""
+    recorded = (info.dataset or {}) if info is not None else {}
+    name = args.data or recorded.get("name")
+    if name is None:
+        why = f"The checkpoint {checkpoint!r} records no dataset" if checkpoint else "No dataset"
+        raise InvalidParameterError(
+            f"{why}: give one with --data ({', '.join(DATASETS.names())})."
+        )
+    if recorded.get("name") not in (None, name):
+        raise CheckpointError(
+            f"The checkpoint {checkpoint!r} was trained on {recorded['name']!r}, not {name!r}. "
+            f"Use --data {recorded['name']} (or leave --data out)."
+        )
+    options = dict(recorded.get("options") or {}) if recorded.get("name") == name else {}
+    for key, value in _options(getattr(args, "data_option", None), "--data-option").items():
+        if key in options and options[key] != value:
+            raise CheckpointError(
+                f"The checkpoint {checkpoint!r} was trained on {name!r} with {key}="
+                f"{options[key]!r}, not {value!r}: its training set would differ."
+            )
+        options[key] = value
+    data = load_dataset(name, root=args.data_root, download=args.download, **options)
+    if info is not None:
+        if info.num_classes is not None and info.num_classes != data.num_classes:
+            raise CheckpointError(
+                f"The checkpoint {checkpoint!r} has {info.num_classes} classes but {name!r} has "
+                f"{data.num_classes}."
+            )
+        if info.input_shape is not None and tuple(info.input_shape) != data.input_shape:
+            raise CheckpointError(
+                f"The checkpoint {checkpoint!r} takes inputs of shape {tuple(info.input_shape)} "
+                f"but {name!r} samples have shape {data.input_shape}."
+            )
+    return data
+
+
+def _split_given(args: argparse.Namespace) -> bool:
+    return bool(args.forget_class) or any(
+        getattr(args, a) is not None for a in ("forget_fraction", "forget_count", "forget_indices")
+    )
+
+
+def _split(args: argparse.Namespace, data: DataBundle) -> Split:
+    if args.forget_class:
+        return split_by_class(data, args.forget_class)
+    if args.forget_fraction is not None:
+        return split_random(data, fraction=args.forget_fraction, seed=args.split_seed)
+    if args.forget_count is not None:
+        return split_random(data, count=args.forget_count, seed=args.split_seed)
+    return split_indices(data, read_indices(args.forget_indices))
+
+
+def _split_from_record(desc: dict, data: DataBundle, checkpoint: str) -> Split:
+    """Rebuild the forget request a checkpoint records, and check it is the same one."""
+    if desc.get("scenario") == "class" and desc.get("classes"):
+        split = split_by_class(data, desc["classes"])
+    elif "fraction" in desc or "count" in desc:
+        kw = {"fraction": desc["fraction"]} if "fraction" in desc else {"count": desc["count"]}
+        split = split_random(data, seed=int(desc.get("seed", 0)), **kw)
+    else:
+        raise InvalidSplitError(
+            f"The checkpoint {checkpoint!r} was unlearned for a list of sample indices: give "
+            "the same list with --forget-indices FILE."
+        )
+    if desc.get("forget_sha256") not in (None, split.description.get("forget_sha256")):
+        raise InvalidSplitError(
+            f"The forget request recorded in {checkpoint!r} cannot be rebuilt on this data (its "
+            "samples differ): give the split options explicitly."
+        )
+    return split
+
+
+def _same_request(recorded: dict | None, split: Split) -> bool:
+    if not recorded:
+        return True
+    a, b = recorded.get("forget_sha256"), split.description.get("forget_sha256")
+    return a is None or b is None or a == b
+
+
+def _load_retrained(path: str | None, split: Split, data: DataBundle) -> torch.nn.Module | None:
+    if path is None:
+        return None
+    info = read_checkpoint_info(path)
+    if info is not None:
+        if info.num_classes is not None and info.num_classes != data.num_classes:
+            raise CheckpointError(
+                f"The retrained checkpoint {path!r} has {info.num_classes} classes but "
+                f"{data.name!r} has {data.num_classes}."
+            )
+        if not _same_request(info.split, split):
+            raise CheckpointError(
+                f"The retrained checkpoint {path!r} was retrained for another forget request "
+                f"({info.split.get('scenario')}, {info.split.get('n_forget')} samples) than this "
+                f"one ({scenario_label(split, data.class_names)}, "
+                f"{split.description.get('n_forget')} samples)."
+            )
+    return load_checkpoint(path)
+
+
+def _split_summary(split: Split, data: DataBundle) -> dict[str, Any]:
+    return {"label": scenario_label(split, data.class_names), **split.description}
+
+
+# ---------------------------------------------------------------------- commands
+_RECIPE_FLAGS = ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "momentum",
+                 "schedule")
+
+
+def _recipe(args: argparse.Namespace, arch: str) -> Recipe:
+    changes = {k: getattr(args, k) for k in _RECIPE_FLAGS if getattr(args, k) is not None}
+    return default_recipe(arch).replace(**changes)
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    device = _device(args.device)
+    data = _load_data(args)
+    recipe = _recipe(args, args.model)
+    arch_kwargs = _model_args(args.model, args.model_arg)
+    model = train_model(data, arch=args.model, recipe=recipe, seed=args.seed, device=device,
+                        progress=_bars(), **arch_kwargs)
+    path = save_checkpoint(model, args.out)
+    info = get_info(model)
+    return {
+        "command": "train",
+        "out": str(path),
+        "dataset": data.name,
+        "arch": args.model,
+        "arch_kwargs": arch_kwargs,
+        "recipe": recipe.to_dict(),
+        "seed": args.seed,
+        "seconds": info.seconds if info else None,
+        "metrics": {"train_acc": accuracy(model, data.train),
+                    "test_acc": accuracy(model, data.test)},
+    }
+
+
+def cmd_forget(args: argparse.Namespace) -> dict[str, Any]:
+    device = _device(args.device)
+    params = _method_params(args.method, args.param)
+    method = get_method(args.method, **params)  # every check before any work
+    info = read_checkpoint_info(args.checkpoint)
+    data = _load_data(args, info, args.checkpoint)
+    split = _split(args, data)
+    retrained = _load_retrained(args.retrained, split, data)
+    model = load_checkpoint(args.checkpoint, device=resolve_device(device))
+    unlearned = unlearn(model, split, method, seed=args.seed, device=device, progress=_bars())
+    path = save_checkpoint(unlearned, args.out)
+    return {
+        "command": "forget",
+        "checkpoint": args.checkpoint,
+        "out": str(path),
+        "method": method.name,
+        "params": method.params(),
+        "seed": args.seed,
+        "split": _split_summary(split, data),
+        "retrained": args.retrained,
+        "metrics": evaluate(unlearned, split, retrained=retrained),
+    }
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    device = _device(args.device)
+    info = read_checkpoint_info(args.checkpoint)
+    data = _load_data(args, info, args.checkpoint)
+    recorded = info.split if info is not None else None
+    if _split_given(args):
+        split = _split(args, data)
+        if not _same_request(recorded, split):
+            warnings.warn(
+                f"{args.checkpoint!r} was unlearned for another forget request "
+                f"({recorded.get('n_forget')} samples) than the one evaluated "
+                f"({split.description.get('n_forget')} samples).", UserWarning, stacklevel=1)
+    elif recorded:
+        split = _split_from_record(recorded, data, args.checkpoint)
+    else:
+        raise InvalidSplitError(
+            f"The checkpoint {args.checkpoint!r} records no forget request: say which samples "
+            "were forgotten with --forget-class, --forget-fraction, --forget-count or "
+            "--forget-indices."
+        )
+    retrained = _load_retrained(args.retrained, split, data)
+    model = load_checkpoint(args.checkpoint, device=resolve_device(device))
+    return {
+        "command": "evaluate",
+        "checkpoint": args.checkpoint,
+        "method": info.method if info is not None else None,
+        "split": _split_summary(split, data),
+        "retrained": args.retrained,
+        "metrics": evaluate(model, split, retrained=retrained),
+    }
+
+
+def cmd_methods(args: argparse.Namespace) -> dict[str, Any]:
+    return {"methods": [cls.describe() for _, cls in METHODS.items()]}
+
+
+def cmd_datasets(args: argparse.Namespace) -> dict[str, Any]:
+    return {"datasets": [spec.to_dict() for _, spec in DATASETS.items()]}
+
+
+def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
+    start = time.perf_counter()
+    device = _device(args.device)
+    methods = None
+    if args.methods and args.methods.strip() != "all":
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        for m in methods:
+            METHODS.get(m)
+    params = _compare_params(args.param)
+    original = None
+    info = None
+    if args.checkpoint is not None:
+        info = read_checkpoint_info(args.checkpoint)
+    data = _load_data(args, info, args.checkpoint)
+    scenarios: list[Split] = []
+    if args.forget_class:
+        scenarios.append(split_by_class(data, args.forget_class))
+    for fraction in args.forget_fraction or ():
+        scenarios.append(split_random(data, fraction=fraction, seed=args.split_seed))
+    for count in args.forget_count or ():
+        scenarios.append(split_random(data, count=count, seed=args.split_seed))
+    if args.checkpoint is not None:
+        original = load_checkpoint(args.checkpoint, device=resolve_device(device))
+        ignored = [f"--{k.replace('_', '-')}" for k in (*_RECIPE_FLAGS, "model_arg")
+                   if getattr(args, k) is not None]
+        if ignored:
+            warnings.warn(
+                f"{', '.join(ignored)} ignored: the original comes from --checkpoint, and the "
+                "reference is retrained with its recorded recipe (change that with "
+                "--param retrain.epochs=N ...).", UserWarning, stacklevel=1)
+    arch = (info.arch if info is not None else None) or args.model
+    rows = compare_methods(
+        data,
+        scenarios=scenarios or None,
+        methods=methods,
+        params=params,
+        arch=arch,
+        arch_kwargs=_model_args(arch, args.model_arg) if original is None else None,
+        recipe=_recipe(args, arch),
+        original=original,
+        seed=args.seed,
+        device=device,
+        out_dir=args.out_dir,
+        progress=_bars(),
+        log=_log,
+    )
+    return {
+        "command": "compare",
+        "dataset": data.name,
+        "arch": arch,
+        "checkpoint": args.checkpoint,
+        "seed": args.seed,
+        "out_dir": args.out_dir,
+        "results": str(Path(args.out_dir) / "results.json") if args.out_dir else None,
+        "seconds": time.perf_counter() - start,
+        "rows": rows,
+    }
+
+
+# ---------------------------------------------------------------------- text output
+def _num(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:.4g}" if not math.isinf(value) else str(value)
+    return "-" if value is None else str(value)
+
+
+def _metrics_text(metrics: dict[str, Any]) -> list[str]:
+    width = max((len(k) for k in metrics), default=0)
+    return [f"  {k:<{width}}  {_num(v)}" for k, v in metrics.items()]
+
+
+def _text(result: dict[str, Any]) -> str:
+    cmd = result.get("command")
+    if cmd == "train":
+        lines = [f"Trained {result['arch']} on {result['dataset']} in "
+                 f"{_num(result['seconds'])} s; saved {result['out']}"]
+        return "\n".join(lines + _metrics_text(result["metrics"]))
+    if cmd == "forget":
+        lines = [f"{result['method']} forgot {result['split']['label']} "
+                 f"({result['split'].get('n_forget')} samples); saved {result['out']}"]
+        return "\n".join(lines + _metrics_text(result["metrics"]))
+    if cmd == "evaluate":
+        lines = [f"{result['checkpoint']} on {result['split']['label']} "
+                 f"({result['split'].get('n_forget')} samples forgotten)"]
+        return "\n".join(lines + _metrics_text(result["metrics"]))
+    if cmd == "compare":
+        text = format_table(result["rows"])
+        text += f"\n\nTotal wall-clock time: {result['seconds']:.1f} s"
+        if result.get("results"):
+            text += f"\nCheckpoints and {result['results']} saved."
+        return text
+    if "methods" in result:
+        return "\n\n".join(_method_text(d) for d in result["methods"])
+    if "datasets" in result:
+        return "\n\n".join(_dataset_text(d) for d in result["datasets"])
+    return json.dumps(jsonable(result), indent=2)
+
+
+def _method_text(d: dict[str, Any]) -> str:
+    needs = [w for w, f in (("forget", d["needs_forget"]), ("retain", d["needs_retain"])) if f]
+    scen = ", ".join(d["scenarios"])
+    if d["other_scenarios"] == "warn":
+        scen += " (others run with a warning)"
+    lines = [f"{d['name']}: {d['summary']}",
+             f"  needs: {', '.join(needs) or 'nothing'} set; scenarios: {scen}",
+             f"  paper: {d['paper']}"]
+    for h in d["hyperparameters"]:
+        extra = f", one of {list(h['choices'])}" if h.get("choices") else ""
+        lines.append(f"  --param {h['name']}={h['default']}  ({h['type']}{extra}) {h['help']}")
+    return "\n".join(lines)
+
+
+def _dataset_text(d: dict[str, Any]) -> str:
+    shape = "x".join(str(s) for s in d["input_shape"]) if d["input_shape"] else "?"
+    lines = [f"{d['name']}: {d['description']}",
+             f"  classes: {d['num_classes']}; input shape: {shape}; "
+             f"needs --data-root: {'yes' if d['needs_data_root'] else 'no'}"]
+    if d["options"]:
+        lines.append(f"  options (--data-option k=v): {', '.join(d['options'])}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- the parser
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its usage errors are one ``unlearnkit: error:`` line too (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_data(p: argparse.ArgumentParser, *, required: bool) -> None:
+    names = ", ".join(DATASETS.names())
+    p.add_argument("--data", required=required, metavar="NAME",
+                   help=f"dataset ({names})" + ("" if required else
+                                                "; default: the checkpoint's dataset"))
+    p.add_argument("--data-root", metavar="DIR", help="folder holding the dataset's files")
+    p.add_argument("--download", action="store_true", help="fetch missing dataset files")
+    p.add_argument("--data-option", action="append", metavar="K=V",
+                   help="a loader option (see `unlearnkit datasets`), repeatable")
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="cnn", metavar="ARCH", help="architecture (default: cnn)")
+    p.add_argument("--model-arg", action="append", metavar="K=V",
+                   help="architecture argument, e.g. channels=8,16; repeatable")
+    g = p.add_argument_group("training recipe (default: the architecture's recipe)")
+    g.add_argument("--epochs", type=int, metavar="N", help="training epochs")
+    g.add_argument("--lr", type=float, metavar="X", help="learning rate")
+    g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
+    g.add_argument("--batch-size", type=int, metavar="B")
+    g.add_argument("--weight-decay", type=float, metavar="W")
+    g.add_argument("--momentum", type=float, metavar="M", help="SGD momentum")
+    g.add_argument("--schedule", choices=("constant", "cosine", "step"),
+                   help="learning-rate schedule")
+
+
+def _add_split(p: argparse.ArgumentParser, *, required: bool) -> None:
+    g = p.add_argument_group("what to forget")
+    ex = g.add_mutually_exclusive_group(required=required)
+    ex.add_argument("--forget-class", action="append", metavar="CLASS",
+                    help="a class number or name; repeat to forget several classes")
+    ex.add_argument("--forget-fraction", type=float, metavar="F",
+                    help="a random fraction of the training set, in (0, 1)")
+    ex.add_argument("--forget-count", type=int, metavar="N",
+                    help="N random training samples")
+    ex.add_argument("--forget-indices", metavar="FILE",
+                    help="training-set indices (text, .json or .npy)")
+    g.add_argument("--split-seed", type=int, default=0, metavar="S",
+                   help="seed of a random split (default: 0)")
+
+
+def _add_common(p: argparse.ArgumentParser, *, seed: bool = True, device: bool = True) -> None:
+    if seed:
+        p.add_argument("--seed", type=int, default=0, metavar="S",
+                       help="random seed (default: 0)")
+    if device:
+        p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Make a trained PyTorch classifier forget part of its training data, and "
+                    "measure how close it comes to retraining from scratch.",
+    )
+    from unlearnkit import __version__
+
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train the original model on a dataset")
+    _add_data(p, required=True)
+    _add_model(p)
+    p.add_argument("--out", required=True, metavar="FILE", help="checkpoint to write")
+    _add_common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("forget", help="make a trained model forget part of its data")
+    p.add_argument("--checkpoint", required=True, metavar="FILE", help="the original model")
+    _add_data(p, required=False)
+    _add_split(p, required=True)
+    p.add_argument("--method", required=True,
+                   help=f"{', '.join(METHODS.names())} (see `unlearnkit methods`)")
+    p.add_argument("--param", action="append", metavar="K=V",
+                   help="a hyper-parameter of the method, e.g. alpha=10; repeatable")
+    p.add_argument("--out", required=True, metavar="FILE", help="checkpoint to write")
+    p.add_argument("--retrained", metavar="FILE",
+                   help="the retrained reference, for retrain_seconds and speedup")
+    _add_common(p)
+    p.set_defaults(func=cmd_forget)
+
+    p = sub.add_parser("evaluate", help="measure a model against a forget request")
+    p.add_argument("--checkpoint", required=True, metavar="FILE", help="the model to evaluate")
+    _add_data(p, required=False)
+    _add_split(p, required=False)
+    p.add_argument("--retrained", metavar="FILE",
+                   help="the retrained reference, for retrain_seconds and speedup")
+    _add_common(p, seed=False)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("methods", help="list the unlearning methods and their hyper-parameters")
+    _add_common(p, seed=False, device=False)
+    p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("datasets", help="list the datasets")
+    _add_common(p, seed=False, device=False)
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser(
+        "compare",
+        help="compare every method against retraining (the main job)",
+        description="Train the original once (or load --checkpoint); for each forget request "
+                    "(default: class 3, and a random 10 percent of the training set) retrain the "
+                    "reference, run every method and print how close each comes to it.",
+    )
+    _add_data(p, required=False)
+    _add_model(p)
+    p.add_argument("--checkpoint", metavar="FILE", help="start from this original model")
+    g = p.add_argument_group("forget requests (default: --forget-class 3 --forget-fraction 0.1)")
+    g.add_argument("--forget-class", action="append", metavar="CLASS",
+                   help="a class to forget; repeated classes are forgotten together")
+    g.add_argument("--forget-fraction", action="append", type=float, metavar="F",
+                   help="a random fraction to forget; each is its own request")
+    g.add_argument("--forget-count", action="append", type=int, metavar="N",
+                   help="N random samples to forget; each is its own request")
+    g.add_argument("--split-seed", type=int, default=0, metavar="S",
+                   help="seed of random requests (default: 0)")
+    p.add_argument("--methods", default="all", metavar="all|M1,M2",
+                   help="methods to compare (default: all registered)")
+    p.add_argument("--param", action="append", metavar="METHOD.K=V",
+                   help="a method's hyper-parameter, e.g. ssd.alpha=5; repeatable")
+    p.add_argument("--out-dir", metavar="DIR",
+                   help="save every checkpoint and results.json here")
+    _add_common(p)
+    p.set_defaults(func=cmd_compare)
+    return parser
+
+
+# ---------------------------------------------------------------------- entry point
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def _run(func: Callable[[argparse.Namespace], dict[str, Any]], args: argparse.Namespace) -> int:
+    result = func(args)
+    if args.json:
+        print(json.dumps(jsonable(result), allow_nan=False))
+    else:
+        print(_text(result))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0, or 2 on a user's error)."""
+    args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return _run(args.func, args)
+        except UnlearnkitError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
+        except BrokenPipeError:  # e.g. `unlearnkit methods --json | head`: not an error
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 1
+        except OSError as exc:
+            where = f": {exc.filename!r}" if getattr(exc, "filename", None) else ""
+            print(f"{PROG}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

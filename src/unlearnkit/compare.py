@@ -1,0 +1,358 @@
+"""The comparison job: every method against the retrained model, scenario by scenario.
+
+:func:`compare_methods` trains the original once (or takes one), and for each forget request
+retrains the exact reference, runs every method at its defaults (or the given
+hyper-parameters), evaluates each result against the reference, and returns one flat row per
+(scenario, method). :func:`format_table` prints those rows as one table per scenario.
+
+>>> import unlearnkit as uk
+>>> from unlearnkit.compare import compare_methods, format_table
+>>> ds = uk.load_dataset("digits")
+>>> rows = compare_methods(ds, arch="mlp", arch_kwargs={"hidden": (16,)},
+...                        recipe=uk.Recipe(epochs=2), methods=["retrain", "finetune"])
+>>> [(r["scenario"], r["method"]) for r in rows]  # doctest: +NORMALIZE_WHITESPACE
+[('class 3', 'original'), ('class 3', 'retrain'), ('class 3', 'finetune'),
+ ('random 10%', 'original'), ('random 10%', 'retrain'), ('random 10%', 'finetune')]
+>>> [r["forget_acc"] for r in rows if r["method"] == "retrain"][0]  # retraining never saw a 3
+0.0
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+import warnings as _warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unlearnkit.api import train_model, unlearn
+from unlearnkit.data.containers import DataBundle
+from unlearnkit.data.splits import Split, split_by_class, split_random
+from unlearnkit.evaluation import evaluate
+from unlearnkit.exceptions import InvalidParameterError, UnlearnkitError
+from unlearnkit.methods.base import METHODS, UnlearningMethod, get_method
+from unlearnkit.models.checkpoint import atomic_write, save_checkpoint
+from unlearnkit.training import Recipe
+
+__all__ = [
+    "ROW_METRICS",
+    "TABLE_COLUMNS",
+    "compare_methods",
+    "default_scenarios",
+    "format_table",
+    "jsonable",
+    "refusal",
+    "scenario_label",
+    "write_json",
+]
+
+#: The columns of the printed table: (row key, header).
+TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("retain_acc", "retain_acc"),
+    ("forget_acc", "forget_acc"),
+    ("test_acc", "test_acc"),
+    ("test_retain_acc", "test_retain_acc"),
+    ("test_forget_acc", "test_forget_acc"),
+    ("forget_acc_gap", "|forget-retrained|"),
+    ("seconds", "seconds"),
+    ("speedup", "speedup"),
+)
+
+#: The metric keys that every row has (``None`` where they do not apply).
+ROW_METRICS: tuple[str, ...] = (
+    "retain_acc", "forget_acc", "test_acc", "test_retain_acc", "test_forget_acc",
+    "forget_acc_gap", "seconds", "retrain_seconds", "speedup",
+)
+
+
+# ---------------------------------------------------------------------- scenarios
+def default_scenarios(data: DataBundle, *, seed: int = 0) -> list[Split]:
+    """The README's two forget requests: class 3, and a random 10 % of the training set."""
+    return [split_by_class(data, [3]), split_random(data, fraction=0.1, seed=seed)]
+
+
+def scenario_label(split: Split, class_names: Sequence[str] | None = None) -> str:
+    """A short human name for a forget request: ``class 3``, ``random 10%``, ``146 samples``."""
+    desc = split.description or {}
+    if split.scenario == "class" and split.forget_classes:
+        names = [
+            class_names[c] if class_names is not None and c < len(class_names) else str(c)
+            for c in split.forget_classes
+        ]
+        return f"class{'es' if len(names) > 1 else ''} {','.join(names)}"
+    if "fraction" in desc:
+        return f"random {float(desc['fraction']) * 100:g}%"
+    if "count" in desc:
+        return f"random {desc['count']} samples"
+    n = desc.get("n_forget")
+    return f"{n} samples" if n is not None else split.scenario
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", label.replace("%", "pct")).strip("-") or "scenario"
+
+
+def refusal(cls: type[UnlearningMethod], scenario: str) -> str | None:
+    """Why ``cls`` refuses ``scenario``, read from its declared attributes, or ``None``."""
+    if scenario in cls.scenarios or cls.other_scenarios != "refuse":
+        return None
+    return f"designed for {' and '.join(cls.scenarios)} unlearning only"
+
+
+# ---------------------------------------------------------------------- the job
+def _resolve_methods(methods: Sequence[str] | None) -> list[str]:
+    names = list(METHODS.names()) if methods is None else list(dict.fromkeys(methods))
+    for name in names:
+        METHODS.get(name)  # unknown names are explained here
+    # the reference first, then the approximate methods in registry order
+    return sorted(names, key=lambda n: n != "retrain")
+
+
+def _secs(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds >= 1 else f"{seconds:.2f} s"
+
+
+def _row(
+    scenario: str, split: Split, method: str, status: str, *,
+    params: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
+    reference_forget_acc: float | None = None, reason: str | None = None,
+    warnings: Sequence[str] = (), checkpoint: Path | None = None,
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "scenario": scenario,
+        "scenario_kind": split.scenario,
+        "split": dict(split.description),
+        "method": method,
+        "status": status,
+        "params": dict(params) if params is not None else None,
+    }
+    # every row has every key (None where it does not apply): one schema for all rows
+    metrics = {**dict.fromkeys(ROW_METRICS), **dict(metrics or {})}
+    fa = metrics.get("forget_acc")
+    if fa is not None and reference_forget_acc is not None:
+        metrics["forget_acc_gap"] = abs(float(fa) - float(reference_forget_acc))
+    row.update(metrics)
+    row["reason"] = reason
+    row["warnings"] = list(warnings)
+    row["checkpoint"] = str(checkpoint) if checkpoint is not None else None
+    return row
+
+
+def compare_methods(
+    data: DataBundle,
+    *,
+    scenarios: Sequence[Split] | None = None,
+    methods: Sequence[str] | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    arch: str = "cnn",
+    arch_kwargs: Mapping[str, Any] | None = None,
+    recipe: Recipe | None = None,
+    original: nn.Module | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    out_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every method on every forget request and judge each against retraining.
+
+    Args:
+        data: the dataset (``uk.load_dataset("digits")``).
+        scenarios: the forget requests (default: :func:`default_scenarios`).
+        methods: registered method names (default: every registered method). ``retrain`` is
+            always run, as the reference; it is listed as a row when it is in ``methods``.
+        params: hyper-parameters per method, e.g. ``{"ssd": {"alpha": 5.0}}``; others run at
+            their defaults.
+        arch, arch_kwargs, recipe: how to train the original (ignored with ``original``).
+        original: an already trained model to start from, instead of training one.
+        seed: seeds the original's training, the retraining and every method.
+        device: where to compute (default: CUDA, then MPS, then the CPU).
+        out_dir: if given, the original, every reference and every unlearned model are saved
+            there as ``.safetensors``, and the rows as ``results.json`` (all written atomically).
+        progress: progress bars on stderr.
+        log: called with one line per step (e.g. ``print``), to follow a long run.
+
+    Returns:
+        One dict per (scenario, method), in order: an ``original`` row (no unlearning), then
+        ``retrain`` and the other methods. Each has ``scenario``, ``scenario_kind``, ``split``,
+        ``method``, ``status`` (``"ok"``, ``"original"``, ``"skipped"`` or ``"failed"``),
+        ``params``, ``reason``, ``warnings``, ``checkpoint`` and the metrics
+        (:data:`ROW_METRICS`, ``None`` where they do not apply) of :func:`unlearnkit.evaluate`
+        (``retain_acc``, ``forget_acc``, ``test_acc``, ``test_retain_acc``/``test_forget_acc``
+        for classes, ``seconds``, ``retrain_seconds``, ``speedup``) plus ``forget_acc_gap`` =
+        |forget_acc - the retrained model's forget_acc|.
+        A method that refuses a scenario (its ``scenarios`` and ``other_scenarios`` say so) is
+        ``skipped``; one whose run raises an unlearnkit error is ``failed``; ``reason`` says why.
+        The warnings a method raised (run outside its designed scenarios, selected nothing...)
+        are kept in ``warnings``.
+    """
+    say = log or (lambda message: None)
+    names = _resolve_methods(methods)
+    params = {k: dict(v) for k, v in (params or {}).items()}
+    for name in params:
+        if name not in names:
+            raise InvalidParameterError(
+                f"Hyper-parameters were given for method {name!r}, which is not compared. "
+                f"Compared methods: {', '.join(names)}."
+            )
+    # build every method first: a bad parameter fails before any training
+    built = {name: get_method(name, **params.get(name, {})) for name in names}
+    reference_method = get_method("retrain")
+    out = Path(out_dir) if out_dir is not None else None
+
+    if original is None:
+        say(f"training the original {arch} on {data.name} ...")
+        start = time.perf_counter()
+        original = train_model(data, arch=arch, recipe=recipe, seed=seed, device=device,
+                               progress=progress, **dict(arch_kwargs or {}))
+        say(f"  done in {_secs(time.perf_counter() - start)}")
+    if out is not None:
+        save_checkpoint(original, out / "original.safetensors")
+
+    if scenarios is None:
+        scenarios = default_scenarios(data, seed=seed)
+    rows: list[dict[str, Any]] = []
+    for split in scenarios:
+        label = scenario_label(split, data.class_names)
+        folder = out / _slug(label) if out is not None else None
+
+        def save(model: nn.Module, name: str, folder: Path | None = folder) -> Path | None:
+            return save_checkpoint(model, folder / f"{name}.safetensors") if folder else None
+
+        # every model is evaluated where it lives (a given original may sit on another device)
+        say(f"[{label}] retraining the reference ...")
+        reference = unlearn(original, split, reference_method, seed=seed, device=device,
+                            progress=progress)
+        ref_path = save(reference, "retrain")
+        ref_metrics = evaluate(reference, split, retrained=reference)
+        ref_forget = ref_metrics.get("forget_acc")
+        say(f"[{label}]   done in {_secs(ref_metrics['seconds'])}")
+
+        rows.append(_row(label, split, "original", "original",
+                         metrics=evaluate(original, split, retrained=reference),
+                         reference_forget_acc=ref_forget))
+        for name in names:
+            method = built[name]
+            cls = type(method)
+            why = refusal(cls, split.scenario)
+            if why is not None:
+                rows.append(_row(label, split, name, "skipped", params=method.params(),
+                                 reason=why))
+                say(f"[{label}] {name}: skipped ({why})")
+                continue
+            if name == "retrain" and method == reference_method:
+                rows.append(_row(label, split, name, "ok", params=method.params(),
+                                 metrics=ref_metrics, reference_forget_acc=ref_forget,
+                                 checkpoint=ref_path))
+                continue
+            say(f"[{label}] {name} ...")
+            with _warnings.catch_warnings(record=True) as caught:
+                _warnings.simplefilter("always")
+                try:
+                    model = unlearn(original, split, method, seed=seed, device=device,
+                                    progress=progress)
+                except UnlearnkitError as exc:
+                    rows.append(_row(label, split, name, "failed", params=method.params(),
+                                     reason=str(exc)))
+                    say(f"[{label}]   failed: {exc}")
+                    continue
+            notes = list(dict.fromkeys(str(w.message) for w in caught))
+            metrics = evaluate(model, split, retrained=reference)
+            rows.append(_row(label, split, name, "ok", params=method.params(), metrics=metrics,
+                             reference_forget_acc=ref_forget, warnings=notes,
+                             checkpoint=save(model, name)))
+            say(f"[{label}]   done in {_secs(metrics['seconds'])}")
+    if out is not None:
+        write_json(out / "results.json", {"dataset": data.name, "seed": seed, "rows": rows})
+    return rows
+
+
+# ---------------------------------------------------------------------- output
+def jsonable(obj: Any) -> Any:
+    """``obj`` with non-finite floats as ``None``, tuples as lists, numpy/torch scalars as
+    Python numbers: always valid JSON."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        try:
+            return jsonable(obj.item())
+        except (TypeError, ValueError):
+            pass
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return str(obj)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path``, atomically."""
+    text = json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _fmt(key: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if key == "speedup":
+        return "inf" if math.isinf(value) else f"{value:.1f}x"
+    if key == "seconds":
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One plain-text table per scenario; skipped and failed methods are listed with why."""
+    blocks: list[str] = []
+    scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
+    for label in scenarios:
+        group = [r for r in rows if r["scenario"] == label]
+        cols = [(k, h) for k, h in TABLE_COLUMNS if any(r.get(k) is not None for r in group)]
+        header = ["method", *(h for _, h in cols)]
+        body: list[list[str]] = []
+        notes: list[str] = []
+        for r in group:
+            if r["status"] in ("skipped", "failed"):
+                body.append([r["method"], f"{r['status']}: {r['reason']}"])
+                continue
+            body.append([r["method"], *(_fmt(k, r.get(k)) for k, _ in cols)])
+            notes += [f"  note: {r['method']}: {w}" for w in r.get("warnings") or ()]
+        full = [x for x in [header, *body] if len(x) == len(header)]
+        width = [max(len(x[i]) for x in full) for i in range(len(header))]
+        width[0] = max(len(x[0]) for x in [header, *body])
+
+        def line(cells: list[str], width: list[int] = width) -> str:
+            if len(cells) != len(width):  # a skipped / failed row: one free-text cell
+                return f"{cells[0]:<{width[0]}}  {cells[1]}"
+            pairs = enumerate(zip(cells, width, strict=True))
+            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs)
+
+        first = group[0]
+        n = first.get("split", {}).get("n_forget")
+        ref = next((r for r in group if r["method"] == "retrain" or r.get("retrain_seconds")),
+                   None)
+        rs = ref.get("retrain_seconds") if ref else None
+        title = f"Scenario: {label}"
+        extras = []
+        if n is not None:
+            extras.append(f"{n} samples forgotten")
+        if rs is not None:
+            extras.append(f"retraining took {_secs(rs)}")
+        if extras:
+            title += f" ({'; '.join(extras)})"
+        out = [title, line(header), line(["-" * w for w in width])]
+        out += [line(b) for b in body]
+        out += notes
+        blocks.append("\n".join(out))
+    return "\n\n".join(blocks)

@@ -1,0 +1,250 @@
+"""The command line, through ``--json`` as a script would use it.
+
+Most commands run in-process through ``unlearnkit.cli.main`` (fast); two run as
+``python -m unlearnkit`` subprocesses to check the entry point, the exit code and that an error
+is one line with no traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import unlearnkit as uk
+from unlearnkit.cli import main
+
+METRICS_CLASS = {"retain_acc", "forget_acc", "test_acc", "test_retain_acc", "test_forget_acc",
+                 "seconds"}
+WITH_REFERENCE = {"retrain_seconds", "speedup"}
+
+
+def run(*argv: str | os.PathLike) -> tuple[int, str, str]:
+    """``unlearnkit ARGV`` in-process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse's usage errors
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_json(*argv: str | os.PathLike) -> dict:
+    code, out, err = run(*argv, "--json")
+    assert code == 0, err
+    return json.loads(out)  # exactly one JSON object: json.loads refuses trailing text
+
+
+def assert_one_error_line(err: str, *fragments: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("unlearnkit: error: "), err
+    assert "Traceback" not in err
+    for f in fragments:
+        assert f in lines[0], err
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """A folder with an original MLP (3 epochs) and its retrained reference for class 3."""
+    d = tmp_path_factory.mktemp("cli")
+    res = run_json("train", "--data", "digits", "--model", "mlp", "--model-arg", "hidden=32",
+                   "--epochs", "3", "--seed", "0", "--out", d / "original.safetensors")
+    assert res["metrics"]["test_acc"] > 0.5
+    run_json("forget", "--checkpoint", d / "original.safetensors", "--data", "digits",
+             "--forget-class", "3", "--method", "retrain", "--out", d / "retrained.safetensors")
+    return d
+
+
+def test_train_json_and_checkpoint_provenance(work):
+    info = uk.models.read_checkpoint_info(work / "original.safetensors")
+    assert info.arch == "mlp" and info.arch_kwargs == {"hidden": [32]}
+    assert info.dataset["name"] == "digits" and info.recipe["epochs"] == 3
+    assert info.num_classes == 10 and info.input_shape == (1, 8, 8)
+
+
+def test_forget_evaluate_round_trip(work):
+    out = work / "unlearned.safetensors"
+    res = run_json("forget", "--checkpoint", work / "original.safetensors", "--data", "digits",
+                   "--forget-class", "3", "--method", "finetune", "--param", "lr=1e-3",
+                   "--param", "epochs=2", "--retrained", work / "retrained.safetensors",
+                   "--out", out)
+    assert res["method"] == "finetune" and res["params"]["lr"] == 1e-3
+    assert res["params"]["epochs"] == 2
+    assert res["split"]["scenario"] == "class" and res["split"]["classes"] == [3]
+    assert res["out"] == str(out) and out.is_file()
+    assert set(res["metrics"]) == METRICS_CLASS | WITH_REFERENCE
+    assert all(isinstance(v, float) for v in res["metrics"].values())
+
+    info = uk.models.read_checkpoint_info(out)
+    assert info.method["name"] == "finetune" and info.method["params"]["lr"] == 1e-3
+    assert info.split["classes"] == [3]
+
+    # evaluate rebuilds the recorded forget request when no split option is given
+    ev = run_json("evaluate", "--checkpoint", out, "--retrained", work / "retrained.safetensors")
+    assert ev["split"]["classes"] == [3] and ev["method"]["name"] == "finetune"
+    for key in ("retain_acc", "forget_acc", "test_acc", "test_retain_acc", "test_forget_acc"):
+        assert ev["metrics"][key] == pytest.approx(res["metrics"][key])
+
+    # ... and measures any other request it is given
+    ev = run_json("evaluate", "--checkpoint", work / "original.safetensors",
+                  "--forget-fraction", "0.1", "--split-seed", "1")
+    assert set(ev["metrics"]) == {"retain_acc", "forget_acc", "test_acc", "seconds"}
+    assert ev["metrics"]["seconds"] is None  # an original has no unlearning step to time
+    assert ev["split"]["scenario"] == "random" and ev["split"]["seed"] == 1
+
+
+def test_retrained_model_forgets_the_class(work):
+    ev = run_json("evaluate", "--checkpoint", work / "retrained.safetensors")
+    assert ev["metrics"]["forget_acc"] == 0.0 and ev["metrics"]["test_forget_acc"] == 0.0
+
+
+def test_text_output(work):
+    code, out, _ = run("evaluate", "--checkpoint", work / "retrained.safetensors")
+    assert code == 0 and "class 3" in out and "forget_acc" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--method", "fintune"], ["Unknown method 'fintune'", "Did you mean 'finetune'?",
+                                   "Valid methods:"]),
+        (["--method", "finetune", "--param", "lrr=0.1"],
+         ["no parameter 'lrr'", "Did you mean 'lr'?", "Valid parameters:"]),
+        (["--method", "finetune", "--param", "lr=fast"], ["'lr'", "must be a float"]),
+        (["--method", "finetune", "--param", "lr"], ["key=value"]),
+        (["--method", "finetune", "--param", "lr=-1"], ["'lr'", "range"]),
+    ],
+)
+def test_bad_method_or_parameter(work, args, fragments):
+    out = work / "never.safetensors"
+    code, stdout, err = run("forget", "--checkpoint", work / "original.safetensors",
+                            "--forget-class", "3", "--out", out, *args)
+    assert code == 2 and stdout == ""
+    assert_one_error_line(err, *fragments)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("split", "fragments"),
+    [
+        (["--forget-class", "12"], ["Unknown class 12", "0-9"]),
+        (["--forget-class", "three"], ["Unknown class 'three'"]),
+        (["--forget-fraction", "1.5"], ["'fraction'", "(0, 1)"]),
+        (["--forget-count", "0"], ["'count'"]),
+        (["--forget-indices", "missing.txt"], ["not found"]),
+    ],
+)
+def test_bad_forget_request(work, split, fragments):
+    out = work / "never.safetensors"
+    code, _, err = run("forget", "--checkpoint", work / "original.safetensors",
+                       "--method", "finetune", "--out", out, *split)
+    assert code == 2
+    assert_one_error_line(err, *fragments)
+    assert not out.exists()
+    assert not list(work.glob(".never*"))  # no temporary file left either
+
+
+def test_forget_indices_file(work, tmp_path):
+    idx = tmp_path / "erase.txt"
+    idx.write_text("# one user's samples\n0, 5, 17\n42\n")
+    res = run_json("forget", "--checkpoint", work / "original.safetensors", "--forget-indices",
+                   idx, "--method", "finetune", "--out", tmp_path / "u.safetensors")
+    assert res["split"]["n_forget"] == 4 and res["split"]["source"] == "indices"
+
+
+def test_missing_and_corrupt_checkpoints(work, tmp_path):
+    code, _, err = run("forget", "--checkpoint", tmp_path / "nope.safetensors",
+                       "--forget-class", "3", "--method", "finetune",
+                       "--out", tmp_path / "u.safetensors")
+    assert code == 2
+    assert_one_error_line(err, "Checkpoint not found", "nope.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint at all")
+    code, _, err = run("evaluate", "--checkpoint", bad, "--forget-class", "3")
+    assert code == 2
+    assert_one_error_line(err, "not a valid safetensors checkpoint")
+    assert not (tmp_path / "u.safetensors").exists()
+
+
+def test_checkpoint_must_match_the_data(work, tmp_path):
+    code, _, err = run("evaluate", "--checkpoint", work / "original.safetensors",
+                       "--data", "mnist", "--forget-class", "3")
+    assert code == 2
+    assert_one_error_line(err, "trained on 'digits', not 'mnist'")
+    code, _, err = run("evaluate", "--checkpoint", work / "original.safetensors",
+                       "--forget-class", "3", "--data-option", "test_size=0.3")
+    assert code == 2
+    assert_one_error_line(err, "test_size=0.2, not 0.3")
+
+
+def test_retrained_reference_must_match_the_request(work, tmp_path):
+    code, _, err = run("forget", "--checkpoint", work / "original.safetensors",
+                       "--forget-class", "5", "--method", "finetune",
+                       "--retrained", work / "retrained.safetensors",
+                       "--out", tmp_path / "u.safetensors")
+    assert code == 2
+    assert_one_error_line(err, "another forget request")
+    assert not (tmp_path / "u.safetensors").exists()
+
+
+def test_usage_errors_exit_2():
+    code, _, err = run("compare", "--model", "mlp")
+    assert code == 2
+    assert_one_error_line(err, "No dataset", "--data")
+    code, _, err = run("forget", "--checkpoint", "x.safetensors", "--method", "finetune",
+                       "--out", "y.safetensors")
+    assert code == 2
+    assert_one_error_line(err, "--forget-class")
+    code, _, err = run("frobnicate")
+    assert code == 2 and "invalid choice" in err
+
+
+def test_bad_device(work, tmp_path):
+    code, _, err = run("train", "--data", "digits", "--device", "warp-drive",
+                       "--out", tmp_path / "m.safetensors")
+    assert code == 2
+    assert_one_error_line(err, "--device")
+
+
+def test_methods_json_lists_every_registered_method():
+    res = run_json("methods")
+    by_name = {m["name"]: m for m in res["methods"]}
+    assert set(by_name) == set(uk.METHODS.names())
+    for name, cls in uk.METHODS.items():
+        d = by_name[name]
+        assert d["paper"] == cls.paper and d["scenarios"] == list(cls.scenarios)
+        assert {"needs_forget", "needs_retain", "summary", "other_scenarios"} <= set(d)
+        hps = {h["name"]: h for h in d["hyperparameters"]}
+        assert set(hps) == set(cls().params())
+        for key, default in cls().params().items():
+            assert hps[key]["default"] == default
+    code, out, _ = run("methods")
+    assert code == 0 and all(name in out for name in uk.METHODS.names())
+
+
+def test_datasets_json_lists_every_registered_dataset():
+    res = run_json("datasets")
+    assert [d["name"] for d in res["datasets"]] == uk.DATASETS.names()
+    digits = next(d for d in res["datasets"] if d["name"] == "digits")
+    assert digits["num_classes"] == 10 and digits["input_shape"] == [1, 8, 8]
+
+
+def _subprocess(*argv: str | os.PathLike) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "unlearnkit", *map(str, argv)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_python_m_unlearnkit_error_is_one_line(work, tmp_path):
+    p = _subprocess("forget", "--checkpoint", work / "original.safetensors", "--forget-class", "3",
+                    "--method", "sdd", "--out", tmp_path / "u.safetensors", "--json")
+    assert p.returncode == 2 and p.stdout == ""
+    assert_one_error_line(p.stderr, "Unknown method 'sdd'")
+    assert not (tmp_path / "u.safetensors").exists()

@@ -1,0 +1,199 @@
+"""The comparison job (library and ``unlearnkit compare``) on a tiny setting."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+import unlearnkit as uk
+from unlearnkit.cli import main
+from unlearnkit.compare import (
+    compare_methods,
+    format_table,
+    jsonable,
+    refusal,
+    scenario_label,
+)
+from unlearnkit.methods import METHODS, Request, UnlearningMethod
+
+ROW_KEYS = {"scenario", "scenario_kind", "split", "method", "status", "params", "reason",
+            "warnings", "checkpoint"}
+METRIC_KEYS = {"retain_acc", "forget_acc", "test_acc", "forget_acc_gap", "seconds",
+               "retrain_seconds", "speedup"}
+CLASS_KEYS = {"test_retain_acc", "test_forget_acc"}
+
+
+@pytest.fixture(scope="module")
+def tiny_original(digits) -> nn.Module:
+    return uk.train_model(digits, arch="mlp", hidden=(16,), recipe=uk.Recipe(epochs=2), seed=0)
+
+
+@pytest.fixture(scope="module")
+def rows(digits, tiny_original, tmp_path_factory) -> list[dict]:
+    """Every registered method, both default scenarios, checkpoints saved."""
+    out = tmp_path_factory.mktemp("compare")
+    return compare_methods(digits, original=tiny_original, seed=0, out_dir=out)
+
+
+def test_rows_cover_every_method_and_scenario(rows):
+    assert [r["scenario"] for r in rows[:: len(METHODS) + 1]] == ["class 3", "random 10%"]
+    for scenario in ("class 3", "random 10%"):
+        group = [r for r in rows if r["scenario"] == scenario]
+        assert [r["method"] for r in group][:2] == ["original", "retrain"]
+        assert {r["method"] for r in group} == {"original", *METHODS.names()}
+        for r in group:
+            assert set(r) >= ROW_KEYS | METRIC_KEYS | CLASS_KEYS  # one schema for every row
+            if r["status"] in ("ok", "original"):
+                expected = {"retain_acc", "forget_acc", "test_acc", "forget_acc_gap",
+                            "retrain_seconds"}
+                if scenario.startswith("class"):
+                    expected |= CLASS_KEYS
+                if r["status"] == "ok":
+                    expected |= {"seconds", "speedup"}
+                assert all(r[k] is not None for k in expected), r
+            else:
+                assert r["status"] in ("skipped", "failed") and r["reason"]
+            if not scenario.startswith("class"):
+                assert r["test_forget_acc"] is None
+
+
+def test_retrain_row_is_the_reference(rows):
+    for r in rows:
+        if r["method"] == "retrain":
+            assert r["forget_acc_gap"] == 0.0 and r["speedup"] == pytest.approx(1.0)
+            if r["scenario_kind"] == "class":
+                assert r["forget_acc"] == 0.0 and r["test_forget_acc"] == 0.0
+        if r["method"] == "original":
+            assert r["seconds"] is None and r["params"] is None
+            assert r["forget_acc"] > 0.3  # the original still knows class 3
+
+
+def test_refusals_are_read_from_declared_attributes(rows):
+    for r in rows:
+        if r["method"] == "original":
+            continue
+        cls = METHODS.get(r["method"])
+        refused = r["scenario_kind"] not in cls.scenarios and cls.other_scenarios == "refuse"
+        assert (r["status"] == "skipped") == refused, r
+        if r["scenario_kind"] not in cls.scenarios and cls.other_scenarios == "warn":
+            assert any("designed for" in w for w in r["warnings"])  # the warning is kept
+
+
+def test_results_json_and_checkpoints(rows):
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert ok and all(r["checkpoint"] for r in ok)
+    path = uk.load_checkpoint(ok[-1]["checkpoint"])
+    assert uk.get_info(path).method["name"] == ok[-1]["method"]
+    folder = Path(ok[0]["checkpoint"]).parent.parent
+    saved = json.loads((folder / "results.json").read_text())
+    assert saved["dataset"] == "digits" and len(saved["rows"]) == len(rows)
+    assert (folder / "original.safetensors").is_file()
+
+
+def test_format_table(rows):
+    text = format_table(rows)
+    assert text.count("Scenario: ") == 2
+    assert "|forget-retrained|" in text and "test_forget_acc" in text
+    for name in ("original", *METHODS.names()):
+        assert name in text
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClassOnly(UnlearningMethod):
+    """A method for class unlearning only (not registered)."""
+
+    name = "class-only"
+    paper = "none"
+    summary = "returns the model unchanged"
+    scenarios = ("class",)
+    other_scenarios = "refuse"
+
+    def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:
+        return model
+
+
+
+def test_refusing_method_is_skipped_with_reason(digits, tiny_original, monkeypatch):
+    monkeypatch.setitem(METHODS._items, "class-only", ClassOnly)
+    assert refusal(ClassOnly, "random") == "designed for class unlearning only"
+    assert refusal(ClassOnly, "class") is None
+    rows = compare_methods(digits, original=tiny_original, methods=["class-only"],
+                           scenarios=[uk.split_random(digits, count=30, seed=0)])
+    assert [(r["method"], r["status"]) for r in rows] == [("original", "original"),
+                                                         ("class-only", "skipped")]
+    assert rows[1]["reason"] == "designed for class unlearning only"
+    assert "skipped: designed for class unlearning only" in format_table(rows)
+
+
+def test_params_and_method_names_are_checked(digits, tiny_original):
+    with pytest.raises(uk.UnknownNameError, match="Did you mean 'finetune'"):
+        compare_methods(digits, original=tiny_original, methods=["fintune"])
+    with pytest.raises(uk.InvalidParameterError, match="not compared"):
+        compare_methods(digits, original=tiny_original, methods=["finetune"],
+                        params={"perturb": {"beta": 0.1}})
+    with pytest.raises(uk.InvalidParameterError, match="Did you mean 'lr'"):
+        compare_methods(digits, original=tiny_original, methods=["finetune"],
+                        params={"finetune": {"lrr": 0.1}})
+
+
+def test_scenario_labels(digits):
+    assert scenario_label(uk.split_by_class(digits, [3, 5])) == "classes 3,5"
+    assert scenario_label(uk.split_random(digits, fraction=0.1)) == "random 10%"
+    assert scenario_label(uk.split_random(digits, count=20)) == "random 20 samples"
+    assert scenario_label(uk.split_indices(digits, [1, 2, 3])) == "3 samples"
+
+
+def test_jsonable_gives_valid_json():
+    obj = {"a": math.nan, "b": [math.inf, 1.5, (2, 3)], "c": None, "d": True}
+    text = json.dumps(jsonable(obj), allow_nan=False)
+    assert json.loads(text) == {"a": None, "b": [None, 1.5, [2, 3]], "c": None, "d": True}
+
+
+def test_cli_compare_json(tmp_path):
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["compare", "--data", "digits", "--model", "mlp", "--model-arg", "hidden=16",
+            "--epochs", "2", "--methods", "retrain,finetune", "--param", "finetune.lr=1e-3",
+            "--forget-class", "3", "--forget-count", "25", "--out-dir", str(tmp_path / "run"),
+            "--json"]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    assert code == 0, err.getvalue()
+    res = json.loads(out.getvalue())
+    assert res["dataset"] == "digits" and res["arch"] == "mlp"
+    assert [(r["scenario"], r["method"]) for r in res["rows"]] == [
+        ("class 3", "original"), ("class 3", "retrain"), ("class 3", "finetune"),
+        ("random 25 samples", "original"), ("random 25 samples", "retrain"),
+        ("random 25 samples", "finetune"),
+    ]
+    ft = res["rows"][2]
+    assert ft["params"]["lr"] == 1e-3 and set(ft) >= METRIC_KEYS | CLASS_KEYS
+    assert res["rows"][1]["forget_acc"] == 0.0
+    assert (tmp_path / "run" / "results.json").is_file()
+    assert "[class 3] finetune" in err.getvalue()  # progress goes to stderr
+
+
+def test_cli_compare_bad_param(tmp_path):
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main(["compare", "--data", "digits", "--param", "alpha=3"])
+    assert code == 2 and "method.key=value" in err.getvalue()
+
+
+def test_cli_compare_from_checkpoint(digits, tiny_original, tmp_path):
+    ckpt = uk.save_checkpoint(tiny_original, tmp_path / "original.safetensors")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["compare", "--checkpoint", str(ckpt), "--methods", "finetune",
+                     "--forget-count", "20", "--epochs", "50", "--json"])
+    assert code == 0, err.getvalue()
+    res = json.loads(out.getvalue())
+    assert res["dataset"] == "digits" and res["arch"] == "mlp"  # both read from the checkpoint
+    assert [r["method"] for r in res["rows"]] == ["original", "finetune"]
+    assert "--epochs ignored" in err.getvalue()

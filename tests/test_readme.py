@@ -1,0 +1,181 @@
+"""Every example in README.md runs.
+
+Python blocks are executed; shell blocks are run by bash in one temporary folder, in order, with
+the installed ``unlearnkit`` command first on the PATH. The only blocks not run are marked
+``<!-- readme-test: skip ... -->`` and may hold nothing but ``make`` commands; those are checked
+here without installing anything: ``.ci/run`` calls exactly the README's test command, the
+Makefile installs pinned torch first and is idempotent, and the demo job runs through the CLI
+with small settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import unlearnkit as uk
+from unlearnkit.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+SKIP = "<!-- readme-test: skip"
+
+
+def blocks() -> list[tuple[str, str, bool]]:
+    """``(language, code, skipped)`` for every fenced block of the README, in order."""
+    text = README.read_text()
+    out = []
+    for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M):
+        before = text[: m.start()].rstrip().splitlines()
+        skipped = bool(before) and before[-1].startswith(SKIP)
+        out.append((m.group(1), m.group(2), skipped))
+    return out
+
+
+def commands(code: str) -> list[str]:
+    """The commands of a shell block: continuation lines joined, comments dropped."""
+    joined = code.replace("\\\n", " ")
+    return [line.strip() for line in joined.splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
+PYTHON_BLOCKS = [code for lang, code, skip in blocks() if lang == "python" and not skip]
+SHELL_BLOCKS = [code for lang, code, skip in blocks() if lang in ("sh", "bash") and not skip]
+
+
+def test_readme_has_examples():
+    assert len(PYTHON_BLOCKS) >= 2 and len(SHELL_BLOCKS) >= 3
+    langs = {lang for lang, _, _ in blocks()}
+    assert langs <= {"python", "sh", "bash", "text"}, langs  # no block escapes the tests
+
+
+@pytest.mark.parametrize("code", PYTHON_BLOCKS, ids=lambda c: c.splitlines()[0][:40])
+def test_python_block_runs(code, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
+    assert out.getvalue().strip(), "every Python example prints its result"
+
+
+def test_shell_blocks_run(tmp_path):
+    """All shell blocks, in order, in one folder (train -> forget -> evaluate build on each
+    other); each command through the installed ``unlearnkit`` console script."""
+    for code in SHELL_BLOCKS:
+        for cmd in commands(code):
+            assert cmd.split()[0] in ("unlearnkit", "printf"), cmd
+    bindir = Path(sys.executable).parent
+    assert (bindir / "unlearnkit").exists(), "the unlearnkit console script is not installed"
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+           "OMP_NUM_THREADS": "1"}
+    for code in SHELL_BLOCKS:
+        p = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, f"{code}\n--- stderr:\n{p.stderr}"
+        assert "Traceback" not in p.stderr
+    for name in ("original", "retrained", "unlearned", "erased"):
+        assert (tmp_path / f"{name}.safetensors").is_file()
+    assert json.loads((tmp_path / "runs" / "mine" / "results.json").read_text())["rows"]
+
+
+# ---------------------------------------------------------------------- the make commands
+def make_block() -> list[str]:
+    skipped = [code for _, code, skip in blocks() if skip]
+    assert len(skipped) == 1, "only the make block may be skipped"
+    cmds = [c.split("#")[0].strip() for c in commands(skipped[0])]
+    assert all(c.startswith("make ") for c in cmds), cmds
+    return cmds
+
+
+def test_readme_gives_exactly_two_make_commands():
+    assert make_block() == ["make demo", "make test"]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = ROOT / ".ci" / "run"
+    assert os.access(ci, os.X_OK)
+    lines = [line.strip() for line in ci.read_text().splitlines()
+             if line.strip() and not line.strip().startswith("#")]
+    assert lines[0] == "set -euo pipefail"
+    assert lines[1:] == ["make test"] == [c for c in make_block() if c.endswith("test")]
+
+
+def recipe(target: str) -> list[str]:
+    """The recipe lines of a Makefile target."""
+    text = (ROOT / "Makefile").read_text()
+    m = re.search(rf"^{re.escape(target)}:.*\n((?:\t.*\n?)*)", text, flags=re.M)
+    assert m, f"no target {target!r} in the Makefile"
+    return [line.strip() for line in m.group(1).splitlines()]
+
+
+def test_makefile_installs_pinned_torch_first():
+    setup = recipe("$(STAMP)")
+    assert setup[0] == "$(PYTHON) -m venv $(VENV)"
+    assert "torch==2.13.0" in setup[1]
+    assert setup[2].endswith("pip install -e '.[test]'")
+    assert setup[-1] == "touch $(STAMP)"
+    assert recipe("test") == ["$(BIN)/python -m pytest"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_makefile_setup_is_idempotent(tmp_path):
+    """With the stamp newer than pyproject.toml, `make test` goes straight to pytest."""
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    dry = subprocess.run(["make", "-n", "test"], cwd=tmp_path, capture_output=True, text=True)
+    assert "torch==2.13.0" in dry.stdout  # a fresh folder sets up first
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / ".unlearnkit-installed").touch()
+    os.utime(tmp_path / "pyproject.toml", (0, 0))
+    dry = subprocess.run(["make", "-n", "test"], cwd=tmp_path, capture_output=True, text=True)
+    assert dry.returncode == 0 and dry.stdout.strip() == ".venv/bin/python -m pytest"
+
+
+def test_demo_job_runs_with_small_settings(tmp_path, monkeypatch):
+    """`make demo`'s command, with a tiny model and epochs appended (later options win)."""
+    (demo,) = [c for c in recipe("demo") if "unlearnkit" in c]
+    argv = shlex.split(demo)
+    assert argv[0] == "$(BIN)/unlearnkit" and argv[1:4] == ["compare", "--data", "digits"]
+    monkeypatch.chdir(tmp_path)
+    small = ["--model", "mlp", "--model-arg", "hidden=16", "--epochs", "2", "--json"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert main([*argv[1:], *small]) == 0
+    rows = json.loads(out.getvalue())["rows"]
+    assert {r["scenario"] for r in rows} == {"class 3", "random 10%"}
+    assert {r["method"] for r in rows} == {"original", *uk.METHODS.names()}
+    assert (tmp_path / "runs" / "demo" / "results.json").is_file()
+
+
+# ---------------------------------------------------------------------- the methods table
+def methods_table() -> dict[str, dict[str, str]]:
+    text = README.read_text()
+    section = text.split("\n## Methods\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    table = {}
+    for line in rows[2:]:
+        cells = dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        table[cells["method"].strip("`")] = cells
+    return table
+
+
+def test_methods_table_lists_every_registered_method():
+    table = methods_table()
+    assert set(table) == set(uk.METHODS.names())
+    for name, cls in uk.METHODS.items():
+        row = table[name]
+        needs = [w for w, f in (("forget", cls.needs_forget), ("retain", cls.needs_retain)) if f]
+        assert row["needs"] == ", ".join(needs), name
+        assert row["scenarios"].startswith(", ".join(cls.scenarios)), name
+        assert row["what it does"] and row["paper"], name
