@@ -13,13 +13,17 @@ from unlearnkit.methods.base import (
     register_method,
 )
 from unlearnkit.methods.finetune import FineTune
+from unlearnkit.methods.fisher_mask import FisherMask
 from unlearnkit.methods.perturb import Perturb
 from unlearnkit.methods.retrain import Retrain
+from unlearnkit.methods.ssd import SSD
 from unlearnkit.methods.teacher import StochasticTeacher
 
 __all__ = [
     "METHODS",
+    "SSD",
     "FineTune",
+    "FisherMask",
     "HyperParameter",
     "Perturb",
     "Request",
