@@ -29,6 +29,7 @@ from unlearnkit.exceptions import (
     ModelError,
     UnknownNameError,
     UnlearnkitError,
+    UnsupportedScenarioWarning,
 )
 from unlearnkit.methods import METHODS, UnlearningMethod, get_method
 from unlearnkit.models import (
@@ -60,6 +61,7 @@ __all__ = [
     "UnknownNameError",
     "UnlearningMethod",
     "UnlearnkitError",
+    "UnsupportedScenarioWarning",
     "__version__",
     "accuracy",
     "build_model",

@@ -17,6 +17,7 @@ __all__ = [
     "ModelError",
     "UnknownNameError",
     "UnlearnkitError",
+    "UnsupportedScenarioWarning",
 ]
 
 
@@ -57,3 +58,7 @@ class CheckpointError(UnlearnkitError, ValueError):
 
 class ModelError(UnlearnkitError, ValueError):
     """A model that cannot be used: non-finite weights, wrong output shape, unknown architecture."""
+
+
+class UnsupportedScenarioWarning(UserWarning):
+    """A method asked for a scenario it is not designed for (it runs, with no guarantee)."""

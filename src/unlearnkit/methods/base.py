@@ -26,7 +26,11 @@ import torch
 from torch import nn
 
 from unlearnkit.data.splits import Data, Scenario
-from unlearnkit.exceptions import InvalidParameterError, ModelError
+from unlearnkit.exceptions import (
+    InvalidParameterError,
+    ModelError,
+    UnsupportedScenarioWarning,
+)
 from unlearnkit.models.info import ModelInfo, check_finite, get_info, set_info
 from unlearnkit.registry import Registry, did_you_mean
 from unlearnkit.training import Recipe, data_size, resolve_device, seeded, warm_up
@@ -260,7 +264,7 @@ class UnlearningMethod(ABC):
             )
             if self.other_scenarios == "refuse":
                 raise InvalidParameterError(msg)
-            warnings.warn(msg, UserWarning, stacklevel=3)
+            warnings.warn(msg, UnsupportedScenarioWarning, stacklevel=3)
 
     @abstractmethod
     def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:
