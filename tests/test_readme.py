@@ -132,12 +132,14 @@ def test_makefile_setup_is_idempotent(tmp_path):
     """With the stamp newer than pyproject.toml, `make test` goes straight to pytest."""
     for name in ("Makefile", "pyproject.toml"):
         shutil.copy(ROOT / name, tmp_path / name)
-    dry = subprocess.run(["make", "-n", "test"], cwd=tmp_path, capture_output=True, text=True)
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "test"], cwd=tmp_path,
+                         capture_output=True, text=True)
     assert "torch==2.13.0" in dry.stdout  # a fresh folder sets up first
     (tmp_path / ".venv").mkdir()
     (tmp_path / ".venv" / ".unlearnkit-installed").touch()
     os.utime(tmp_path / "pyproject.toml", (0, 0))
-    dry = subprocess.run(["make", "-n", "test"], cwd=tmp_path, capture_output=True, text=True)
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "test"], cwd=tmp_path,
+                         capture_output=True, text=True)
     assert dry.returncode == 0 and dry.stdout.strip() == ".venv/bin/python -m pytest"
 
 
