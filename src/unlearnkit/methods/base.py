@@ -18,7 +18,7 @@ import numbers
 import time
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -28,12 +28,11 @@ from torch import nn
 from unlearnkit.data.splits import Data, Scenario
 from unlearnkit.exceptions import (
     InvalidParameterError,
-    ModelError,
     UnsupportedScenarioWarning,
 )
 from unlearnkit.models.info import ModelInfo, check_finite, get_info, set_info
 from unlearnkit.registry import Registry, did_you_mean
-from unlearnkit.training import Recipe, data_size, resolve_device, seeded, warm_up
+from unlearnkit.training import data_size, resolve_device, seeded, warm_up
 
 __all__ = [
     "METHODS",
@@ -370,24 +369,6 @@ def coerce_param(cls: type[UnlearningMethod], key: str, text: str) -> Any:
             f"{kind.__name__}. Got {text!r}."
         ) from None
     return text
-
-
-def finetune_recipe(
-    *, epochs: int, lr: float, weight_decay: float, optimizer: str, batch_size: int,
-    momentum: float = 0.9,
-) -> Recipe:
-    """A constant-learning-rate recipe for a method's fine-tuning phase."""
-    return Recipe(epochs=epochs, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
-                  batch_size=batch_size, momentum=momentum, schedule="constant")
-
-
-def ensure(cond: bool, message: str) -> None:
-    """Raise :class:`ModelError` with ``message`` unless ``cond`` holds."""
-    if not cond:
-        raise ModelError(message)
-
-
-FineTuneHook = Callable[[int, nn.Module], None]
 
 
 def _article(word: str) -> str:

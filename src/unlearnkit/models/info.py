@@ -7,7 +7,6 @@ rebuilt from the file alone.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -112,7 +111,3 @@ def check_finite_tensors(named: Iterable[tuple[str, torch.Tensor]], what: str) -
                 f"{what} has non-finite values (NaN or inf) in {name!r} ({bad} of {t.numel()} "
                 "entries). It cannot be used; retrain it or load an intact checkpoint."
             )
-
-
-def _finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
