@@ -7,12 +7,36 @@ from unlearnkit.metrics.competition import (
     forgetting_quality,
     logit_scaled_confidence,
 )
+from unlearnkit.metrics.divergence import (
+    activation_distance,
+    avg_gap,
+    js_divergence,
+    zrf,
+    zrf_compat,
+)
+from unlearnkit.metrics.mia import (
+    entropy,
+    mia_confidence,
+    mia_entropy,
+    mia_loss_cv,
+    per_sample_loss,
+)
 
 __all__ = [
     "accuracy_from_logits",
+    "activation_distance",
+    "avg_gap",
     "competition_score",
+    "entropy",
     "epsilons",
     "forgetting_quality",
+    "js_divergence",
     "logit_scaled_confidence",
+    "mia_confidence",
+    "mia_entropy",
+    "mia_loss_cv",
+    "per_sample_loss",
     "speedup",
+    "zrf",
+    "zrf_compat",
 ]
