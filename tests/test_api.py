@@ -13,6 +13,7 @@ from unlearnkit.exceptions import InvalidParameterError, ModelError, UnknownName
 
 ACCURACIES = {"retain_acc", "forget_acc", "test_acc"}
 CLASS_ONLY = {"test_retain_acc", "test_forget_acc"}
+FORGETTING = {"mia_loss_cv", "mia_entropy", "mia_confidence", "zrf"}  # the model alone allows
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def test_retrain_api(retrained, mlp_model, class_split):
 
 def test_evaluate_class_scenario(unlearned, class_split):
     scores = uk.evaluate(unlearned, class_split)
-    assert set(scores) == ACCURACIES | CLASS_ONLY | {"seconds"}
+    assert set(scores) == ACCURACIES | CLASS_ONLY | FORGETTING | {"seconds"}
     assert scores["retain_acc"] == uk.accuracy(unlearned, class_split.retain)
     assert scores["forget_acc"] == uk.accuracy(unlearned, class_split.forget)
     assert scores["test_acc"] == uk.accuracy(unlearned, class_split.test)
@@ -113,13 +114,15 @@ def test_evaluate_class_scenario(unlearned, class_split):
 def test_evaluate_random_scenario(mlp_model, random_split):
     out = uk.unlearn(mlp_model, random_split, "finetune", epochs=1)
     scores = uk.evaluate(out, random_split)
-    assert set(scores) == ACCURACIES | {"seconds"}
+    assert set(scores) == ACCURACIES | FORGETTING | {"seconds"}
     assert not CLASS_ONLY & set(scores)
 
 
 def test_evaluate_with_retrained(unlearned, retrained, class_split):
     scores = uk.evaluate(unlearned, class_split, retrained=retrained)
-    assert set(scores) == ACCURACIES | CLASS_ONLY | {"seconds", "retrain_seconds", "speedup"}
+    assert set(scores) == ACCURACIES | CLASS_ONLY | FORGETTING | {
+        "seconds", "retrain_seconds", "speedup", "js_divergence", "activation_distance",
+        "avg_gap"}
     assert scores["retrain_seconds"] == uk.get_info(retrained).seconds > 0
     assert scores["speedup"] == pytest.approx(scores["retrain_seconds"] / scores["seconds"])
 

@@ -20,9 +20,11 @@ import pytest
 import unlearnkit as uk
 from unlearnkit.cli import main
 
+MIAS = {"mia_loss_cv", "mia_entropy", "mia_confidence"}
 METRICS_CLASS = {"retain_acc", "forget_acc", "test_acc", "test_retain_acc", "test_forget_acc",
-                 "seconds"}
-WITH_REFERENCE = {"retrain_seconds", "speedup"}
+                 "seconds", "zrf"} | MIAS
+WITH_REFERENCE = {"retrain_seconds", "speedup", "js_divergence", "activation_distance",
+                  "avg_gap"}
 
 
 def run(*argv: str | os.PathLike) -> tuple[int, str, str]:
@@ -79,7 +81,7 @@ def test_forget_evaluate_round_trip(work):
     assert res["params"]["epochs"] == 2
     assert res["split"]["scenario"] == "class" and res["split"]["classes"] == [3]
     assert res["out"] == str(out) and out.is_file()
-    assert set(res["metrics"]) == METRICS_CLASS | WITH_REFERENCE
+    assert set(res["metrics"]) == METRICS_CLASS | WITH_REFERENCE | {"anamnesis"}
     assert all(isinstance(v, float) for v in res["metrics"].values())
 
     info = uk.models.read_checkpoint_info(out)
@@ -95,7 +97,7 @@ def test_forget_evaluate_round_trip(work):
     # ... and measures any other request it is given
     ev = run_json("evaluate", "--checkpoint", work / "original.safetensors",
                   "--forget-fraction", "0.1", "--split-seed", "1")
-    assert set(ev["metrics"]) == {"retain_acc", "forget_acc", "test_acc", "seconds"}
+    assert set(ev["metrics"]) == {"retain_acc", "forget_acc", "test_acc", "seconds", "zrf"} | MIAS
     assert ev["metrics"]["seconds"] is None  # an original has no unlearning step to time
     assert ev["split"]["scenario"] == "random" and ev["split"]["seed"] == 1
 
@@ -248,3 +250,92 @@ def test_python_m_unlearnkit_error_is_one_line(work, tmp_path):
     assert p.returncode == 2 and p.stdout == ""
     assert_one_error_line(p.stderr, "Unknown method 'sdd'")
     assert not (tmp_path / "u.safetensors").exists()
+
+
+# ---------------------------------------------------------------------- evaluation metrics, score
+@pytest.fixture(scope="module")
+def unlearned(work) -> Path:
+    out = work / "finetuned.safetensors"
+    run_json("forget", "--checkpoint", work / "original.safetensors", "--forget-class", "3",
+             "--method", "finetune", "--param", "epochs=1", "--out", out)
+    return out
+
+
+def test_evaluate_reports_what_its_inputs_allow(work, unlearned):
+    base = run_json("evaluate", "--checkpoint", unlearned)["metrics"]
+    assert {"mia_loss_cv", "mia_entropy", "mia_confidence", "zrf"} <= set(base)
+    assert "js_divergence" not in base and "anamnesis" not in base
+    res = run_json("evaluate", "--checkpoint", unlearned, "--retrained",
+                   work / "retrained.safetensors", "--original", work / "original.safetensors",
+                   "--n-models", "3")
+    m = res["metrics"]
+    assert {"js_divergence", "activation_distance", "avg_gap", "anamnesis"} <= set(m)
+    assert {"forgetting_quality", "competition_score", "mia_lira"} <= set(m)
+    assert res["n_models"] == 3 == m["n_models"]
+    assert m["competition_score"] == pytest.approx(
+        m["forgetting_quality"] * m["retain_acc_ratio"] * m["test_acc_ratio"])
+    no_relearn = run_json("evaluate", "--checkpoint", unlearned, "--retrained",
+                          work / "retrained.safetensors", "--original",
+                          work / "original.safetensors", "--no-relearn")
+    assert "anamnesis" not in no_relearn["metrics"]
+
+
+def test_evaluate_pool_errors(work, unlearned):
+    code, _, err = run("evaluate", "--checkpoint", unlearned, "--n-models", "3")
+    assert code == 2
+    assert_one_error_line(err, "--original")
+    code, _, err = run("evaluate", "--checkpoint", work / "original.safetensors",
+                       "--forget-class", "3", "--original", work / "original.safetensors",
+                       "--n-models", "3")
+    assert code == 2
+    assert_one_error_line(err, "records no unlearning method")
+    code, _, err = run("evaluate", "--checkpoint", unlearned, "--original", unlearned)
+    assert code == 2
+    assert_one_error_line(err, "is an unlearned model")
+
+
+def test_score_json_reuses_its_pools(work):
+    argv = ("score", "--checkpoint", work / "original.safetensors", "--forget-class", "3",
+            "--method", "finetune", "--param", "epochs=1", "--n-models", "3")
+    first = run_json(*argv)
+    assert first["method"] == "finetune" and first["params"]["epochs"] == 1
+    m = first["metrics"]
+    assert 0.0 <= m["forgetting_quality"] <= 1.0 and 0.0 <= m["mia_lira"] <= 1.0
+    assert m["competition_score"] == pytest.approx(
+        m["forgetting_quality"] * m["retain_acc_ratio"] * m["test_acc_ratio"])
+    assert m["retrained_forget_acc"] == 0.0  # no retrained model knows class 3
+    files = sorted(p.name for p in uk.pools.pool_cache_dir().rglob("*.npz"))
+    assert len(files) == 6  # 3 retrained + 3 unlearned
+    again = run_json(*argv)
+    assert again["metrics"] == {**m, "seconds": again["metrics"]["seconds"],
+                                "retrain_seconds": again["metrics"]["retrain_seconds"]}
+    assert sorted(p.name for p in uk.pools.pool_cache_dir().rglob("*.npz")) == files
+    code, out, _ = run(*argv)
+    assert code == 0 and "competition_score" in out and "pools of 3 models" in out
+
+
+def test_score_trains_the_original_once(work):
+    argv = ("score", "--data", "digits", "--model", "mlp", "--model-arg", "hidden=16",
+            "--epochs", "1", "--forget-count", "20", "--method", "original", "--n-models", "3")
+    first = run_json(*argv)
+    assert first["method"] == "original" and first["params"] is None
+    saved = list((uk.pools.pool_cache_dir() / "originals").glob("*.safetensors"))
+    assert len(saved) == 1
+    assert run_json(*argv)["metrics"]["forgetting_quality"] == (
+        first["metrics"]["forgetting_quality"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (("--method", "finetune", "--n-models", "2"), "at least 3"),
+        (("--method", "original", "--param", "epochs=1"), "takes no --param"),
+        (("--method", "fintune"), "Did you mean 'finetune'"),
+    ],
+)
+def test_score_errors(work, extra, fragment):
+    code, _, err = run("score", "--checkpoint", work / "original.safetensors",
+                       "--forget-class", "3", *extra)
+    assert code == 2
+    assert_one_error_line(err, fragment)
+    assert not uk.pools.pool_cache_dir().exists()  # refused before any training

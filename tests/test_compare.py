@@ -52,7 +52,9 @@ def test_rows_cover_every_method_and_scenario(rows):
             assert set(r) >= ROW_KEYS | METRIC_KEYS | CLASS_KEYS  # one schema for every row
             if r["status"] in ("ok", "original"):
                 expected = {"retain_acc", "forget_acc", "test_acc", "forget_acc_gap",
-                            "retrain_seconds"}
+                            "retrain_seconds", "mia_loss_cv", "mia_entropy", "mia_confidence",
+                            "js_divergence", "activation_distance", "zrf", "avg_gap",
+                            "anamnesis"}
                 if scenario.startswith("class"):
                     expected |= CLASS_KEYS
                 if r["status"] == "ok":
@@ -64,12 +66,15 @@ def test_rows_cover_every_method_and_scenario(rows):
                 assert r["test_forget_acc"] is None
 
 
-def test_retrain_row_is_the_reference(rows):
+def test_retrain_row_is_a_fresh_retraining_judged_like_a_method(rows, tiny_original):
     for r in rows:
         if r["method"] == "retrain":
-            assert r["forget_acc_gap"] == 0.0 and r["speedup"] == pytest.approx(1.0)
+            # another seed than the reference: close to it, but not the same model
+            assert 0.0 < r["js_divergence"] < 0.1 and r["speedup"] > 0
             if r["scenario_kind"] == "class":
                 assert r["forget_acc"] == 0.0 and r["test_forget_acc"] == 0.0
+                assert r["forget_acc_gap"] == 0.0
+            assert uk.get_info(uk.load_checkpoint(r["checkpoint"])).method["seed"] == 1
         if r["method"] == "original":
             assert r["seconds"] is None and r["params"] is None
             assert r["forget_acc"] > 0.3  # the original still knows class 3
@@ -101,6 +106,8 @@ def test_format_table(rows):
     text = format_table(rows)
     assert text.count("Scenario: ") == 2
     assert "|forget-retrained|" in text and "test_forget_acc" in text
+    assert text.count("mia_entropy") == 2 and "anamnesis" in text  # the forgetting tables
+    assert " F " not in text  # no pools, no competition columns
     for name in ("original", *METHODS.names()):
         assert name in text
 
@@ -197,3 +204,16 @@ def test_cli_compare_from_checkpoint(digits, tiny_original, tmp_path):
     assert res["dataset"] == "digits" and res["arch"] == "mlp"  # both read from the checkpoint
     assert [r["method"] for r in res["rows"]] == ["original", "finetune"]
     assert "--epochs ignored" in err.getvalue()
+
+
+def test_pools_add_the_competition_figures(digits, tiny_original):
+    split = uk.split_random(digits, count=30, seed=2)
+    rows = compare_methods(digits, original=tiny_original, scenarios=[split],
+                           methods=["retrain", "finetune"], n_models=3, relearn=False,
+                           params={"finetune": {"epochs": 1}})
+    assert [r["method"] for r in rows] == ["original", "retrain", "finetune"]
+    for r in rows:
+        assert r["n_models"] == 3 and 0.0 <= r["forgetting_quality"] <= 1.0
+        assert 0.0 <= r["mia_lira"] <= 1.0 and r["anamnesis"] is None
+    text = format_table(rows)
+    assert "pools of 3 models" in text and "mia_lira" in text

@@ -120,6 +120,18 @@ def test_mia_confidence_uses_retain_subset_of_test_size():
     )
 
 
+def test_mia_confidence_balances_a_small_retain_set():
+    # 50 members near 1; 500 non-members of which 60 also near 1. Trained on 50 vs 500 the SVC
+    # calls the region near 1 non-member (60 > 50); balanced at 50 vs 50 (about 6 near 1)
+    # it calls it member.
+    rng = np.random.default_rng(9)
+    retain = rng.uniform(0.9, 1.0, 50)
+    test = np.r_[rng.uniform(0.0, 0.5, 440), rng.uniform(0.9, 1.0, 60)]
+    forget = rng.uniform(0.9, 1.0, 40)
+    assert mia_confidence(retain, test, forget) > 0.9
+    assert mia_confidence(retain, test, forget, seed=None) > 0.9  # the first 50 test rows
+
+
 def test_direction_memorising_beats_non_memorising():
     """An 'original' (memorising D_f) scores higher than a 'retrained' model on every MIA."""
     rng = np.random.default_rng(8)

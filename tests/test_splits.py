@@ -257,10 +257,14 @@ def test_from_data_with_dataloaders(digits, mlp_model):
     assert "forget=" in repr(split)
     # evaluation over DataLoaders equals evaluation over the tensors
     got = uk.evaluate(mlp_model, split)
-    assert set(got) == {"retain_acc", "forget_acc", "test_acc", "seconds"}
+    want = uk.evaluate(mlp_model, uk.Split.from_data(forget=ref.forget, retain=ref.retain,
+                                                     test=digits.test))
+    assert set(got) == set(want) >= {"retain_acc", "forget_acc", "test_acc", "seconds"}
     for key, data in (("forget_acc", ref.forget), ("retain_acc", ref.retain),
                       ("test_acc", digits.test)):
         assert got[key] == pytest.approx(uk.accuracy(mlp_model, data), abs=1e-12)
+    for key in ("mia_loss_cv", "mia_entropy", "mia_confidence", "zrf"):
+        assert got[key] == pytest.approx(want[key], abs=1e-12), key
     # and every method accepts them
     out = uk.unlearn(mlp_model, split, "finetune", epochs=1, lr=1e-3)
     assert not torch.equal(out.net[1].weight, mlp_model.net[1].weight)

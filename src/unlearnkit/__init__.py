@@ -20,7 +20,7 @@ from unlearnkit.data import (
     split_indices,
     split_random,
 )
-from unlearnkit.evaluation import evaluate
+from unlearnkit.evaluation import evaluate, score
 from unlearnkit.exceptions import (
     CheckpointError,
     DataError,
@@ -76,6 +76,7 @@ __all__ = [
     "read_indices",
     "retrain",
     "save_checkpoint",
+    "score",
     "split_by_class",
     "split_indices",
     "split_random",

@@ -33,7 +33,7 @@ from unlearnkit.data.splits import (
     split_indices,
     split_random,
 )
-from unlearnkit.evaluation import evaluate
+from unlearnkit.evaluation import evaluate, score
 from unlearnkit.exceptions import (
     CheckpointError,
     InvalidParameterError,
@@ -44,6 +44,7 @@ from unlearnkit.methods.base import METHODS, coerce_param, get_method
 from unlearnkit.models.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from unlearnkit.models.info import ModelInfo, get_info
 from unlearnkit.models.registry import MODELS
+from unlearnkit.pools import cached_original, pool_cache_dir, retrained_pool, unlearned_pool
 from unlearnkit.registry import did_you_mean
 from unlearnkit.training import Recipe, accuracy, resolve_device
 
@@ -265,6 +266,22 @@ def _load_retrained(path: str | None, split: Split, data: DataBundle) -> torch.n
     return load_checkpoint(path)
 
 
+def _load_original(path: str | None, data: DataBundle) -> torch.nn.Module | None:
+    if path is None:
+        return None
+    info = read_checkpoint_info(path)
+    if info is not None:
+        if info.method is not None:
+            raise CheckpointError(
+                f"--original {path!r} is an unlearned model (by {info.method.get('name')!r}), "
+                "not the original: give the model the unlearning started from.")
+        if info.num_classes is not None and info.num_classes != data.num_classes:
+            raise CheckpointError(
+                f"The original checkpoint {path!r} has {info.num_classes} classes but "
+                f"{data.name!r} has {data.num_classes}.")
+    return load_checkpoint(path)
+
+
 def _split_summary(split: Split, data: DataBundle) -> dict[str, Any]:
     return {"label": scenario_label(split, data.class_names), **split.description}
 
@@ -322,7 +339,8 @@ def cmd_forget(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "split": _split_summary(split, data),
         "retrained": args.retrained,
-        "metrics": evaluate(unlearned, split, retrained=retrained),
+        "metrics": evaluate(unlearned, split, retrained=retrained, original=model,
+                            relearn=not args.no_relearn),
     }
 
 
@@ -347,14 +365,74 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
             "--forget-indices."
         )
     retrained = _load_retrained(args.retrained, split, data)
+    original = _load_original(args.original, data)
+    if args.n_models and original is None:
+        raise InvalidParameterError(
+            "--n-models builds pools of unlearned models from the original: give it with "
+            "--original FILE.")
+    if args.n_models and not (info is not None and info.method):
+        raise InvalidParameterError(
+            f"--n-models: {args.checkpoint!r} records no unlearning method, so there is no "
+            "method to make a pool of. Use `unlearnkit score` to judge a method.")
     model = load_checkpoint(args.checkpoint, device=resolve_device(device))
+    pools = None
+    if args.n_models:
+        assert info is not None and info.method is not None and original is not None
+        method = get_method(info.method["name"], **(info.method.get("params") or {}))
+        pools = (unlearned_pool(original, split, method, args.n_models, device=device,
+                                progress=_bars()),
+                 retrained_pool(original, split, args.n_models, device=device,
+                                progress=_bars()))
+    metrics = evaluate(model, split, retrained=retrained, original=original, pools=pools,
+                       relearn=not args.no_relearn, device=device)
     return {
         "command": "evaluate",
         "checkpoint": args.checkpoint,
         "method": info.method if info is not None else None,
         "split": _split_summary(split, data),
         "retrained": args.retrained,
-        "metrics": evaluate(model, split, retrained=retrained),
+        "original": args.original,
+        "n_models": args.n_models or None,
+        "metrics": metrics,
+    }
+
+
+def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
+    start = time.perf_counter()
+    device = _device(args.device)
+    if args.method != "original":
+        params = _method_params(args.method, args.param)
+        get_method(args.method, **params)  # every check before any work
+    elif args.param:
+        raise InvalidParameterError("--method original (no unlearning) takes no --param.")
+    else:
+        params = {}
+    if args.n_models < 3:
+        raise InvalidParameterError(
+            f"--n-models must be at least 3 (the competition used 512); got {args.n_models}.")
+    info = read_checkpoint_info(args.checkpoint) if args.checkpoint else None
+    data = _load_data(args, info, args.checkpoint)
+    split = _split(args, data)
+    if args.checkpoint is not None:
+        original = load_checkpoint(args.checkpoint, device=resolve_device(device))
+    else:
+        _log(f"the original {args.model} on {data.name} (trained once, then cached) ...")
+        original = cached_original(data, arch=args.model, recipe=_recipe(args, args.model),
+                                   seed=args.seed, device=device, progress=_bars(),
+                                   **_model_args(args.model, args.model_arg))
+    _log(f"pools of {args.n_models} models (cached under {pool_cache_dir()}) ...")
+    result = score(original, split, args.method, n_models=args.n_models, device=device,
+                   progress=_bars(), cache=not args.no_cache, **params)
+    return {
+        "command": "score",
+        "dataset": data.name,
+        "checkpoint": args.checkpoint,
+        "split": _split_summary(split, data),
+        "method": result.pop("method"),
+        "params": result.pop("params"),
+        "n_models": args.n_models,
+        "seconds": time.perf_counter() - start,
+        "metrics": result,
     }
 
 
@@ -409,6 +487,8 @@ def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         device=device,
         out_dir=args.out_dir,
+        n_models=args.n_models,
+        relearn=not args.no_relearn,
         progress=_bars(),
         log=_log,
     )
@@ -420,6 +500,7 @@ def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "out_dir": args.out_dir,
         "results": str(Path(args.out_dir) / "results.json") if args.out_dir else None,
+        "n_models": args.n_models or None,
         "seconds": time.perf_counter() - start,
         "rows": rows,
     }
@@ -453,6 +534,24 @@ def _text(result: dict[str, Any]) -> str:
         lines = [f"{result['checkpoint']} on {result['split']['label']} "
                  f"({result['split'].get('n_forget')} samples forgotten)"]
         return "\n".join(lines + _metrics_text(result["metrics"]))
+    if cmd == "score":
+        m = result["metrics"]
+        params = ", ".join(f"{k}={v}" for k, v in (result["params"] or {}).items())
+        lines = [
+            f"{result['method']}{f' ({params})' if params else ''} on {result['dataset']}, "
+            f"{result['split']['label']} ({result['split'].get('n_forget')} samples), "
+            f"pools of {result['n_models']} models",
+            f"  competition_score   {_num(m['competition_score'])}  = F x RA ratio x TA ratio",
+            f"  forgetting_quality  {_num(m['forgetting_quality'])}",
+            f"  retain_acc_ratio    {_num(m['retain_acc_ratio'])}  ({_num(m['retain_acc'])} "
+            f"vs retrained {_num(m['retrained_retain_acc'])})",
+            f"  test_acc_ratio      {_num(m['test_acc_ratio'])}  ({_num(m['test_acc'])} "
+            f"vs retrained {_num(m['retrained_test_acc'])})",
+            f"  mia_lira            {_num(m['mia_lira'])}  (0.5 = indistinguishable)",
+            f"  seconds (median)    {_num(m['seconds'])}  (retraining: "
+            f"{_num(m['retrain_seconds'])})",
+        ]
+        return "\n".join(lines)
     if cmd == "compare":
         text = format_table(result["rows"])
         text += f"\n\nTotal wall-clock time: {result['seconds']:.1f} s"
@@ -577,7 +676,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a hyper-parameter of the method, e.g. alpha=10; repeatable")
     p.add_argument("--out", required=True, metavar="FILE", help="checkpoint to write")
     p.add_argument("--retrained", metavar="FILE",
-                   help="the retrained reference, for retrain_seconds and speedup")
+                   help="the retrained reference: adds speedup, js_divergence, "
+                        "activation_distance, avg_gap, anamnesis")
+    p.add_argument("--no-relearn", action="store_true", help="skip anamnesis (relearning)")
     _add_common(p)
     p.set_defaults(func=cmd_forget)
 
@@ -586,9 +687,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p, required=False)
     _add_split(p, required=False)
     p.add_argument("--retrained", metavar="FILE",
-                   help="the retrained reference, for retrain_seconds and speedup")
+                   help="the retrained reference: adds speedup, js_divergence, "
+                        "activation_distance, avg_gap")
+    p.add_argument("--original", metavar="FILE",
+                   help="the model before unlearning: adds anamnesis (with --retrained)")
+    p.add_argument("--n-models", type=int, default=0, metavar="N",
+                   help="with --original: build or reuse pools of N unlearned (the "
+                        "checkpoint's method) and N retrained models; adds mia_lira, "
+                        "forgetting_quality, competition_score")
+    p.add_argument("--no-relearn", action="store_true", help="skip anamnesis (relearning)")
     _add_common(p, seed=False)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "score",
+        help="the NeurIPS 2023 competition score of a method, from pools of models",
+        description="Build (or reuse from the cache) N retrained models and N unlearned ones "
+                    "(the method applied to one original with N seeds) and print the "
+                    "competition's forgetting quality F, its score F x RA ratio x TA ratio, "
+                    "and mia_lira.",
+    )
+    _add_data(p, required=False)
+    _add_model(p)
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="the original model (default: train one, cached for later calls)")
+    _add_split(p, required=True)
+    p.add_argument("--method", required=True,
+                   help=f"{', '.join(METHODS.names())}, or 'original' for no unlearning")
+    p.add_argument("--param", action="append", metavar="K=V",
+                   help="a hyper-parameter of the method; repeatable")
+    p.add_argument("--n-models", type=int, default=32, metavar="N",
+                   help="models per pool (default: 32; the competition used 512)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="train every pool model afresh and store nothing")
+    _add_common(p)
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("methods", help="list the unlearning methods and their hyper-parameters")
     _add_common(p, seed=False, device=False)
@@ -623,6 +756,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a method's hyper-parameter, e.g. ssd.alpha=5; repeatable")
     p.add_argument("--out-dir", metavar="DIR",
                    help="save every checkpoint and results.json here")
+    p.add_argument("--n-models", type=int, default=0, metavar="N",
+                   help="also the competition's F and score and mia_lira, from pools of N "
+                        "models per method (cached; default: 0, none)")
+    p.add_argument("--no-relearn", action="store_true", help="skip anamnesis (relearning)")
     _add_common(p)
     p.set_defaults(func=cmd_compare)
     return parser

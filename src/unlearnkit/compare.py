@@ -39,9 +39,12 @@ from unlearnkit.evaluation import evaluate
 from unlearnkit.exceptions import InvalidParameterError, UnlearnkitError
 from unlearnkit.methods.base import METHODS, UnlearningMethod, get_method
 from unlearnkit.models.checkpoint import atomic_write, save_checkpoint
+from unlearnkit.models.info import get_info
+from unlearnkit.pools import original_pool, retrained_pool, unlearned_pool
 from unlearnkit.training import Recipe
 
 __all__ = [
+    "FORGETTING_COLUMNS",
     "ROW_METRICS",
     "TABLE_COLUMNS",
     "compare_methods",
@@ -53,7 +56,8 @@ __all__ = [
     "write_json",
 ]
 
-#: The columns of the printed table: (row key, header).
+#: The columns of the printed tables, (row key, header), in two tables per scenario: how
+#: well the model still works and what it cost, then how well it forgot.
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("retain_acc", "retain_acc"),
     ("forget_acc", "forget_acc"),
@@ -64,11 +68,27 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("seconds", "seconds"),
     ("speedup", "speedup"),
 )
+FORGETTING_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("mia_loss_cv", "mia_loss_cv"),
+    ("mia_entropy", "mia_entropy"),
+    ("mia_confidence", "mia_conf"),
+    ("mia_lira", "mia_lira"),
+    ("js_divergence", "js"),
+    ("activation_distance", "act_dist"),
+    ("zrf", "zrf"),
+    ("avg_gap", "avg_gap"),
+    ("anamnesis", "anamnesis"),
+    ("forgetting_quality", "F"),
+    ("competition_score", "score"),
+)
 
 #: The metric keys that every row has (``None`` where they do not apply).
 ROW_METRICS: tuple[str, ...] = (
     "retain_acc", "forget_acc", "test_acc", "test_retain_acc", "test_forget_acc",
     "forget_acc_gap", "seconds", "retrain_seconds", "speedup",
+    "mia_loss_cv", "mia_entropy", "mia_confidence", "mia_lira", "js_divergence",
+    "activation_distance", "zrf", "avg_gap", "anamnesis", "forgetting_quality",
+    "competition_score", "retain_acc_ratio", "test_acc_ratio", "n_models",
 )
 
 
@@ -158,6 +178,8 @@ def compare_methods(
     seed: int = 0,
     device: str | torch.device | None = None,
     out_dir: str | os.PathLike | None = None,
+    n_models: int = 0,
+    relearn: bool = True,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
@@ -176,6 +198,11 @@ def compare_methods(
         device: where to compute (default: CUDA, then MPS, then the CPU).
         out_dir: if given, the original, every reference and every unlearned model are saved
             there as ``.safetensors``, and the rows as ``results.json`` (all written atomically).
+        n_models: if > 0, also the NeurIPS 2023 competition's figures (``forgetting_quality``,
+            ``competition_score``) and ``mia_lira``, from pools of ``n_models`` retrained
+            models and ``n_models`` seeds of each method (:mod:`unlearnkit.pools`, cached on
+            disk); the ``original`` row is judged by a pool of originals.
+        relearn: compute ``anamnesis`` (relearning the forget set; a few seconds per row).
         progress: progress bars on stderr.
         log: called with one line per step (e.g. ``print``), to follow a long run.
 
@@ -185,9 +212,11 @@ def compare_methods(
         ``method``, ``status`` (``"ok"``, ``"original"``, ``"skipped"`` or ``"failed"``),
         ``params``, ``reason``, ``warnings``, ``checkpoint`` and the metrics
         (:data:`ROW_METRICS`, ``None`` where they do not apply) of :func:`unlearnkit.evaluate`
-        (``retain_acc``, ``forget_acc``, ``test_acc``, ``test_retain_acc``/``test_forget_acc``
-        for classes, ``seconds``, ``retrain_seconds``, ``speedup``) plus ``forget_acc_gap`` =
-        |forget_acc - the retrained model's forget_acc|.
+        (accuracies, ``seconds``, ``retrain_seconds``, ``speedup``, the MIAs, the
+        divergences to the reference, ``zrf``, ``avg_gap``, ``anamnesis``, and with
+        ``n_models`` the pool figures) plus ``forget_acc_gap`` = |forget_acc - the retrained
+        model's forget_acc|. The ``retrain`` row is a second retraining with seed ``seed + 1``,
+        judged against the reference like any method: the noise floor of every metric.
         A method that refuses a scenario (its ``scenarios`` and ``other_scenarios`` say so) is
         ``skipped``; one whose run raises an unlearnkit error is ``failed``; ``reason`` says why.
         The warnings a method raised (run outside its designed scenarios, selected nothing...)
@@ -230,13 +259,25 @@ def compare_methods(
         say(f"[{label}] retraining the reference ...")
         reference = unlearn(original, split, reference_method, seed=seed, device=device,
                             progress=progress)
-        ref_path = save(reference, "retrain")
-        ref_metrics = evaluate(reference, split, retrained=reference)
-        ref_forget = ref_metrics.get("forget_acc")
-        say(f"[{label}]   done in {_secs(ref_metrics['seconds'])}")
+        save(reference, "reference")
+        ref_forget = evaluate(reference, split, mia=False)["forget_acc"]
+        say(f"[{label}]   done in {_secs(get_info(reference).seconds)}")  # type: ignore[union-attr]
+        ref_pool = None
+        if n_models:
+            say(f"[{label}] pool of {n_models} retrained models ...")
+            ref_pool = retrained_pool(original, split, n_models, device=device,
+                                      progress=progress)
+
+        def judge(model: nn.Module, pool: Callable[[], Any] | None,
+                  split: Split = split, reference: nn.Module = reference,
+                  ref_pool: Any = ref_pool) -> dict[str, Any]:
+            pools = (pool(), ref_pool) if pool is not None and ref_pool is not None else None
+            return evaluate(model, split, retrained=reference, original=original, pools=pools,
+                            relearn=relearn, seed=seed)
 
         rows.append(_row(label, split, "original", "original",
-                         metrics=evaluate(original, split, retrained=reference),
+                         metrics=judge(original, lambda split=split: original_pool(
+                             original, split, n_models, device=device, progress=progress)),
                          reference_forget_acc=ref_forget))
         for name in names:
             method = built[name]
@@ -247,16 +288,13 @@ def compare_methods(
                                  reason=why))
                 say(f"[{label}] {name}: skipped ({why})")
                 continue
-            if name == "retrain" and method == reference_method:
-                rows.append(_row(label, split, name, "ok", params=method.params(),
-                                 metrics=ref_metrics, reference_forget_acc=ref_forget,
-                                 checkpoint=ref_path))
-                continue
             say(f"[{label}] {name} ...")
+            # retrain: a fresh seed, so that it is judged like a method (the noise floor)
+            run_seed = seed + 1 if name == "retrain" else seed
             with _warnings.catch_warnings(record=True) as caught:
                 _warnings.simplefilter("always")
                 try:
-                    model = unlearn(original, split, method, seed=seed, device=device,
+                    model = unlearn(original, split, method, seed=run_seed, device=device,
                                     progress=progress)
                 except UnlearnkitError as exc:
                     rows.append(_row(label, split, name, "failed", params=method.params(),
@@ -264,7 +302,8 @@ def compare_methods(
                     say(f"[{label}]   failed: {exc}")
                     continue
             notes = list(dict.fromkeys(str(w.message) for w in caught))
-            metrics = evaluate(model, split, retrained=reference)
+            metrics = judge(model, lambda split=split, method=method: unlearned_pool(
+                original, split, method, n_models, device=device, progress=progress))
             rows.append(_row(label, split, name, "ok", params=method.params(), metrics=metrics,
                              reference_forget_acc=ref_forget, warnings=notes,
                              checkpoint=save(model, name)))
@@ -312,36 +351,43 @@ def _fmt(key: str, value: Any) -> str:
     return f"{value:.3f}"
 
 
+def _grid(group: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]],
+          *, with_skipped: bool) -> list[str] | None:
+    """The lines of one table over ``columns`` (those with a value), or ``None`` if none has."""
+    cols = [(k, h) for k, h in columns if any(r.get(k) is not None for r in group)]
+    if not cols:
+        return None
+    header = ["method", *(h for _, h in cols)]
+    body: list[list[str]] = []
+    for r in group:
+        if r["status"] in ("skipped", "failed"):
+            if with_skipped:
+                body.append([r["method"], f"{r['status']}: {r['reason']}"])
+            continue
+        body.append([r["method"], *(_fmt(k, r.get(k)) for k, _ in cols)])
+    full = [x for x in [header, *body] if len(x) == len(header)]
+    width = [max(len(x[i]) for x in full) for i in range(len(header))]
+    width[0] = max(len(x[0]) for x in [header, *body])
+
+    def line(cells: list[str]) -> str:
+        if len(cells) != len(width):  # a skipped / failed row: one free-text cell
+            return f"{cells[0]:<{width[0]}}  {cells[1]}"
+        pairs = enumerate(zip(cells, width, strict=True))
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs)
+
+    return [line(header), line(["-" * w for w in width]), *(line(b) for b in body)]
+
+
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """One plain-text table per scenario; skipped and failed methods are listed with why."""
+    """Two plain-text tables per scenario: accuracy and cost, then the forgetting metrics
+    (those that were computed); skipped and failed methods are listed with why."""
     blocks: list[str] = []
     scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
     for label in scenarios:
         group = [r for r in rows if r["scenario"] == label]
-        cols = [(k, h) for k, h in TABLE_COLUMNS if any(r.get(k) is not None for r in group)]
-        header = ["method", *(h for _, h in cols)]
-        body: list[list[str]] = []
-        notes: list[str] = []
-        for r in group:
-            if r["status"] in ("skipped", "failed"):
-                body.append([r["method"], f"{r['status']}: {r['reason']}"])
-                continue
-            body.append([r["method"], *(_fmt(k, r.get(k)) for k, _ in cols)])
-            notes += [f"  note: {r['method']}: {w}" for w in r.get("warnings") or ()]
-        full = [x for x in [header, *body] if len(x) == len(header)]
-        width = [max(len(x[i]) for x in full) for i in range(len(header))]
-        width[0] = max(len(x[0]) for x in [header, *body])
-
-        def line(cells: list[str], width: list[int] = width) -> str:
-            if len(cells) != len(width):  # a skipped / failed row: one free-text cell
-                return f"{cells[0]:<{width[0]}}  {cells[1]}"
-            pairs = enumerate(zip(cells, width, strict=True))
-            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs)
-
         first = group[0]
         n = first.get("split", {}).get("n_forget")
-        ref = next((r for r in group if r["method"] == "retrain" or r.get("retrain_seconds")),
-                   None)
+        ref = next((r for r in group if r.get("retrain_seconds")), None)
         rs = ref.get("retrain_seconds") if ref else None
         title = f"Scenario: {label}"
         extras = []
@@ -349,10 +395,15 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
             extras.append(f"{n} samples forgotten")
         if rs is not None:
             extras.append(f"retraining took {_secs(rs)}")
+        n_models = next((r.get("n_models") for r in group if r.get("n_models")), None)
+        if n_models:
+            extras.append(f"pools of {n_models} models")
         if extras:
             title += f" ({'; '.join(extras)})"
-        out = [title, line(header), line(["-" * w for w in width])]
-        out += [line(b) for b in body]
-        out += notes
+        out = [title, *(_grid(group, TABLE_COLUMNS, with_skipped=True) or [])]
+        forgetting = _grid(group, FORGETTING_COLUMNS, with_skipped=False)
+        if forgetting:
+            out += ["", *forgetting]
+        out += [f"  note: {r['method']}: {w}" for r in group for w in r.get("warnings") or ()]
         blocks.append("\n".join(out))
     return "\n\n".join(blocks)

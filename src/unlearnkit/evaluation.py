@@ -1,25 +1,241 @@
-"""Model-level evaluation of an unlearned model against a split (and the retrained model)."""
+"""Model-level evaluation: every metric of :mod:`unlearnkit.metrics`, applied to models.
+
+:func:`evaluate` reports every metric its inputs allow, keyed by DESIGN.md's names. Each metric
+also has a wrapper here with the same name that takes models and a :class:`~unlearnkit.Split`
+(the pure functions of logits live in :mod:`unlearnkit.metrics`):
+
+=====================  ==========================================  ===========================
+metric                 needs                                       wrapper
+=====================  ==========================================  ===========================
+accuracies, seconds    the model                                   :func:`evaluate`
+``mia_loss_cv``,       the model (and the split's test set)        :func:`mia_loss_cv`,
+``mia_entropy``,                                                   :func:`mia_entropy`,
+``mia_confidence``                                                 :func:`mia_confidence`
+``zrf``                the model (a random one of its              :func:`zrf`
+                       architecture is made)
+``js_divergence``,     a retrained model                           :func:`js_divergence`,
+``activation_distance``                                            :func:`activation_distance`
+``avg_gap``            a retrained model                           :func:`evaluate`
+``anamnesis``          the original and a retrained model          :func:`anamnesis`
+``forgetting_quality``,  pools of unlearned and retrained models   :func:`pool_metrics`
+``competition_score``,   (:mod:`unlearnkit.pools`)
+``mia_lira``
+=====================  ==========================================  ===========================
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from unlearnkit import metrics as M
 from unlearnkit.data.splits import Data, Split
+from unlearnkit.exceptions import InvalidParameterError
 from unlearnkit.metrics.accuracy import accuracy_from_logits, speedup
+from unlearnkit.metrics.divergence import DEFAULT_GAP_KEYS
+from unlearnkit.metrics.lira import mia_lira
 from unlearnkit.models.info import check_finite, get_info
-from unlearnkit.training import predict
+from unlearnkit.models.registry import fresh_copy
+from unlearnkit.pools import PoolOutputs
+from unlearnkit.training import model_device, predict, resolve_device, seeded
 
-__all__ = ["evaluate"]
+__all__ = [
+    "MIN_MIA_SAMPLES",
+    "Outputs",
+    "activation_distance",
+    "anamnesis",
+    "evaluate",
+    "js_divergence",
+    "mia_confidence",
+    "mia_entropy",
+    "mia_loss_cv",
+    "pool_metrics",
+    "random_model",
+    "score",
+    "zrf",
+]
+
+#: The MIAs need at least this many samples in D_f and in the test set (10 shuffle splits).
+MIN_MIA_SAMPLES = 10
 
 
-def _acc(model: nn.Module, data: Data | None, device: torch.device | str | None) -> float | None:
-    if data is None:
-        return None
-    logits, labels = predict(model, data, device=device)
-    return accuracy_from_logits(logits, labels)
+@dataclass(frozen=True)
+class Outputs:
+    """One model's logits and labels on a forget request's D_f, D_r and test set.
+
+    Computed once by :meth:`of`; every wrapper accepts an ``Outputs`` in place of a model.
+    """
+
+    forget: tuple[torch.Tensor, torch.Tensor]
+    retain: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor] | None
+    test_forget: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def of(cls, model: nn.Module, split: Split,
+           device: str | torch.device | None = None) -> Outputs:
+        def run(data: Data | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+            return None if data is None else predict(model, data, device=device)
+
+        forget, retain = run(split.forget), run(split.retain)
+        assert forget is not None and retain is not None
+        test_forget = run(split.test_forget) if split.scenario == "class" else None
+        return cls(forget=forget, retain=retain, test=run(split.test), test_forget=test_forget)
+
+    def non_members(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The held-out samples that D_f is told apart from by :func:`mia_loss_cv`: the test
+        samples of the forgotten classes in class unlearning, else the whole test set."""
+        return self.test_forget if self.test_forget is not None else self.test
+
+
+def _outs(x: nn.Module | Outputs, split: Split, device: str | torch.device | None) -> Outputs:
+    return x if isinstance(x, Outputs) else Outputs.of(x, split, device)
+
+
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(logits.double(), dim=1)
+
+
+def _true_prob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return _softmax(logits).gather(1, labels.view(-1, 1)).view(-1)
+
+
+def _need_test(o: Outputs, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if o.test is None:
+        raise InvalidParameterError(f"{what} needs a test set (non-members); the split has none.")
+    return o.test
+
+
+# ---------------------------------------------------------------------- MIA wrappers
+def mia_loss_cv(model: nn.Module | Outputs, split: Split, *, seed: int = 0,
+                device: str | torch.device | None = None) -> float:
+    """:func:`unlearnkit.metrics.mia_loss_cv` of ``model``: per-sample loss, D_f vs test.
+
+    In class unlearning the non-members are the test samples of the forgotten classes, so
+    that like is compared with like: against the whole test set, the attack would tell a
+    perfectly forgotten class apart by its high loss alone and call the retrained model
+    "remembering" (about 0.97 on digits); against its own class's test samples the retrained
+    model scores about 0.5, as intended.
+    """
+    o = _outs(model, split, device)
+    if o.non_members() is None:
+        raise InvalidParameterError("mia_loss_cv needs a test set (non-members); the split "
+                                    "has none.")
+    t_logits, t_labels = o.non_members()  # type: ignore[misc]
+    return M.mia_loss_cv(M.per_sample_loss(*o.forget), M.per_sample_loss(t_logits, t_labels),
+                         seed=seed)
+
+
+def mia_entropy(model: nn.Module | Outputs, split: Split, *,
+                device: str | torch.device | None = None) -> float:
+    """:func:`unlearnkit.metrics.mia_entropy` of ``model``: entropy, D_r vs test, on D_f."""
+    o = _outs(model, split, device)
+    t_logits, _ = _need_test(o, "mia_entropy")
+    return M.mia_entropy(_softmax(o.retain[0]), _softmax(t_logits), _softmax(o.forget[0]))
+
+
+def mia_confidence(model: nn.Module | Outputs, split: Split, *, seed: int | None = 0,
+                   device: str | torch.device | None = None) -> float:
+    """:func:`unlearnkit.metrics.mia_confidence` of ``model``: true-class probability SVC."""
+    o = _outs(model, split, device)
+    t = _need_test(o, "mia_confidence")
+    return M.mia_confidence(_true_prob(*o.retain), _true_prob(*t), _true_prob(*o.forget),
+                            seed=seed)
+
+
+# ---------------------------------------------------------------------- divergences
+def js_divergence(model: nn.Module | Outputs, retrained: nn.Module | Outputs, split: Split, *,
+                  device: str | torch.device | None = None) -> float:
+    """:func:`unlearnkit.metrics.js_divergence` between ``model`` and ``retrained`` on D_f."""
+    return M.js_divergence(_outs(model, split, device).forget[0],
+                           _outs(retrained, split, device).forget[0])
+
+
+def activation_distance(model: nn.Module | Outputs, retrained: nn.Module | Outputs,
+                        split: Split, *, device: str | torch.device | None = None) -> float:
+    """:func:`unlearnkit.metrics.activation_distance` of ``model`` to ``retrained`` on D_f."""
+    return M.activation_distance(_outs(model, split, device).forget[0],
+                                 _outs(retrained, split, device).forget[0])
+
+
+def random_model(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A randomly initialised model of ``model``'s architecture (seeded), for ``zrf``."""
+    with seeded(seed, model_device(model)):
+        return fresh_copy(model)
+
+
+def zrf(model: nn.Module, split: Split, *, seed: int = 0, compat: bool = False,
+        device: str | torch.device | None = None) -> float:
+    """:func:`unlearnkit.metrics.zrf` of ``model`` on D_f, against a randomly initialised
+    model of the same architecture (seeded with ``seed``). ``compat=True`` gives
+    :func:`unlearnkit.metrics.zrf_compat`, the public code's variant."""
+    fn = M.zrf_compat if compat else M.zrf
+    rand = random_model(model, seed)
+    return fn(predict(model, split.forget, device=device)[0],
+              predict(rand, split.forget, device=device)[0])
+
+
+def anamnesis(unlearned: nn.Module, original: nn.Module, retrained: nn.Module, split: Split,
+              **kwargs: Any) -> float:
+    """The Anamnesis index; see :func:`unlearnkit.relearn.anamnesis`."""
+    from unlearnkit.relearn import anamnesis as _anamnesis
+
+    return _anamnesis(unlearned, original, retrained, split, **kwargs)
+
+
+# ---------------------------------------------------------------------- pools
+def pool_metrics(unlearned: PoolOutputs, retrained: PoolOutputs) -> dict[str, Any]:
+    """The NeurIPS 2023 competition's figures, and ``mia_lira``, from two pools of models.
+
+    Returns ``forgetting_quality`` (F), ``competition_score`` (F x RA ratio x TA ratio), the
+    two ratios ``retain_acc_ratio`` and ``test_acc_ratio`` (pool means, unlearned over
+    retrained), ``mia_lira`` (needs at least 3 models per pool) and ``n_models``.
+    """
+    if len(unlearned) != len(retrained):
+        raise InvalidParameterError(
+            f"The pools differ in size: {len(unlearned)} unlearned vs {len(retrained)} "
+            "retrained models; the competition compares N with N.")
+    if unlearned.forget_logits.shape[1:] != retrained.forget_logits.shape[1:]:
+        raise InvalidParameterError("The pools were built on different forget sets.")
+    cu, cr = unlearned.confidences(), retrained.confidences()
+    f = M.forgetting_quality(cu, cr)
+    ra = float(np.mean(unlearned.retain_acc) / np.mean(retrained.retain_acc))
+    ta = float(np.mean(unlearned.test_acc) / np.mean(retrained.test_acc))
+    # without a test set there is no test-accuracy ratio, hence no score (F still stands)
+    out: dict[str, Any] = {
+        "forgetting_quality": f,
+        "competition_score": M.competition_score(f, unlearned.retain_acc, retrained.retain_acc,
+                                                 unlearned.test_acc, retrained.test_acc)
+        if math.isfinite(ta) else None,
+        "retain_acc_ratio": ra,
+        "test_acc_ratio": ta if math.isfinite(ta) else None,
+        "mia_lira": mia_lira(cu, cr) if len(unlearned) >= 3 else None,
+        "n_models": len(unlearned),
+    }
+    return out
+
+
+# ---------------------------------------------------------------------- everything
+def _acc(o: tuple[torch.Tensor, torch.Tensor] | None) -> float | None:
+    return None if o is None else accuracy_from_logits(*o)
+
+
+def _mias(o: Outputs, split: Split) -> dict[str, float | None]:
+    def enough(pair: tuple[torch.Tensor, torch.Tensor] | None) -> bool:
+        return pair is not None and len(pair[1]) >= MIN_MIA_SAMPLES
+
+    out: dict[str, float | None] = {}
+    if enough(o.forget) and enough(o.non_members()):
+        out["mia_loss_cv"] = mia_loss_cv(o, split)
+    if enough(o.forget) and enough(o.test):
+        out["mia_entropy"] = mia_entropy(o, split)
+        out["mia_confidence"] = mia_confidence(o, split)
+    return out
 
 
 def evaluate(
@@ -27,28 +243,122 @@ def evaluate(
     split: Split,
     *,
     retrained: nn.Module | None = None,
+    original: nn.Module | None = None,
+    pools: tuple[PoolOutputs, PoolOutputs] | None = None,
+    mia: bool = True,
+    relearn: bool | None = None,
+    seed: int = 0,
     device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Every metric the inputs allow, keyed by DESIGN.md's names.
 
-    Returns ``retain_acc``, ``forget_acc``, ``test_acc``; for class unlearning also
-    ``test_retain_acc`` and ``test_forget_acc``; ``seconds`` when the model records how long its
-    unlearning took; with ``retrained``, ``retrain_seconds`` and ``speedup``.
+    Always: ``retain_acc``, ``forget_acc``, ``test_acc`` (and ``test_retain_acc``,
+    ``test_forget_acc`` for class unlearning); ``seconds`` (the unlearning step's wall-clock,
+    ``None`` for a model that records none); ``zrf``; with ``mia`` and a test set of at least
+    :data:`MIN_MIA_SAMPLES`, ``mia_loss_cv``, ``mia_entropy`` and ``mia_confidence``.
+
+    With ``retrained``: ``retrain_seconds``, ``speedup``, ``js_divergence``,
+    ``activation_distance`` and ``avg_gap`` (SalUn's, over forget/retain/test accuracy and
+    ``mia_confidence``). With ``original`` too: ``anamnesis`` (relearning; skip it with
+    ``relearn=False``). With ``pools`` = ``(unlearned_pool, retrained_pool)`` from
+    :mod:`unlearnkit.pools`: :func:`pool_metrics` (``forgetting_quality``,
+    ``competition_score``, ``mia_lira`` ...).
+
+    Args:
+        model: the model to judge (an unlearned one, or the original, or a retrained one).
+        split: the forget request.
+        retrained: the retrained reference model.
+        original: the model before unlearning (for ``anamnesis``).
+        pools: the pools for the competition's figures.
+        mia: compute the membership-inference attacks.
+        relearn: compute ``anamnesis`` (default: when ``original`` and ``retrained`` are given).
+        seed: seeds the attacks' subsampling and the random model of ``zrf``.
+        device: where to compute (default: where each model is).
     """
     check_finite(model, "The model to evaluate")
+    dev = resolve_device(device) if device is not None else None
+    o = Outputs.of(model, split, dev)
     out: dict[str, Any] = {
-        "retain_acc": _acc(model, split.retain, device),
-        "forget_acc": _acc(model, split.forget, device),
-        "test_acc": _acc(model, split.test, device),
+        "retain_acc": _acc(o.retain),
+        "forget_acc": _acc(o.forget),
+        "test_acc": _acc(o.test),
     }
     if split.scenario == "class":
-        out["test_retain_acc"] = _acc(model, split.test_retain, device)
-        out["test_forget_acc"] = _acc(model, split.test_forget, device)
+        out["test_retain_acc"] = (None if split.test_retain is None
+                                  else _acc(predict(model, split.test_retain, device=dev)))
+        out["test_forget_acc"] = _acc(o.test_forget)
     info = get_info(model)
     # only an unlearned model has an unlearning step to time (an original records training)
     out["seconds"] = info.seconds if info is not None and info.method is not None else None
+    if mia:
+        out.update(_mias(o, split))
+    out["zrf"] = zrf(model, split, seed=seed, device=dev)
     if retrained is not None:
+        check_finite(retrained, "The retrained model")
         rinfo = get_info(retrained)
         out["retrain_seconds"] = rinfo.seconds if rinfo is not None else None
         out["speedup"] = speedup(out["seconds"], out["retrain_seconds"])
+        ro = Outputs.of(retrained, split, dev)
+        out["js_divergence"] = js_divergence(o, ro, split)
+        out["activation_distance"] = activation_distance(o, ro, split)
+        ref = {"forget_acc": _acc(ro.forget), "retain_acc": _acc(ro.retain),
+               "test_acc": _acc(ro.test)}
+        if "mia_confidence" in out:
+            ref["mia_confidence"] = mia_confidence(ro, split)
+        keys = [k for k in DEFAULT_GAP_KEYS
+                if out.get(k) is not None and ref.get(k) is not None]
+        out["avg_gap"] = M.avg_gap(out, ref, keys)
+        if original is not None and (relearn or relearn is None):
+            out["anamnesis"] = anamnesis(model, original, retrained, split, seed=seed,
+                                         device=dev)
+    if pools is not None:
+        out.update(pool_metrics(*pools))
     return {k: v for k, v in out.items() if v is not None or k == "seconds"}
+
+
+def score(
+    original: nn.Module,
+    split: Split,
+    method: str | Any = "finetune",
+    *,
+    n_models: int = 32,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    cache: bool = True,
+    **params: Any,
+) -> dict[str, Any]:
+    """The NeurIPS 2023 competition's score of ``method`` on one forget request.
+
+    Builds (or reuses, from the on-disk cache of :mod:`unlearnkit.pools`) N retrained models
+    and N unlearned ones (``method`` applied to ``original`` with seeds 0 .. N-1), and returns
+    :func:`pool_metrics` plus the pools' mean accuracies and median seconds:
+    ``retain_acc``, ``forget_acc``, ``test_acc`` (unlearned pool), ``retrained_retain_acc``,
+    ``retrained_forget_acc``, ``retrained_test_acc``, ``seconds``, ``retrain_seconds``.
+    ``method="original"`` judges no unlearning at all: a pool of N models trained on all of D.
+    The competition used N = 512; ``forgetting_quality`` is coarse below about 32.
+    """
+    from unlearnkit.methods.base import get_method
+    from unlearnkit.pools import original_pool, retrained_pool, unlearned_pool
+
+    check_finite(original, "The original model")
+    kw = {"device": device, "progress": progress, "cache": cache}
+    if method == "original":
+        if params:
+            raise InvalidParameterError(
+                f"'original' (no unlearning) takes no hyper-parameters; got {sorted(params)}.")
+        name, hps = "original", None
+        make = lambda: original_pool(original, split, n_models, **kw)  # noqa: E731
+    else:
+        m = get_method(method, **params)  # a bad name or parameter fails before any training
+        name, hps = m.name, m.params()
+        make = lambda: unlearned_pool(original, split, m, n_models, **kw)  # noqa: E731
+    reference = retrained_pool(original, split, n_models, **kw)
+    pool = make()
+    out: dict[str, Any] = {"method": name, "params": hps, **pool_metrics(pool, reference)}
+    for prefix, p in (("", pool), ("retrained_", reference)):
+        for key in ("retain_acc", "forget_acc", "test_acc"):
+            value = float(np.mean(getattr(p, key)))
+            out[prefix + key] = value if math.isfinite(value) else None
+    out["seconds"] = float(np.median(pool.seconds))
+    out["retrain_seconds"] = float(np.median(reference.seconds))
+    return out

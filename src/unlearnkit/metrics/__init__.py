@@ -1,6 +1,7 @@
 """Metrics: pure functions of model outputs, named as in DESIGN.md."""
 
 from unlearnkit.metrics.accuracy import accuracy_from_logits, speedup
+from unlearnkit.metrics.anamnesis import anamnesis_index
 from unlearnkit.metrics.competition import (
     competition_score,
     epsilons,
@@ -14,6 +15,7 @@ from unlearnkit.metrics.divergence import (
     zrf,
     zrf_compat,
 )
+from unlearnkit.metrics.lira import mia_lira, mia_lira_per_example
 from unlearnkit.metrics.mia import (
     entropy,
     mia_confidence,
@@ -25,6 +27,7 @@ from unlearnkit.metrics.mia import (
 __all__ = [
     "accuracy_from_logits",
     "activation_distance",
+    "anamnesis_index",
     "avg_gap",
     "competition_score",
     "entropy",
@@ -34,6 +37,8 @@ __all__ = [
     "logit_scaled_confidence",
     "mia_confidence",
     "mia_entropy",
+    "mia_lira",
+    "mia_lira_per_example",
     "mia_loss_cv",
     "per_sample_loss",
     "speedup",

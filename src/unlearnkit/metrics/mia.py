@@ -179,7 +179,8 @@ def mia_confidence(
 
     The public code takes the *first* ``len(test)`` retain samples; pass ``seed=None`` for
     that, or a seed for a random subset without replacement. If D_r is smaller than the test
-    set, all of D_r is used.
+    set, the test set is subsampled to D_r's size the same way, so that the attack is always
+    trained on two classes of equal size (an unbalanced SVC calls every sample non-member).
 
     Args:
         retain_true_probs: ``(N_r,)`` true-class probabilities on D_r.
@@ -195,9 +196,11 @@ def mia_confidence(
     x_f = _column(forget_true_probs, "forget_true_probs")
     n = min(len(x_r), len(x_t))
     if seed is None:
-        x_r = x_r[:n]
+        x_r, x_t = x_r[:n], x_t[:n]
     else:
-        x_r = x_r[np.sort(np.random.default_rng(seed).permutation(len(x_r))[:n])]
+        rng = np.random.default_rng(seed)
+        x_r = x_r[np.sort(rng.permutation(len(x_r))[:n])]
+        x_t = x_t[np.sort(rng.permutation(len(x_t))[:n])]
     x = np.concatenate([x_r, x_t])
     y = np.concatenate([np.ones(len(x_r), dtype=np.int64), np.zeros(len(x_t), dtype=np.int64)])
     clf = SVC(C=3, gamma="auto", kernel="rbf")
