@@ -32,10 +32,15 @@ CHEAP: dict[str, dict] = {
     "retrain": {"epochs": 1},
     # alpha 10 cannot select anything when the forget set is a tenth of the data (ssd warns)
     "ssd": {"alpha": 5.0},
+    "lf-ssd": {"alpha": 5.0},
+    # the contract MLP has 2 layers: k=1 exercises the freezing (k=3 would train them all)
+    "cf-k": {"k": 1},
+    "eu-k": {"k": 1},
 }
 
 #: Methods whose result depends on the seed by design (noise, random init, random teacher).
-RANDOM_METHODS = {"perturb", "retrain", "teacher"}
+RANDOM_METHODS = {"perturb", "retrain", "teacher", "eu-k", "boundary-expand", "random-label",
+                  "amnesiac", "bad-teacher", "unsir", "salun", "fisher-forgetting"}
 
 
 def _cls(name: str) -> type[uk.UnlearningMethod]:

@@ -200,3 +200,20 @@ def test_no_test_set_gives_f_but_no_score(mlp_model, digits):
                          retrained_pool(mlp_model, split, 3))
     assert 0.0 <= out["forgetting_quality"] <= 1.0
     assert out["competition_score"] is None and out["test_acc_ratio"] is None
+
+
+def test_no_unlearning_two_ways(mlp_model, digits):
+    from unlearnkit.pools import identity_pool, original_pool
+
+    split = uk.split_random(digits, count=30, seed=3)
+    same = identity_pool(mlp_model, split, 4)
+    logits, _ = uk.predict(mlp_model, split.forget)
+    assert all(np.array_equal(row, logits.numpy()) for row in same.forget_logits)
+    ident = uk.score(mlp_model, split, "original", n_models=4)
+    assert ident["forgetting_quality"] == 0.0  # no spread: every epsilon is the cap
+    assert ident["mia_lira"] > 0.9  # and a pool without spread is told apart
+    seeds = uk.score(mlp_model, split, "original-seeds", n_models=4)
+    assert seeds["method"] == "original-seeds"
+    assert seeds["forgetting_quality"] == E.pool_metrics(
+        original_pool(mlp_model, split, 4), retrained_pool(mlp_model, split, 4)
+    )["forgetting_quality"]

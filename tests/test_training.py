@@ -129,13 +129,13 @@ def lrs(monkeypatch):
     import unlearnkit.training as training
 
     made: list[torch.optim.Optimizer] = []
-    real = training._make_optimizer
+    real = training.make_optimizer
 
     def spy(params, recipe):
         made.append(real(params, recipe))
         return made[-1]
 
-    monkeypatch.setattr(training, "_make_optimizer", spy)
+    monkeypatch.setattr(training, "make_optimizer", spy)
     seen: list[float] = []
     return seen, lambda epoch, model: seen.append(made[-1].param_groups[0]["lr"])
 

@@ -33,7 +33,7 @@ from unlearnkit.data.splits import (
     split_indices,
     split_random,
 )
-from unlearnkit.evaluation import evaluate, score
+from unlearnkit.evaluation import NO_UNLEARNING, evaluate, score
 from unlearnkit.exceptions import (
     CheckpointError,
     InvalidParameterError,
@@ -400,11 +400,11 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     device = _device(args.device)
-    if args.method != "original":
+    if args.method not in NO_UNLEARNING:
         params = _method_params(args.method, args.param)
         get_method(args.method, **params)  # every check before any work
     elif args.param:
-        raise InvalidParameterError("--method original (no unlearning) takes no --param.")
+        raise InvalidParameterError(f"--method {args.method} (no unlearning) takes no --param.")
     else:
         params = {}
     if args.n_models < 3:
@@ -713,7 +713,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the original model (default: train one, cached for later calls)")
     _add_split(p, required=True)
     p.add_argument("--method", required=True,
-                   help=f"{', '.join(METHODS.names())}, or 'original' for no unlearning")
+                   help=f"{', '.join(METHODS.names())}; or no unlearning: 'original' (the one "
+                        "original, N times: the competition's reading) or 'original-seeds' (N "
+                        "originals trained with N seeds)")
     p.add_argument("--param", action="append", metavar="K=V",
                    help="a hyper-parameter of the method; repeatable")
     p.add_argument("--n-models", type=int, default=32, metavar="N",

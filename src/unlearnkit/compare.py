@@ -40,7 +40,7 @@ from unlearnkit.exceptions import InvalidParameterError, UnlearnkitError
 from unlearnkit.methods.base import METHODS, UnlearningMethod, get_method
 from unlearnkit.models.checkpoint import atomic_write, save_checkpoint
 from unlearnkit.models.info import get_info
-from unlearnkit.pools import original_pool, retrained_pool, unlearned_pool
+from unlearnkit.pools import identity_pool, retrained_pool, unlearned_pool
 from unlearnkit.training import Recipe
 
 __all__ = [
@@ -201,7 +201,8 @@ def compare_methods(
         n_models: if > 0, also the NeurIPS 2023 competition's figures (``forgetting_quality``,
             ``competition_score``) and ``mia_lira``, from pools of ``n_models`` retrained
             models and ``n_models`` seeds of each method (:mod:`unlearnkit.pools`, cached on
-            disk); the ``original`` row is judged by a pool of originals.
+            disk); the ``original`` row is judged as the competition would judge doing
+            nothing: N copies of the original (F = 0, the lowest there is).
         relearn: compute ``anamnesis`` (relearning the forget set; a few seconds per row).
         progress: progress bars on stderr.
         log: called with one line per step (e.g. ``print``), to follow a long run.
@@ -276,8 +277,8 @@ def compare_methods(
                             relearn=relearn, seed=seed)
 
         rows.append(_row(label, split, "original", "original",
-                         metrics=judge(original, lambda split=split: original_pool(
-                             original, split, n_models, device=device, progress=progress)),
+                         metrics=judge(original, lambda split=split: identity_pool(
+                             original, split, n_models, device=device)),
                          reference_forget_acc=ref_forget))
         for name in names:
             method = built[name]

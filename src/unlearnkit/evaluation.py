@@ -46,6 +46,7 @@ from unlearnkit.training import model_device, predict, resolve_device, seeded
 
 __all__ = [
     "MIN_MIA_SAMPLES",
+    "NO_UNLEARNING",
     "Outputs",
     "activation_distance",
     "anamnesis",
@@ -59,6 +60,9 @@ __all__ = [
     "score",
     "zrf",
 ]
+
+#: The names :func:`score` accepts for "no unlearning at all" (see there).
+NO_UNLEARNING = ("original", "original-seeds")
 
 #: The MIAs need at least this many samples in D_f and in the test set (10 shuffle splits).
 MIN_MIA_SAMPLES = 10
@@ -334,20 +338,27 @@ def score(
     :func:`pool_metrics` plus the pools' mean accuracies and median seconds:
     ``retain_acc``, ``forget_acc``, ``test_acc`` (unlearned pool), ``retrained_retain_acc``,
     ``retrained_forget_acc``, ``retrained_test_acc``, ``seconds``, ``retrain_seconds``.
-    ``method="original"`` judges no unlearning at all: a pool of N models trained on all of D.
+    Two names judge no unlearning at all: ``"original"``, the competition's reading (every
+    "unlearned" model is ``original`` itself; F = 0 by its rules, since N identical models have
+    no spread), and ``"original-seeds"``, N models trained on all of D with N seeds (whether
+    having seen D_f shows, beside the seed-to-seed spread; see
+    :func:`unlearnkit.pools.original_pool`).
     The competition used N = 512; ``forgetting_quality`` is coarse below about 32.
     """
     from unlearnkit.methods.base import get_method
-    from unlearnkit.pools import original_pool, retrained_pool, unlearned_pool
+    from unlearnkit.pools import identity_pool, original_pool, retrained_pool, unlearned_pool
 
     check_finite(original, "The original model")
     kw = {"device": device, "progress": progress, "cache": cache}
-    if method == "original":
+    if method in NO_UNLEARNING:
         if params:
             raise InvalidParameterError(
-                f"'original' (no unlearning) takes no hyper-parameters; got {sorted(params)}.")
-        name, hps = "original", None
-        make = lambda: original_pool(original, split, n_models, **kw)  # noqa: E731
+                f"{method!r} (no unlearning) takes no hyper-parameters; got {sorted(params)}.")
+        name, hps = method, None
+        if method == "original":
+            make = lambda: identity_pool(original, split, n_models, device=device)  # noqa: E731
+        else:
+            make = lambda: original_pool(original, split, n_models, **kw)  # noqa: E731
     else:
         m = get_method(method, **params)  # a bad name or parameter fails before any training
         name, hps = m.name, m.params()

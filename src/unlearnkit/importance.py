@@ -1,23 +1,47 @@
-"""Diagonal Fisher information and other parameter importances, with an on-disk cache.
+"""Parameter importances (diagonal Fishers, sensitivities, saliency), with an on-disk cache.
 
-Two importances, two explicit names (DESIGN.md: a published variant gets its own name):
+One function, :func:`importances`, computes every per-parameter importance that a method of this
+package needs; each published variant has its own explicit ``mode`` (DESIGN.md: a published
+variant gets its own name, never a silent switch). For every parameter ``theta_j``, with
+``g_n = d CE(f(x_n), y_n) / d theta`` the per-sample gradient of the cross-entropy at the true
+label:
 
 ``"fisher"``
-    The diagonal of the empirical Fisher information: for every parameter ``theta_j``,
-
-    ``I_j = 1/N * sum_n (d CE(f(x_n), y_n) / d theta_j)^2``,
-
-    the mean over samples of the *per-sample* squared gradient of the cross-entropy at the true
-    label. It does not depend on the batch size.
+    The diagonal of the *empirical* Fisher information, ``I_j = 1/N * sum_n g_nj^2``: the mean
+    over samples of the per-sample squared gradient. It does not depend on the batch size.
+    (SSD, Fisher masking, and the WoodFisher of influence unlearning.)
 ``"batch-squared-grad"``
     What the public code of Selective Synaptic Dampening (Foster et al. 2024) computes: the square
     of the gradient of each mini-batch's *mean* loss, averaged over the mini-batches,
     ``1/B * sum_b (1/|b| * sum_{n in b} g_n)^2``. Cross terms between the samples of a batch do
     not cancel, so it depends on the batch size (with batches of one it is the Fisher above).
+``"true-fisher"``
+    The diagonal of the Fisher information under the model's *own* predictive distribution
+    (Kunstner et al. 2019 call it "the Fisher", as opposed to the empirical Fisher above):
+    ``I_j = 1/N * sum_n sum_c p(c | x_n) * (d CE(f(x_n), c) / d theta_j)^2``. It does not read
+    the labels. This is what Golatkar et al.'s Fisher forgetting computes (their ``hessian()``,
+    with batches of one). Costs one pass per class.
+``"output-norm"``
+    The label-free sensitivity of Memory Aware Synapses (Aljundi et al. 2018), which Loss-Free
+    SSD (Foster et al. 2024) uses in place of the Fisher: the mean over samples of the absolute
+    per-sample gradient of the squared L2 norm of the output,
+    ``I_j = 1/N * sum_n |d ||f(x_n)||^2 / d theta_j|``. It does not read the labels and does
+    not depend on the batch size.
+``"batch-output-norm"``
+    What the public LF-SSD code (the README of github.com/if-loops/selective-synaptic-dampening)
+    computes: the absolute gradient of each mini-batch's *mean* squared output norm, averaged
+    over the mini-batches, ``1/B * sum_b |d (1/|b| * sum_{n in b} ||f(x_n)||^2) / d theta|``.
+    Label-free; depends on the batch size (with batches of one it is ``"output-norm"``).
+``"saliency"``
+    SalUn's weight saliency (Fan et al. 2024): the absolute value of the gradient of the *mean*
+    loss over the whole data, ``I_j = |1/N * sum_n g_nj|``, accumulated exactly over the
+    mini-batches (it does not depend on the batch size). :func:`importance_sums` returns the
+    signed sum ``sum_n g_n``, which is also the gradient that influence unlearning needs.
 
-The Fisher is computed in one batched forward and backward pass per mini-batch, without a Python
-loop over samples, by per-layer hooks that turn each layer's input and output gradient into the
-sum of squared per-sample gradients (the technique of Opacus and BackPACK):
+The per-sample modes are computed in one batched forward and backward pass per mini-batch (per
+class for ``"true-fisher"``), without a Python loop over samples, by per-layer hooks that turn
+each layer's input and output gradient into per-sample gradients, or directly into the sum of
+their squares (the technique of Opacus and BackPACK):
 
 * ``nn.Linear``: the per-sample gradient is ``outer(g_n, a_n)``, so for 2-D inputs the sum of
   squares is ``(g*g)^T (a*a)``, one matrix product, never materialising per-sample gradients;
@@ -32,11 +56,15 @@ Two reference implementations compute the same numbers: ``"vmap"`` (``torch.func
 model) and ``"loop"`` (one backward pass per sample). Pass ``implementation=`` to choose; the
 hooks implementation checks itself against the loop on the first samples of each call and falls
 back to ``"vmap"``, with a warning, for a model whose layers it cannot read (a parameter used
-outside its module's forward, samples mixed across the batch...).
+outside its module's forward, samples mixed across the batch...). :func:`per_sample_gradients`
+gives the per-sample gradients themselves, flattened, batch by batch.
+
+Which parameters to keep is one shared rule, :func:`top_fraction`: the global top ``fraction``
+of all entries by a score (Fisher masking's ``F_f - F_r``, SalUn's saliency).
 
 :func:`cached_importances` stores results as safetensors under
-``cache_root() / "importance"``, keyed by the model's weights, the data, the mode and (for
-``"batch-squared-grad"`` only) the batch size.
+``cache_root() / "importance"``, keyed by the model's weights, the data, the mode and (for the
+batch modes only) the batch size.
 """
 
 from __future__ import annotations
@@ -46,7 +74,7 @@ import json
 import math
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,18 +94,28 @@ from unlearnkit.models.checkpoint import atomic_write
 from unlearnkit.training import data_size, eval_mode, iter_batches, model_device, resolve_device
 
 __all__ = [
+    "BATCH_MODES",
     "IMPLEMENTATIONS",
+    "LABEL_FREE_MODES",
     "MODES",
     "cached_importances",
+    "from_sums",
     "importance_cache_key",
     "importance_sums",
     "importances",
     "load_cached_importances",
+    "per_sample_gradients",
     "save_cached_importances",
+    "top_fraction",
 ]
 
 #: The importances :func:`importances` computes.
-MODES = ("fisher", "batch-squared-grad")
+MODES = ("fisher", "batch-squared-grad", "true-fisher", "output-norm", "batch-output-norm",
+         "saliency")
+#: The modes whose value depends on how the data is cut into mini-batches (and their order).
+BATCH_MODES = ("batch-squared-grad", "batch-output-norm")
+#: The modes that never read the labels.
+LABEL_FREE_MODES = ("true-fisher", "output-norm", "batch-output-norm")
 #: The interchangeable implementations of ``mode="fisher"``.
 IMPLEMENTATIONS = ("hooks", "vmap", "loop")
 #: Default mini-batch size: the public SSD code's for ``batch-squared-grad``; for the Fisher it
@@ -111,21 +149,31 @@ def importances(
         model: the network; it is not modified (its train/eval flags are restored, no
             ``.grad`` is written, and it is copied if ``device`` is not where it lives).
         data: an ArrayDataset, a torch Dataset or a DataLoader yielding ``(x, y)``.
-        mode: ``"fisher"`` (mean per-sample squared gradient, independent of the batch size)
-            or ``"batch-squared-grad"`` (squared gradient of each batch's mean loss, averaged
-            over batches: it depends on ``batch_size``); see the module docstring.
+        mode: one of :data:`MODES` (see the module docstring): ``"fisher"`` (mean per-sample
+            squared gradient), ``"batch-squared-grad"`` (squared gradient of each batch's mean
+            loss, averaged over batches: it depends on ``batch_size``), ``"true-fisher"``,
+            ``"output-norm"``, ``"batch-output-norm"`` or ``"saliency"``.
         batch_size: mini-batch size (a DataLoader's own batch size wins).
         device: where to compute (default: where the model is).
         progress: show a progress bar over batches on stderr.
-        implementation: for ``"fisher"``: ``"hooks"`` (default, fastest), ``"vmap"`` or
-            ``"loop"``; they agree to float tolerance. Ignored for ``"batch-squared-grad"``.
+        implementation: for the per-sample modes (``"fisher"``, ``"true-fisher"``,
+            ``"output-norm"``): ``"hooks"`` (default, fastest), ``"vmap"`` or ``"loop"``; they
+            agree to float tolerance. Ignored by the other modes.
 
     Returns:
         ``{name: tensor shaped like the parameter}`` for every parameter that requires grad,
-        float32, on the computation device.
+        float32, non-negative, on the computation device.
     """
     total, count = importance_sums(model, data, mode=mode, batch_size=batch_size, device=device,
                                    progress=progress, implementation=implementation)
+    return from_sums(total, count, mode=mode)
+
+
+def from_sums(total: Importances, count: int, *, mode: str) -> Importances:
+    """The importances from the sums and count of :func:`importance_sums`: ``total / count``,
+    and for ``"saliency"`` the absolute value of that mean gradient."""
+    if mode == "saliency":
+        return {k: (v / count).abs() for k, v in total.items()}
     return {k: v / count for k, v in total.items()}
 
 
@@ -141,10 +189,12 @@ def importance_sums(
 ) -> tuple[Importances, int]:
     """The un-normalised sums behind :func:`importances`, and what they are averaged over.
 
-    For ``"fisher"`` the sum of per-sample squared gradients and the number of samples; for
-    ``"batch-squared-grad"`` the sum of squared batch gradients and the number of batches.
-    Sums over two disjoint data sets add up, which gives the importance of their union
-    without a pass over it.
+    For the per-sample modes the sum over samples of the per-sample terms and the number of
+    samples; for the batch modes (:data:`BATCH_MODES`) the sum over batches and the number of
+    batches; for ``"saliency"`` the *signed* sum of the per-sample gradients ``sum_n g_n`` and
+    the number of samples (:func:`from_sums` takes the absolute value of the mean). Sums over
+    two disjoint data sets add up, which gives the importance of their union without a pass
+    over it (for the batch modes, of the union cut into the same batches).
     """
     _check_args(mode, batch_size, implementation)
     n = data_size(data)
@@ -155,7 +205,7 @@ def importance_sums(
     names = _trainable(work)
     if not names:
         raise ModelError("The model has no parameter that requires grad: nothing to weigh.")
-    if mode == "fisher":
+    if mode in _PER_SAMPLE_MODES:
         _check_per_sample(work)
     sums = {name: torch.zeros_like(p, dtype=torch.float32) for p, name in names.items()}
     count = 0
@@ -166,20 +216,121 @@ def importance_sums(
     impl = implementation
     with eval_mode(work), torch.enable_grad():
         for i, (x, y) in enumerate(bar):
-            if mode == "batch-squared-grad":
-                _add(sums, _batch_squared_grad(work, names, x, y))
+            if mode in _BATCH_RULES:
+                _add(sums, _BATCH_RULES[mode](work, names, x, y))
                 count += 1
                 continue
-            if impl == "hooks" and i == 0 and not _hooks_agree_with_loop(work, names, x, y):
+            if mode == "saliency":
+                _add(sums, _grads_of(_ce_sum(work(x), y), names))
+                count += len(x)
+                continue
+            objectives, reduce = _per_sample_rule(mode, work, x)
+            if impl == "hooks" and i == 0 and not _hooks_agree_with_loop(
+                    work, names, x, y, objectives[0]):
                 warnings.warn(
-                    "The per-layer Fisher hooks do not reproduce this model's per-sample "
+                    "The per-layer hooks do not reproduce this model's per-sample "
                     "gradients (a parameter used outside its module's forward, or samples "
                     "mixed across the batch); using the slower torch.func implementation.",
                     UserWarning, stacklevel=3)
                 impl = "vmap"
-            _add(sums, _FISHER[impl](work, names, x, y))
-            count += len(y)
+            for objective in objectives:
+                _add(sums, _FISHER[impl](work, names, x, y, objective, reduce))
+            count += len(x)
     return sums, count
+
+
+def per_sample_gradients(
+    model: nn.Module,
+    data: Data,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | torch.device | None = None,
+    implementation: str = "hooks",
+) -> Iterator[torch.Tensor]:
+    """Yield, mini-batch by mini-batch, the per-sample gradients of the cross-entropy at the
+    true label, flattened: a float32 ``(batch, P)`` tensor on the computation device whose
+    columns are the trainable parameters in :meth:`~torch.nn.Module.named_parameters` order
+    (each flattened row-major), as :func:`flatten` lays them out. Computed in eval mode, with
+    the same implementations (and the same self-check) as the per-sample modes."""
+    _check_args("fisher", batch_size, implementation)
+    dev = resolve_device(device) if device is not None else model_device(model)
+    work = model if model_device(model) == dev else _copy_to(model, dev)
+    names = _trainable(work)
+    if not names:
+        raise ModelError("The model has no parameter that requires grad: no gradient to take.")
+    _check_per_sample(work)
+    order = list(names.values())
+    impl = implementation
+    for i, (x, y) in enumerate(iter_batches(data, batch_size, shuffle=False, device=dev)):
+        # modes are set per batch, never held across a yield (the caller's state in between)
+        with eval_mode(work), torch.enable_grad():
+            if impl == "hooks" and i == 0 and not _hooks_agree_with_loop(work, names, x, y,
+                                                                          _ce_sum):
+                warnings.warn(
+                    "The per-layer hooks do not reproduce this model's per-sample gradients; "
+                    "using the slower torch.func implementation.", UserWarning, stacklevel=2)
+                impl = "vmap"
+            grads = _PER_SAMPLE_GRADS[impl](work, names, x, y, _ce_sum)
+            flat = torch.cat([grads[k].reshape(len(x), -1).float() for k in order], dim=1)
+        yield flat
+
+
+def flatten(tensors: Importances, model: nn.Module) -> torch.Tensor:
+    """Concatenate ``{name: tensor}`` into one vector in the order of ``model``'s trainable
+    parameters (the layout of :func:`per_sample_gradients`)."""
+    return torch.cat([tensors[k].reshape(-1).float() for k in _trainable(model).values()])
+
+
+def unflatten(vector: torch.Tensor, model: nn.Module) -> Importances:
+    """The inverse of :func:`flatten`: ``{name: tensor shaped like the parameter}``."""
+    out, start = {}, 0
+    for p, name in _trainable(model).items():
+        out[name] = vector[start : start + p.numel()].view(p.shape)
+        start += p.numel()
+    if start != vector.numel():
+        raise InvalidParameterError(
+            f"A vector of {vector.numel()} entries does not match the model's {start} "
+            "trainable parameter entries.")
+    return out
+
+
+def top_fraction(scores: Importances, fraction: float) -> Importances:
+    """The global top-``fraction`` rule: which entries of all the tensors score highest.
+
+    Every entry of every tensor is ranked by its score, globally over all tensors (not per
+    tensor); the ``round(fraction * total)`` highest are selected. Ties are broken
+    deterministically in favour of the entry that comes first in the dict's order (then in
+    row-major order within a tensor). Fisher masking (scores ``F_f - F_r``) and SalUn's mask
+    (scores ``|grad L_f|``) both use it.
+
+    Args:
+        scores: ``{name: tensor}``.
+        fraction: in [0, 1], the fraction of all entries to select.
+
+    Returns:
+        ``{name: bool tensor}`` shaped like the scores, True where selected; exactly
+        ``round(fraction * total)`` entries are True.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
+            0.0 <= fraction <= 1.0):
+        raise InvalidParameterError(
+            f"The 'fraction' parameter must be a float in the range [0, 1]. Got {fraction!r} "
+            "instead.")
+    names = list(scores)
+    flat_scores = torch.cat([scores[n].double().reshape(-1).cpu() for n in names]) if names else (
+        torch.zeros(0, dtype=torch.float64))
+    total = flat_scores.numel()
+    k = round(fraction * total)
+    flat = torch.zeros(total, dtype=torch.bool)
+    if k:
+        order = torch.sort(flat_scores, descending=True, stable=True).indices
+        flat[order[:k]] = True
+    out, start = {}, 0
+    for n in names:
+        size = scores[n].numel()
+        out[n] = flat[start : start + size].view(scores[n].shape).to(scores[n].device)
+        start += size
+    return out
 
 
 def cached_importances(
@@ -196,9 +347,9 @@ def cached_importances(
     """:func:`importances`, read from and written to the on-disk cache.
 
     The key is the model's weights (:func:`~unlearnkit._cache.hash_model`), the data's tensors,
-    the mode and, for ``"batch-squared-grad"`` only, the batch size. For ``"fisher"``, whose
-    value does not depend on the order of the samples, the data key does not either, so that
-    the same training set reached through another split hits the cache. Data that is not an
+    the mode and, for the batch modes only, the batch size. For the other modes, whose value
+    does not depend on the order of the samples, the data key does not either, so that the
+    same training set reached through another split hits the cache. Data that is not an
     :class:`ArrayDataset` is never cached. Files are written atomically.
     """
     _check_args(mode, batch_size, implementation)
@@ -222,12 +373,14 @@ def importance_cache_key(
     :class:`ArrayDataset` (only those are hashed)."""
     if not isinstance(data, ArrayDataset):
         return None
+    if mode in LABEL_FREE_MODES:  # the labels are not read: relabelled data hits the cache
+        data = ArrayDataset(data.x, torch.zeros_like(data.y))
     spec = {
         "format": _CACHE_FORMAT,
         "model": hash_model(model),
-        "data": _hash_data(data, ordered=mode != "fisher"),
+        "data": _hash_data(data, ordered=mode in BATCH_MODES),
         "mode": mode,
-        "batch_size": batch_size if mode == "batch-squared-grad" else None,
+        "batch_size": batch_size if mode in BATCH_MODES else None,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
@@ -334,30 +487,103 @@ def _grads_of(loss: torch.Tensor, names: dict[nn.Parameter, str]) -> Importances
             for p, g in zip(params, grads, strict=True)}
 
 
+# ---------------------------------------------------------------------------- objectives
+#: ``objective(outputs, labels) -> sum over the samples of a per-sample scalar``; each sample's
+#: term must depend on that sample's output row only (so that per-sample gradients exist).
+Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _ce_sum(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``sum_n CE(f(x_n), y_n)``."""
+    return F.cross_entropy(out, y, reduction="sum")
+
+
+def _squared_norm_sum(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``sum_n ||f(x_n)||^2`` (the labels are not read)."""
+    return out.float().pow(2).sum()
+
+
+class _WeightedClassCE:
+    """``sum_n sqrt(p(c | x_n)) * CE(f(x_n), c)`` with ``p`` detached: its per-sample gradient,
+    squared, is ``p(c | x_n) * (d CE(f(x_n), c) / d theta)^2``, one class's term of the true
+    Fisher (the labels are not read)."""
+
+    def __init__(self, c: int) -> None:
+        self.c = c
+
+    def __call__(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logp = F.log_softmax(out.float(), dim=-1)
+        weight = (0.5 * logp[..., self.c]).exp().detach()  # sqrt(p_c)
+        return -(weight * logp[..., self.c]).sum()
+
+
+#: The modes computed from per-sample gradients.
+_PER_SAMPLE_MODES = ("fisher", "true-fisher", "output-norm")
+
+
+def _per_sample_rule(mode: str, model: nn.Module, x: torch.Tensor
+                     ) -> tuple[list[Objective], str]:
+    """The objectives whose per-sample gradients a per-sample mode sums, and how it reduces
+    each per-sample gradient (``"square"`` or ``"abs"``)."""
+    if mode == "fisher":
+        return [_ce_sum], "square"
+    if mode == "output-norm":
+        return [_squared_norm_sum], "abs"
+    with torch.no_grad():
+        classes = model(x[:1]).shape[-1]
+    return [_WeightedClassCE(c) for c in range(classes)], "square"
+
+
+def _reduce(v: torch.Tensor, reduce: str) -> torch.Tensor:
+    """Sum over the first (sample) dimension of the squares or absolute values."""
+    v = v.float()
+    return (v * v).sum(0) if reduce == "square" else v.abs().sum(0)
+
+
 def _batch_squared_grad(model: nn.Module, names: dict[nn.Parameter, str], x: torch.Tensor,
                         y: torch.Tensor) -> Importances:
     loss = F.cross_entropy(model(x), y)
     return {k: g * g for k, g in _grads_of(loss, names).items()}
 
 
+def _batch_output_norm(model: nn.Module, names: dict[nn.Parameter, str], x: torch.Tensor,
+                       y: torch.Tensor) -> Importances:
+    loss = _squared_norm_sum(model(x), y) / len(x)
+    return {k: g.abs() for k, g in _grads_of(loss, names).items()}
+
+
+_BATCH_RULES: dict[str, Callable[..., Importances]] = {
+    "batch-squared-grad": _batch_squared_grad,
+    "batch-output-norm": _batch_output_norm,
+}
+
+
 # ---------------------------------------------------------------------------- loop
 def _per_sample_loop(model: nn.Module, names: dict[nn.Parameter, str], x: torch.Tensor,
-                     y: torch.Tensor) -> list[Importances]:
-    return [_grads_of(F.cross_entropy(model(x[i : i + 1]), y[i : i + 1], reduction="sum"), names)
-            for i in range(len(y))]
+                     y: torch.Tensor, objective: Objective = _ce_sum) -> list[Importances]:
+    return [_grads_of(objective(model(x[i : i + 1]), y[i : i + 1]), names)
+            for i in range(len(x))]
+
+
+def _loop_grads(model: nn.Module, names: dict[nn.Parameter, str], x: torch.Tensor,
+                y: torch.Tensor, objective: Objective = _ce_sum) -> Importances:
+    loop = _per_sample_loop(model, names, x, y, objective)
+    return {k: torch.stack([g[k] for g in loop]) for k in names.values()}
 
 
 def _fisher_loop(model: nn.Module, names: dict[nn.Parameter, str], x: torch.Tensor,
-                 y: torch.Tensor) -> Importances:
+                 y: torch.Tensor, objective: Objective = _ce_sum, reduce: str = "square"
+                 ) -> Importances:
     out = {k: torch.zeros_like(p, dtype=torch.float32) for p, k in names.items()}
-    for g in _per_sample_loop(model, names, x, y):
-        _add(out, {k: v * v for k, v in g.items()})
+    for g in _per_sample_loop(model, names, x, y, objective):
+        _add(out, {k: _reduce(v.unsqueeze(0), reduce) for k, v in g.items()})
     return out
 
 
 # ---------------------------------------------------------------------------- vmap
-def _fisher_vmap(model: nn.Module, names: dict[nn.Parameter, str], x: torch.Tensor,
-                 y: torch.Tensor) -> Importances:
+def _vmap_chunks(model: nn.Module, names: dict[nn.Parameter, str], x: torch.Tensor,
+                 y: torch.Tensor, objective: Objective) -> Iterator[Importances]:
+    """Per-sample gradients by ``torch.func``, in chunks of samples."""
     from torch.func import functional_call, grad, vmap
 
     params = {k: p.detach() for p, k in names.items()}
@@ -366,16 +592,28 @@ def _fisher_vmap(model: nn.Module, names: dict[nn.Parameter, str], x: torch.Tens
 
     def loss(ps: Importances, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
         out = functional_call(model, (ps, others, buffers), (xi.unsqueeze(0),), strict=False)
-        return F.cross_entropy(out, yi.unsqueeze(0))
+        return objective(out, yi.unsqueeze(0))
 
     per_sample = sum(p.numel() for p in params.values())
-    chunk = max(1, min(len(y), _CHUNK_ELEMENTS // max(per_sample, 1)))
-    out = {k: torch.zeros_like(p, dtype=torch.float32) for k, p in params.items()}
-    for s in range(0, len(y), chunk):
+    chunk = max(1, min(len(x), _CHUNK_ELEMENTS // max(per_sample, 1)))
+    for s in range(0, len(x), chunk):
         with torch.no_grad():  # torch.func.grad still differentiates; no outer graph
-            g = vmap(grad(loss), in_dims=(None, 0, 0))(params, x[s : s + chunk],
-                                                      y[s : s + chunk])
-        _add(out, {k: (v.float() ** 2).sum(0) for k, v in g.items()})
+            yield vmap(grad(loss), in_dims=(None, 0, 0))(params, x[s : s + chunk],
+                                                        y[s : s + chunk])
+
+
+def _vmap_grads(model: nn.Module, names: dict[nn.Parameter, str], x: torch.Tensor,
+                y: torch.Tensor, objective: Objective = _ce_sum) -> Importances:
+    parts = list(_vmap_chunks(model, names, x, y, objective))
+    return {k: torch.cat([p[k] for p in parts]).float() for k in names.values()}
+
+
+def _fisher_vmap(model: nn.Module, names: dict[nn.Parameter, str], x: torch.Tensor,
+                 y: torch.Tensor, objective: Objective = _ce_sum, reduce: str = "square"
+                 ) -> Importances:
+    out = {k: torch.zeros_like(p, dtype=torch.float32) for p, k in names.items()}
+    for g in _vmap_chunks(model, names, x, y, objective):
+        _add(out, {k: _reduce(v, reduce) for k, v in g.items()})
     return out
 
 
@@ -585,7 +823,8 @@ class _Record:
 
 
 def _hooked_pass(model: nn.Module, names: dict[nn.Parameter, str], x: torch.Tensor,
-                 y: torch.Tensor, *, per_sample: bool) -> Importances:
+                 y: torch.Tensor, *, per_sample: bool, objective: Objective = _ce_sum
+                 ) -> Importances:
     """One forward and backward; return the sum over samples of squared per-sample gradients
     (or, with ``per_sample``, the per-sample gradients themselves)."""
     owners: dict[nn.Module, dict[str, str]] = {}  # module -> {attr: full name}
@@ -611,7 +850,7 @@ def _hooked_pass(model: nn.Module, names: dict[nn.Parameter, str], x: torch.Tens
     handles = [m.register_forward_hook(hook) for m in owners]
     try:
         xin = x.detach().requires_grad_(True) if torch.is_floating_point(x) else x
-        loss = F.cross_entropy(model(xin), y, reduction="sum")
+        loss = objective(model(xin), y)
         targets = [xin] if xin.requires_grad else list(names)
         torch.autograd.grad(loss, targets, allow_unused=True)
     finally:
@@ -654,22 +893,50 @@ def _hooked_pass(model: nn.Module, names: dict[nn.Parameter, str], x: torch.Tens
 
 
 def _fisher_hooks(model: nn.Module, names: dict[nn.Parameter, str], x: torch.Tensor,
-                  y: torch.Tensor) -> Importances:
+                  y: torch.Tensor, objective: Objective = _ce_sum, reduce: str = "square"
+                  ) -> Importances:
     try:
-        return _hooked_pass(model, names, x, y, per_sample=False)
+        if reduce == "square":
+            return _hooked_pass(model, names, x, y, per_sample=False, objective=objective)
+        out: Importances = {}
+        chunk = _per_sample_chunk(names)
+        for s in range(0, len(x), chunk):
+            grads = _hooked_pass(model, names, x[s : s + chunk], y[s : s + chunk],
+                                 per_sample=True, objective=objective)
+            _sum_into(out, {k: _reduce(v, reduce) for k, v in grads.items()})
+        return out
     except _Unsupported:
-        return _fisher_vmap(model, names, x, y)
+        return _fisher_vmap(model, names, x, y, objective, reduce)
+
+
+def _per_sample_chunk(names: dict[nn.Parameter, str]) -> int:
+    """Samples per chunk when per-sample gradients are materialised."""
+    return max(1, _CHUNK_ELEMENTS // max(sum(p.numel() for p in names), 1))
+
+
+def _hooks_grads(model: nn.Module, names: dict[nn.Parameter, str], x: torch.Tensor,
+                 y: torch.Tensor, objective: Objective = _ce_sum) -> Importances:
+    """Per-sample gradients by the hooks (by torch.func where the hooks cannot read them)."""
+    chunk = _per_sample_chunk(names)
+    try:
+        parts = [_hooked_pass(model, names, x[s : s + chunk], y[s : s + chunk],
+                              per_sample=True, objective=objective)
+                 for s in range(0, len(x), chunk)]
+    except _Unsupported:
+        return _vmap_grads(model, names, x, y, objective)
+    return {k: torch.cat([p[k] for p in parts]) for k in names.values()}
 
 
 def _hooks_agree_with_loop(model: nn.Module, names: dict[nn.Parameter, str], x: torch.Tensor,
-                           y: torch.Tensor, samples: int = 2) -> bool:
+                           y: torch.Tensor, objective: Objective = _ce_sum, samples: int = 2
+                           ) -> bool:
     """Check the hooks' per-sample gradients against a per-sample loop on a few samples."""
     xs, ys = x[:samples], y[:samples]
     try:
-        hooked = _hooked_pass(model, names, xs, ys, per_sample=True)
+        hooked = _hooked_pass(model, names, xs, ys, per_sample=True, objective=objective)
     except _Unsupported:
         return True  # _fisher_hooks falls back to vmap by itself
-    loop = _per_sample_loop(model, names, xs, ys)
+    loop = _per_sample_loop(model, names, xs, ys, objective)
     # layer errors are of order one; on an accelerator, TF32 / reduced-precision kernels
     # (cuDNN's default) make the batched and the single-sample paths differ by about 1e-2
     tol = 1e-4 if x.device.type == "cpu" else 5e-2
@@ -683,8 +950,15 @@ def _hooks_agree_with_loop(model: nn.Module, names: dict[nn.Parameter, str], x: 
     return True
 
 
+#: Sums of reduced per-sample gradients, by implementation.
 _FISHER: dict[str, Callable[..., Importances]] = {
     "hooks": _fisher_hooks,
     "vmap": _fisher_vmap,
     "loop": _fisher_loop,
+}
+#: Per-sample gradients ``{name: (batch, *shape)}``, by implementation.
+_PER_SAMPLE_GRADS: dict[str, Callable[..., Importances]] = {
+    "hooks": _hooks_grads,
+    "vmap": _vmap_grads,
+    "loop": _loop_grads,
 }

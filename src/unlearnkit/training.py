@@ -29,9 +29,11 @@ __all__ = [
     "eval_mode",
     "fit",
     "iter_batches",
+    "make_optimizer",
     "predict",
     "resolve_device",
     "seeded",
+    "train_mode",
     "warm_up",
 ]
 
@@ -157,15 +159,24 @@ def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for a block, then restore each module's own flag."""
+def _mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
     flags = [(m, m.training) for m in model.modules()]
-    model.eval()
+    model.train(training)
     try:
         yield model
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+def eval_mode(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
+    """Put ``model`` in eval mode for a block, then restore each module's own flag."""
+    return _mode(model, False)
+
+
+def train_mode(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
+    """Put ``model`` in train mode for a block, then restore each module's own flag."""
+    return _mode(model, True)
 
 
 def _first_two(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,7 +236,7 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _make_optimizer(params: list[nn.Parameter], recipe: Recipe) -> torch.optim.Optimizer:
+def make_optimizer(params: list[nn.Parameter], recipe: Recipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
@@ -284,7 +295,7 @@ def fit(
         return history
     if data_size(data) == 0:
         raise InvalidParameterError(f"Cannot {desc}: the training data is empty.")
-    optimizer = _make_optimizer(trainable, recipe)
+    optimizer = make_optimizer(trainable, recipe)
     flags = [(m, m.training) for m in model.modules()]
     model.train()
     try:

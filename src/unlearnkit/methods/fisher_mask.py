@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from unlearnkit.exceptions import InvalidParameterError
-from unlearnkit.importance import cached_importances, importances
+from unlearnkit.importance import cached_importances, importances, top_fraction
 from unlearnkit.methods._finetuning import FineTuning
 from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
 
@@ -25,8 +25,9 @@ def fisher_mask(forget: Importances, retain: Importances, *, fraction: float) ->
 
     Every parameter entry gets the score ``forget - retain`` (diagonal Fisher on D_f minus on
     D_r); the ``round(fraction * total)`` entries with the highest scores, ranked globally over
-    all tensors, are selected. Ties are broken deterministically in favour of the entry that
-    comes first in the dicts' order (then in row-major order within a tensor).
+    all tensors, are selected (:func:`unlearnkit.importance.top_fraction`, the rule SalUn's
+    mask shares). Ties are broken deterministically in favour of the entry that comes first in
+    the dicts' order (then in row-major order within a tensor).
 
     Args:
         forget: ``{name: F_f}``.
@@ -51,20 +52,8 @@ def fisher_mask(forget: Importances, retain: Importances, *, fraction: float) ->
             raise InvalidParameterError(
                 f"Importances of {n!r} have shapes {tuple(forget[n].shape)} (forget) and "
                 f"{tuple(retain[n].shape)} (retain); they must match.")
-    scores = torch.cat([(forget[n].double() - retain[n].double().to(forget[n].device)).reshape(-1)
-                        for n in names]) if names else torch.zeros(0, dtype=torch.float64)
-    total = scores.numel()
-    k = round(fraction * total)
-    flat = torch.zeros(total, dtype=torch.bool, device=scores.device)
-    if k:
-        order = torch.sort(scores.cpu(), descending=True, stable=True).indices
-        flat[order[:k].to(scores.device)] = True
-    out, start = {}, 0
-    for n in names:
-        size = forget[n].numel()
-        out[n] = flat[start : start + size].view(forget[n].shape)
-        start += size
-    return out
+    return top_fraction({n: forget[n].double() - retain[n].double().to(forget[n].device)
+                         for n in names}, fraction)
 
 
 @torch.no_grad()

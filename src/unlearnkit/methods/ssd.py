@@ -12,7 +12,8 @@ from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.data.splits import Data
 from unlearnkit.exceptions import InvalidParameterError
 from unlearnkit.importance import (
-    MODES,
+    BATCH_MODES,
+    from_sums,
     importance_cache_key,
     importance_sums,
     load_cached_importances,
@@ -21,9 +22,12 @@ from unlearnkit.importance import (
 from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
 from unlearnkit.training import data_size
 
-__all__ = ["SSD", "dampen", "dampening_factors", "reference_importances"]
+__all__ = ["SSD", "SSD_IMPORTANCES", "dampen", "dampening_factors", "reference_importances"]
 
 Importances = dict[str, torch.Tensor]
+
+#: The importances SSD offers: the true empirical Fisher, and its public code's variant.
+SSD_IMPORTANCES = ("fisher", "batch-squared-grad")
 
 
 def dampening_factors(
@@ -99,10 +103,12 @@ def reference_importances(
     """``I_D`` on the training set (``retain`` then ``forget``) or on ``retain`` alone, read
     from the importance cache when it holds it, else computed and stored.
 
-    On a miss, the Fisher of the training set is the sample-weighted mean of the forget set's
-    (already computed: ``forget_sums``) and the retain set's, so only D_r is passed over. The
-    batch-squared gradient is computed over the concatenation ``retain + forget`` in that order
-    (the public code's ``ConcatDataset``), since it depends on the batches.
+    On a miss, a per-sample importance of the training set (the Fisher, LF-SSD's output-norm
+    sensitivity) is the sample-weighted mean of the forget set's (already computed:
+    ``forget_sums``) and the retain set's, so only D_r is passed over. A batch importance
+    (:data:`~unlearnkit.importance.BATCH_MODES`) is computed over the concatenation
+    ``retain + forget`` in that order (the public code's ``ConcatDataset``), since it depends
+    on the batches.
     """
     kwargs = {"mode": mode, "batch_size": batch_size, "device": device, "progress": progress}
     data = retain if reference == "retain" else _concat(retain, forget)
@@ -112,14 +118,14 @@ def reference_importances(
         hit = load_cached_importances(key, model, device=device)
         if hit is not None:
             return hit
-    if reference == "retain" or (mode == "batch-squared-grad" and data is not None):
+    if reference == "retain" or (mode in BATCH_MODES and data is not None):
         total, count = importance_sums(model, data if data is not None else retain, **kwargs)
     else:  # the union's sums are the sums of the parts
         total, count = importance_sums(model, retain, **kwargs)
         f_total, f_count = forget_sums
         total = {k: v + f_total[k] for k, v in total.items()}
         count += f_count
-    out = {k: v / count for k, v in total.items()}
+    out = from_sums(total, count, mode=mode)
     if key is not None:
         save_cached_importances(key, out)
     return out
@@ -178,7 +184,7 @@ class SSD(UnlearningMethod):
     alpha: float = hp(10.0, "selection weighting: dampen where I_f > alpha * I_D", low=0.0)
     lambd: float = hp(1.0, "dampening constant: factor min(lambd * I_D / I_f, 1)", low=0.0)
     importance: str = hp("fisher", "importance: true empirical Fisher, or the public code's "
-                         "squared batch-mean gradient", choices=MODES)
+                         "squared batch-mean gradient", choices=SSD_IMPORTANCES)
     batch_size: int = hp(64, "importance batch size (changes the result only for "
                          "batch-squared-grad)", low=1)
     reference: str = hp("train", "data of I_D: the training set (forget + retain) or the "
@@ -190,7 +196,7 @@ class SSD(UnlearningMethod):
         kwargs = {"mode": self.importance, "batch_size": self.batch_size,
                   "device": request.device, "progress": request.progress}
         f_total, f_count = importance_sums(model, request.forget, **kwargs)
-        forget = {k: v / f_count for k, v in f_total.items()}
+        forget = from_sums(f_total, f_count, mode=self.importance)
         ref = reference_importances(model, forget=request.forget, retain=request.retain,
                                     forget_sums=(f_total, f_count), reference=self.reference,
                                     **kwargs)
@@ -205,13 +211,16 @@ class SSD(UnlearningMethod):
         return model
 
     def _nothing_selected(self, request: Request) -> str:
-        msg = f"ssd selected no parameter (alpha={self.alpha}): the model is unchanged."
+        msg = f"{self.name} selected no parameter (alpha={self.alpha}): the model is unchanged."
         assert request.forget is not None and request.retain is not None
         n_f, n_r = data_size(request.forget), data_size(request.retain)
         share = n_f / (n_f + n_r)
-        if self.reference == "train" and self.importance == "fisher" and self.alpha * share >= 1:
+        # a per-sample importance of D is (n_f * I_f + n_r * I_r) / n >= share * I_f
+        if (self.reference == "train" and self.importance not in BATCH_MODES
+                and self.alpha * share >= 1):
+            what = "Fisher" if self.importance == "fisher" else "importance"
             msg += (
-                f" The Fisher of the training set is at least {share:.3f} (the forget set's "
+                f" The {what} of the training set is at least {share:.3f} (the forget set's "
                 f"share of it) times the forget set's, so 'I_f > alpha * I_D' cannot hold when "
                 f"alpha >= {1 / share:.2f}. Use alpha < {1 / share:.2f} or reference='retain'.")
         return msg
