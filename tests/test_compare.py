@@ -108,8 +108,19 @@ def test_format_table(rows):
     assert "|forget-retrained|" in text and "test_forget_acc" in text
     assert text.count("mia_entropy") == 2 and "anamnesis" in text  # the forgetting tables
     assert " F " not in text  # no pools, no competition columns
+    assert text.count("closest to the retrained model (avg_gap): ") == 2
     for name in ("original", *METHODS.names()):
         assert name in text
+
+
+def test_closest_to_retraining_ranks_by_avg_gap(rows):
+    from unlearnkit.compare import closest_to_retraining
+
+    for scenario in ("class 3", "random 10%"):
+        ranked = closest_to_retraining([r for r in rows if r["scenario"] == scenario])
+        gaps = [r["avg_gap"] for r in ranked]
+        assert gaps == sorted(gaps) and len(ranked) >= 3
+        assert not {"original", "retrain"} & {r["method"] for r in ranked}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

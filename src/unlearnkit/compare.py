@@ -47,6 +47,7 @@ __all__ = [
     "FORGETTING_COLUMNS",
     "ROW_METRICS",
     "TABLE_COLUMNS",
+    "closest_to_retraining",
     "compare_methods",
     "default_scenarios",
     "format_table",
@@ -379,6 +380,16 @@ def _grid(group: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]
     return [line(header), line(["-" * w for w in width]), *(line(b) for b in body)]
 
 
+def closest_to_retraining(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The approximate methods' rows, closest to the retrained reference first: by ``avg_gap``
+    (SalUn's mean gap over forget, retain and test accuracy and ``mia_confidence``), ties by
+    ``forget_acc_gap``. The ``original`` and ``retrain`` rows and rows without ``avg_gap`` are
+    left out."""
+    ranked = [r for r in rows if r.get("status") == "ok" and r.get("avg_gap") is not None
+              and r["method"] not in ("original", "retrain")]
+    return sorted(ranked, key=lambda r: (r["avg_gap"], r.get("forget_acc_gap") or 0.0))
+
+
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Two plain-text tables per scenario: accuracy and cost, then the forgetting metrics
     (those that were computed); skipped and failed methods are listed with why."""
@@ -405,6 +416,10 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
         forgetting = _grid(group, FORGETTING_COLUMNS, with_skipped=False)
         if forgetting:
             out += ["", *forgetting]
+        ranking = closest_to_retraining(group)
+        if ranking:
+            out += ["", "closest to the retrained model (avg_gap): " + ", ".join(
+                f"{r['method']} {r['avg_gap']:.3f}" for r in ranking[:5])]
         out += [f"  note: {r['method']}: {w}" for r in group for w in r.get("warnings") or ()]
         blocks.append("\n".join(out))
     return "\n\n".join(blocks)
