@@ -81,6 +81,10 @@ class BoundaryShrink(ForgetFineTuning, UnlearningMethod):
     per sample and several benchmarks run it there, but it drives the forget accuracy to zero,
     whereas the retrained model still classifies most of a random forget set correctly.
 
+    On digits (default cnn, class 1) the paper's defaults leave the class known (forget
+    accuracy 0.973: about 30 SGD steps at lr 1e-5); ``lr=1e-4`` forgets it (forget 0, test
+    accuracy of the other classes 0.975 against the retrained model's 0.982).
+
     Paper: Chen, Gao, Liu, Peng, Zhou. "Boundary Unlearning: Rapid Forgetting of Deep Networks
     via Shifting the Decision Boundary", CVPR 2023.
     """

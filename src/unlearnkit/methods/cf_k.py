@@ -39,6 +39,11 @@ class CFk(OriginalRecipe, UnlearningMethod):
     learning rate (SGDR) and keeps the best epoch on a validation set, we use the original's
     schedule and return the last epoch.
 
+    On digits (default cnn, class 1) it does not forget: forget accuracy 0.966 at k=3, 0.952
+    with every layer trained (the original is at near-zero loss on D_r, so fine-tuning on it
+    barely moves the weights); a learning rate large enough to move them (0.5) ruins the
+    model instead.
+
     Paper: Goel, Prabhu, Sanyal, Lim, Torr, Kumaraguru. "Towards Adversarial Evaluations for
     Inexact Machine Unlearning", arXiv 2201.06640, 2022.
     """

@@ -110,6 +110,10 @@ class Influence(UnlearningMethod):
       With more than 1 GiB of per-sample gradients (large models), ``samples`` is lowered, with
       a warning.
 
+    On digits (default cnn) the paper's ``alpha=0.2`` leaves both class 1 and a random 10 %
+    known (forget accuracy 1.0); ``alpha=50`` halves class 1 (0.466, test 0.928),
+    ``alpha=500`` ruins the model, and no setting we tried forgets cleanly.
+
     Paper: Izzo, Smart, Chaudhuri, Zou. "Approximate Data Deletion from Machine Learning
     Models", AISTATS 2021; Jia, Liu, Ram, Yao, Liu, Liu, Sharma, Liu. "Model Sparsity Can
     Simplify Machine Unlearning", NeurIPS 2023 (IU with WoodFisher, Singh & Alistarh 2020).

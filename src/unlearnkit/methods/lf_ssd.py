@@ -50,6 +50,9 @@ class LFSSD(SSD):
     * Everything else as in :class:`~unlearnkit.methods.ssd.SSD` (importances matched by name,
       one pass over D_r instead of D, ``reference="retain"`` an option of ours).
 
+    On digits (default cnn, class 1) ``alpha=1`` forgets the class (forget 0, test 0.883, the
+    retrained model's figures); at the default ``alpha=10`` it selects nothing (see above).
+
     Paper: Foster, Schoepf, Brintrup. "Loss-Free Machine Unlearning", ICLR 2024 Tiny Paper
     (arXiv 2402.19308).
     """
