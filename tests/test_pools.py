@@ -181,6 +181,9 @@ def test_cache_keys(original, split, digits):
     assert retrained_pool(nudged, split, 1).folder == ref
     assert retrained_pool(original, other_split, 1).folder != ref
     assert len({same, ref}) == 2
+    # ... nor does retraining judged as a method
+    assert unlearned_pool(nudged, split, "retrain", 1).folder == unlearned_pool(
+        original, split, "retrain", 1).folder
 
 
 # ---------------------------------------------------------------------- what the models are

@@ -56,9 +56,12 @@ __all__ = [
     "RETRAINED_SEED_BASE",
     "PoolOutputs",
     "cached_original",
+    "cached_reference",
     "identity_pool",
+    "original_cache_path",
     "original_pool",
     "pool_cache_dir",
+    "reference_cache_path",
     "retrained_pool",
     "unlearned_pool",
 ]
@@ -384,7 +387,9 @@ def unlearned_pool(
     """
     n = _check_n(n_models)
     m = get_method(method, **params)
-    spec = _pool_spec(original, split, {"method": m.name, "params": m.params()}, weights=True)
+    # retraining never reads the original's weights (only its architecture and recipe)
+    spec = _pool_spec(original, split, {"method": m.name, "params": m.params()},
+                      weights=m.name != "retrain")
 
     def make(seed: int, dev: torch.device) -> tuple[nn.Module, float]:
         with warnings.catch_warnings():
@@ -427,6 +432,21 @@ def _concat(a: Data, b: Data) -> Data:
     )
 
 
+def original_cache_path(data: Any, *, arch: str, recipe: Recipe, seed: int = 0,
+                        **arch_kwargs: Any) -> Path:
+    """Where :func:`cached_original` keeps (or would keep) this original."""
+    spec = {
+        "format": _FORMAT,
+        "dataset": {"name": data.name, "options": dict(data.options)},
+        "train": _data_hash(data.train),
+        "arch": arch,
+        "arch_kwargs": arch_kwargs,
+        "recipe": recipe.to_dict(),
+        "seed": seed,
+    }
+    return pool_cache_dir() / "originals" / f"{_key(spec)}.safetensors"
+
+
 def cached_original(
     data: Any,
     *,
@@ -440,21 +460,12 @@ def cached_original(
     """``uk.train_model(data, ...)``, trained once and then loaded from the pool cache.
 
     Keyed by the dataset's samples, the architecture, the recipe and the seed; stored as a
-    safetensors checkpoint under :func:`pool_cache_dir`.
+    safetensors checkpoint under :func:`pool_cache_dir` (:func:`original_cache_path`).
     """
     from unlearnkit.api import train_model
     from unlearnkit.models.checkpoint import load_checkpoint, save_checkpoint
 
-    spec = {
-        "format": _FORMAT,
-        "dataset": {"name": data.name, "options": dict(data.options)},
-        "train": _data_hash(data.train),
-        "arch": arch,
-        "arch_kwargs": arch_kwargs,
-        "recipe": recipe.to_dict(),
-        "seed": seed,
-    }
-    path = pool_cache_dir() / "originals" / f"{_key(spec)}.safetensors"
+    path = original_cache_path(data, arch=arch, recipe=recipe, seed=seed, **arch_kwargs)
     if path.is_file():
         try:
             return load_checkpoint(path, device=resolve_device(device))
@@ -463,4 +474,50 @@ def cached_original(
     model = train_model(data, arch=arch, recipe=recipe, seed=seed, device=device,
                         progress=progress, **arch_kwargs)
     save_checkpoint(model, path)
+    return model
+
+
+def reference_cache_path(original: nn.Module, split: Split, *, seed: int = 0) -> Path | None:
+    """Where :func:`cached_reference` keeps (or would keep) the retrained reference, or
+    ``None`` when the split's data cannot be hashed (a user's own Dataset or DataLoader)."""
+    skey = _split_key(split)
+    if skey is None:
+        return None
+    spec = {
+        "format": _FORMAT,
+        "original": hash_model(original),
+        "split": skey,
+        "method": get_method("retrain").params(),
+        "seed": seed,
+    }
+    return pool_cache_dir() / "references" / f"{_key(spec)}.safetensors"
+
+
+def cached_reference(
+    original: nn.Module,
+    split: Split,
+    *,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> nn.Module:
+    """The retrained reference (``uk.unlearn(original, split, "retrain", seed=seed)``),
+    trained once and then loaded from the pool cache.
+
+    Keyed by the original's weights, the split's samples, the ``retrain`` method's
+    parameters and the seed (:func:`reference_cache_path`); stored as a safetensors
+    checkpoint under :func:`pool_cache_dir`.
+    """
+    from unlearnkit.api import unlearn
+    from unlearnkit.models.checkpoint import load_checkpoint, save_checkpoint
+
+    path = reference_cache_path(original, split, seed=seed)
+    if path is not None and path.is_file():
+        try:
+            return load_checkpoint(path, device=resolve_device(device))
+        except Exception:  # an unreadable cache entry is retrained and overwritten
+            pass
+    model = unlearn(original, split, "retrain", seed=seed, device=device, progress=progress)
+    if path is not None:
+        save_checkpoint(model, path)
     return model
