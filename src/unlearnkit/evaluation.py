@@ -26,7 +26,9 @@ accuracies, seconds    the model                                   :func:`evalua
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -36,12 +38,19 @@ from torch import nn
 from unlearnkit import metrics as M
 from unlearnkit.data.splits import Data, Split
 from unlearnkit.exceptions import InvalidParameterError
+from unlearnkit.methods.base import get_method
 from unlearnkit.metrics.accuracy import accuracy_from_logits, speedup
 from unlearnkit.metrics.divergence import DEFAULT_GAP_KEYS
 from unlearnkit.metrics.lira import mia_lira
 from unlearnkit.models.info import check_finite, get_info
 from unlearnkit.models.registry import fresh_copy
-from unlearnkit.pools import PoolOutputs
+from unlearnkit.pools import (
+    PoolOutputs,
+    identity_pool,
+    original_pool,
+    retrained_pool,
+    unlearned_pool,
+)
 from unlearnkit.training import model_device, predict, resolve_device, seeded
 
 __all__ = [
@@ -345,24 +354,22 @@ def score(
     :func:`unlearnkit.pools.original_pool`).
     The competition used N = 512; ``forgetting_quality`` is coarse below about 32.
     """
-    from unlearnkit.methods.base import get_method
-    from unlearnkit.pools import identity_pool, original_pool, retrained_pool, unlearned_pool
-
     check_finite(original, "The original model")
     kw = {"device": device, "progress": progress, "cache": cache}
+    # every check before any training: the pool to build is decided, then built
+    make: Callable[[], PoolOutputs]
     if method in NO_UNLEARNING:
         if params:
             raise InvalidParameterError(
                 f"{method!r} (no unlearning) takes no hyper-parameters; got {sorted(params)}.")
         name, hps = method, None
-        if method == "original":
-            make = lambda: identity_pool(original, split, n_models, device=device)  # noqa: E731
-        else:
-            make = lambda: original_pool(original, split, n_models, **kw)  # noqa: E731
+        make = (partial(identity_pool, original, split, n_models, device=device)
+                if method == "original" else partial(original_pool, original, split, n_models,
+                                                     **kw))
     else:
-        m = get_method(method, **params)  # a bad name or parameter fails before any training
+        m = get_method(method, **params)
         name, hps = m.name, m.params()
-        make = lambda: unlearned_pool(original, split, m, n_models, **kw)  # noqa: E731
+        make = partial(unlearned_pool, original, split, m, n_models, **kw)
     reference = retrained_pool(original, split, n_models, **kw)
     pool = make()
     out: dict[str, Any] = {"method": name, "params": hps, **pool_metrics(pool, reference)}
