@@ -506,6 +506,24 @@ def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    from unlearnkit.bench import describe, expand, load_config, preset, run_plan
+
+    if (args.config is None) == (args.preset is None):
+        raise InvalidParameterError(
+            "bench takes a CONFIG.yaml file or --preset NAME (one of them, not both).")
+    if args.workers is not None and args.workers < 1:
+        raise InvalidParameterError(f"--workers must be at least 1. Got {args.workers}.")
+    config = preset(args.preset) if args.preset else load_config(args.config)
+    plan = expand(config)
+    device = _device(args.device)
+    head = {"command": "bench", "config": config.name, "dry_run": bool(args.dry_run)}
+    if args.dry_run:
+        return {**head, **describe(plan, args.out)}
+    return {**head, **run_plan(plan, args.out, workers=args.workers, device=device,
+                               progress=_bars(), log=None if _bars() else _log)}
+
+
 # ---------------------------------------------------------------------- text output
 def _num(value: Any) -> str:
     if isinstance(value, float):
@@ -558,11 +576,33 @@ def _text(result: dict[str, Any]) -> str:
         if result.get("results"):
             text += f"\nCheckpoints and {result['results']} saved."
         return text
+    if cmd == "bench":
+        return _bench_text(result)
     if "methods" in result:
         return "\n\n".join(_method_text(d) for d in result["methods"])
     if "datasets" in result:
         return "\n\n".join(_dataset_text(d) for d in result["datasets"])
     return json.dumps(jsonable(result), indent=2)
+
+
+def _bench_text(r: dict[str, Any]) -> str:
+    if r["dry_run"]:
+        lines = [f"{r['config']}: {r['total']} runs; {r['to_run']} to run, {r['done']} already "
+                 f"in {r['db']}, {r['skip']} skipped (method refuses the scenario)"]
+        for o in r["originals"]:
+            lines.append(f"  original seed {o['seed']}: "
+                         f"{'cached (reused)' if o['cached'] else 'to train'}")
+        for ref in r["references"]:
+            lines.append(f"  reference {ref['scenario']}, seed {ref['seed']}: "
+                         f"{'cached (reused)' if ref['cached'] else 'to train'}")
+        for run in r["runs"]:
+            params = ", ".join(f"{k}={v}" for k, v in run["params"].items())
+            lines.append(f"  {run['run_id']}  {run['state']:<6}  {run['scenario']} / "
+                         f"{run['method']} ({params}) seed {run['seed']}")
+        return "\n".join(lines)
+    return (f"{r['config']}: {r['total']} runs: {r['ok']} done, {r['reused']} skipped (already "
+            f"in the store), {r['skipped']} refused by their method, {r['failed']} failed; "
+            f"{r['seconds']:.1f} s\nResults: {r['db']} (logs: {r['logs']})")
 
 
 def _method_text(d: dict[str, Any]) -> str:
@@ -764,6 +804,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-relearn", action="store_true", help="skip anamnesis (relearning)")
     _add_common(p)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "bench",
+        help="run a benchmark (methods x hyper-parameters x scenarios x seeds) into SQLite",
+        description="Expand a YAML config (or a preset) into runs, train or reuse the cached "
+                    "originals and references, run every pending run (in parallel) and store "
+                    "one row per run in SQLite. Rerunning skips finished runs.",
+    )
+    p.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="the benchmark config")
+    p.add_argument("--preset", metavar="NAME", help="a built-in config: quick, compare")
+    p.add_argument("--out", default="results.sqlite", metavar="FILE",
+                   help="the SQLite results file (default: results.sqlite)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes (default: the CPU count; 1 = in this process)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the runs and the cached models, train nothing")
+    _add_common(p, seed=False)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

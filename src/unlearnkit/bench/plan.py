@@ -1,0 +1,128 @@
+"""A benchmark's plan: the config expanded into runs, and the models they need.
+
+One :class:`Run` per (scenario, method, hyper-parameters, seed), identified by
+:attr:`Run.run_id`, a hash of everything that determines its result (dataset and options,
+architecture and arguments, recipe, scenario, method and its full parameters, seed, and which
+metrics are computed). Each run needs the original trained with its seed and the retrained
+reference of its (scenario, seed); both are trained once and cached
+(:func:`unlearnkit.pools.cached_original`, :func:`unlearnkit.pools.cached_reference`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from unlearnkit.bench.config import BenchConfig, Scenario
+from unlearnkit.compare import refusal
+from unlearnkit.methods.base import METHODS
+
+__all__ = ["Plan", "Run", "expand"]
+
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of the benchmark: a method, with its parameters, on one scenario and seed."""
+
+    run_id: str
+    dataset: str
+    dataset_options: dict[str, Any] = field(compare=False)
+    arch: str
+    arch_kwargs: dict[str, Any] = field(compare=False)
+    recipe: dict[str, Any] = field(compare=False)
+    scenario: Scenario
+    method: str
+    params: dict[str, Any] = field(compare=False)
+    seed: int
+    relearn: bool = True
+    mia: bool = True
+    #: why the method refuses this scenario (declared by the method), or ``None``
+    refused: str | None = None
+
+    @property
+    def method_seed(self) -> int:
+        """The seed the method runs with: ``seed``, except ``retrain`` (``seed + 1``), which is
+        then judged against the reference like any method: the noise floor, as in
+        :func:`unlearnkit.compare.compare_methods`."""
+        return self.seed + 1 if self.method == "retrain" else self.seed
+
+    def spec(self) -> dict[str, Any]:
+        """Everything that determines the run's result (what :attr:`run_id` hashes)."""
+        return _spec(self.dataset, self.dataset_options, self.arch, self.arch_kwargs,
+                     self.recipe, self.scenario, self.method, self.params, self.seed,
+                     self.relearn, self.mia)
+
+
+def _spec(dataset: str, dataset_options: dict[str, Any], arch: str,
+          arch_kwargs: dict[str, Any], recipe: dict[str, Any], scenario: Scenario, method: str,
+          params: dict[str, Any], seed: int, relearn: bool, mia: bool) -> dict[str, Any]:
+    return {
+        "format": _FORMAT,
+        "dataset": {"name": dataset, "options": dataset_options},
+        "model": {"arch": arch, "kwargs": arch_kwargs},
+        "recipe": recipe,
+        "scenario": scenario.to_dict(),
+        "method": method,
+        "params": params,
+        "seed": seed,
+        "metrics": {"relearn": relearn, "mia": mia},
+    }
+
+
+def run_id(spec: dict[str, Any]) -> str:
+    """A stable 16-hex-digit id of a run's spec (tuples and lists hash alike)."""
+    text = json.dumps(spec, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The runs of a benchmark, and the originals and references they need."""
+
+    config: BenchConfig
+    runs: tuple[Run, ...]
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """One original per seed."""
+        return tuple(dict.fromkeys(r.seed for r in self.runs))
+
+    @property
+    def references(self) -> tuple[tuple[Scenario, int], ...]:
+        """One retrained reference per (scenario, seed) that a non-refused run needs."""
+        return tuple(dict.fromkeys((r.scenario, r.seed) for r in self.runs if not r.refused))
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+
+def expand(config: BenchConfig) -> Plan:
+    """One :class:`Run` per (scenario, method, grid point, seed), in that nesting order."""
+    options = dict(config.dataset_options)
+    kwargs = dict(config.arch_kwargs)
+    recipe = config.recipe.to_dict()
+    runs: list[Run] = []
+    seen: set[str] = set()
+    points = {m.name: m.points() for m in config.methods}
+    for scenario in config.scenarios:
+        for grid in config.methods:
+            why = refusal(METHODS.get(grid.name), scenario.kind)
+            for params in points[grid.name]:
+                for seed in config.seeds:
+                    spec = _spec(config.dataset, options, config.arch, kwargs, recipe, scenario,
+                                 grid.name, params, seed, config.relearn, config.mia)
+                    rid = run_id(spec)
+                    if rid in seen:  # the same method listed twice, or a repeated grid value
+                        continue
+                    seen.add(rid)
+                    runs.append(Run(
+                        run_id=rid, dataset=config.dataset, dataset_options=options,
+                        arch=config.arch, arch_kwargs=kwargs, recipe=recipe, scenario=scenario,
+                        method=grid.name, params=params, seed=seed, relearn=config.relearn,
+                        mia=config.mia, refused=why,
+                    ))
+    return Plan(config=config, runs=tuple(runs))

@@ -1,0 +1,286 @@
+"""Executing a plan: originals and references first (cached), then every run as a task.
+
+The parent process trains (or loads from the cache) every original and reference the pending
+runs need, sequentially, so workers never race on the cache. Each run is then an independent
+task (:func:`execute`), given the paths of its two cached checkpoints: in-process with
+``workers=1``, else in a local process pool (spawned processes, one torch thread each). Workers
+return rows; the parent alone writes them to the store, one transaction per row, as they
+finish. Each run logs to ``<db>.logs/<run_id>.log``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import datetime, timezone
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unlearnkit.api import unlearn
+from unlearnkit.bench.config import Scenario
+from unlearnkit.bench.plan import Plan, Run
+from unlearnkit.bench.store import ResultStore, read_rows
+from unlearnkit.compare import jsonable
+from unlearnkit.data.containers import DataBundle
+from unlearnkit.data.registry import load_dataset
+from unlearnkit.data.splits import Split, split_by_class, split_random
+from unlearnkit.evaluation import evaluate
+from unlearnkit.exceptions import InvalidParameterError, UnlearnkitError
+from unlearnkit.models.checkpoint import load_checkpoint
+from unlearnkit.pools import (
+    cached_original,
+    cached_reference,
+    original_cache_path,
+    reference_cache_path,
+)
+from unlearnkit.training import resolve_device
+
+__all__ = ["describe", "execute", "log_dir", "run_plan"]
+
+
+def log_dir(db: str | os.PathLike) -> Path:
+    """Where the per-run logs of the results database ``db`` go: ``<db>.logs/``."""
+    return Path(f"{os.fspath(db)}.logs")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+_DATA: dict[str, DataBundle] = {}
+
+
+def _data(name: str, options: dict[str, Any]) -> DataBundle:
+    key = repr((name, sorted(options.items())))
+    if key not in _DATA:
+        _DATA[key] = load_dataset(name, **options)
+    return _DATA[key]
+
+
+def _split(data: DataBundle, scenario: Scenario, seed: int) -> Split:
+    if scenario.kind == "class":
+        return split_by_class(data, list(scenario.classes))
+    return split_random(data, fraction=scenario.fraction, seed=seed)
+
+
+def _row(run: Run, status: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id, "dataset": run.dataset, "arch": run.arch,
+        "scenario": run.scenario.label, "scenario_kind": run.scenario.kind,
+        "method": run.method, "params": run.params, "seed": run.seed, "status": status,
+        "spec": run.spec(), "metrics": {}, "warnings": [], "started": None, "finished": None,
+        "error": None, **extra,
+    }
+
+
+# ---------------------------------------------------------------------- one run
+def execute(task: dict[str, Any]) -> dict[str, Any]:
+    """Run one task (a :class:`Run` and the paths of its original and reference); return its
+    row. Never raises for a failing run: the row says ``failed`` and why."""
+    run: Run = task["run"]
+    started, t0 = _now(), time.perf_counter()
+    log_path = Path(task["log"])
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        def say(text: str) -> None:
+            log.write(f"{_now()} {text}\n")
+            log.flush()
+
+        say(f"run {run.run_id}: {run.scenario.label} / {run.method} {run.params} "
+            f"seed {run.seed}")
+        try:
+            dev = resolve_device(task.get("device"))
+            data = _data(run.dataset, run.dataset_options)
+            split = _split(data, run.scenario, run.seed)
+            original = load_checkpoint(task["original"], device=dev)
+            reference = load_checkpoint(task["reference"], device=dev)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model = unlearn(original, split, run.method, seed=run.method_seed, device=dev,
+                                **run.params)
+            notes = list(dict.fromkeys(str(w.message) for w in caught))
+            for note in notes:
+                say(f"warning: {note}")
+            say("unlearned; evaluating")
+            ref_forget = evaluate(reference, split, mia=False, relearn=False)["forget_acc"]
+            metrics = evaluate(model, split, retrained=reference, original=original,
+                               mia=run.mia, relearn=run.relearn, seed=run.seed)
+            if metrics.get("forget_acc") is not None and ref_forget is not None:
+                metrics["forget_acc_gap"] = abs(metrics["forget_acc"] - ref_forget)
+            metrics = jsonable(metrics)
+            for key, value in metrics.items():
+                say(f"  {key} = {value}")
+            row = _row(run, "ok", metrics=metrics, warnings=notes)
+        except Exception as exc:  # a failing run is a row, never a crashed benchmark
+            say(traceback.format_exc())
+            text = str(exc) if isinstance(exc, UnlearnkitError) else (
+                f"{type(exc).__name__}: {exc}")
+            row = _row(run, "failed", error=text)
+        say(f"{row['status']} in {time.perf_counter() - t0:.2f} s")
+    row["started"], row["finished"] = started, _now()
+    return row
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")  # a run's warnings are recorded in its row and log
+
+
+# ---------------------------------------------------------------------- the plan
+def _prepare(plan: Plan, runs: list[Run], *, device: str | None, progress: bool,
+             say: Callable[[str], None]) -> dict[Any, Path]:
+    """Train or load every original and reference ``runs`` need; their checkpoint paths."""
+    cfg = plan.config
+    data = _data(cfg.dataset, dict(cfg.dataset_options))
+    kwargs = dict(cfg.arch_kwargs)
+    paths: dict[Any, Path] = {}
+    for seed in dict.fromkeys(r.seed for r in runs):
+        path = original_cache_path(data, arch=cfg.arch, recipe=cfg.recipe, seed=seed, **kwargs)
+        say(f"original {cfg.arch} on {cfg.dataset}, seed {seed}: "
+            f"{'cached' if path.is_file() else 'training'} ...")
+        original = cached_original(data, arch=cfg.arch, recipe=cfg.recipe, seed=seed,
+                                   device=device, progress=progress, **kwargs)
+        paths[seed] = path
+        for scenario, s in dict.fromkeys((r.scenario, r.seed) for r in runs):
+            if s != seed:
+                continue
+            split = _split(data, scenario, seed)
+            ref = reference_cache_path(original, split, seed=seed)
+            say(f"reference for {scenario.label}, seed {seed}: "
+                f"{'cached' if ref is not None and ref.is_file() else 'retraining'} ...")
+            cached_reference(original, split, seed=seed, device=device, progress=progress)
+            paths[(scenario, seed)] = ref  # type: ignore[assignment]
+    return paths
+
+
+def run_plan(
+    plan: Plan,
+    db: str | os.PathLike,
+    *,
+    workers: int | None = None,
+    device: str | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every run of ``plan`` that ``db`` does not hold yet; return a summary.
+
+    Args:
+        plan: from :func:`unlearnkit.bench.expand`.
+        db: the SQLite results file (created if missing; see :mod:`unlearnkit.bench.store`).
+        workers: processes (default: the CPU count); 1 runs in this process, sequentially.
+        device: where to compute (default: CUDA, then MPS, then the CPU).
+        progress: a progress bar over runs, with an ETA, on stderr.
+        log: called with one line per step.
+
+    Returns:
+        ``{"db", "total", "ran", "reused", "skipped", "failed", "seconds", "runs"}``:
+        ``reused`` = already in the store; ``skipped`` = the method refuses the scenario;
+        ``runs`` = one ``{run_id, scenario, method, params, seed, status}`` per run.
+    """
+    n_workers = (os.cpu_count() or 1) if workers is None else workers
+    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+        raise InvalidParameterError(
+            f"The 'workers' parameter must be a positive int. Got {workers!r} instead.")
+    say = log or (lambda message: None)
+    start = time.perf_counter()
+    logs = log_dir(db)
+    status: dict[str, str] = {}
+    with ResultStore(db) as store:
+        done = store.finished_ids()
+        for rid in done:
+            status[rid] = "reused"
+        pending = [r for r in plan.runs if r.run_id not in done]
+        for run in (r for r in pending if r.refused):
+            store.write(_row(run, "skipped", error=run.refused, started=_now(),
+                             finished=_now()))
+            status[run.run_id] = "skipped"
+        todo = [r for r in pending if not r.refused]
+        paths = _prepare(plan, todo, device=device, progress=progress, say=say) if todo else {}
+        tasks = [{"run": r, "original": str(paths[r.seed]),
+                  "reference": str(paths[(r.scenario, r.seed)]),
+                  "log": str(logs / f"{r.run_id}.log"), "device": device} for r in todo]
+        if tasks:
+            say(f"{len(tasks)} runs to do ({len(plan.runs) - len(tasks)} done or skipped), "
+                f"{min(n_workers, len(tasks))} worker(s); logs in {logs}")
+        bar = None
+        if progress and tasks:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(tasks), desc="bench", unit="run", file=sys.stderr)
+
+        def finished(row: dict[str, Any], k: int) -> None:
+            store.write(row)
+            status[row["run_id"]] = row["status"]
+            if bar is not None:
+                bar.update(1)
+            what = f"{row['scenario']} / {row['method']} seed {row['seed']} ({row['run_id']})"
+            extra = f": {row['error']}" if row["error"] else ""
+            say(f"[{k}/{len(tasks)}] {what}: {row['status']}{extra}")
+
+        try:
+            if n_workers == 1 or len(tasks) <= 1:
+                for k, task in enumerate(tasks, 1):
+                    finished(execute(task), k)
+            elif tasks:
+                with ProcessPoolExecutor(max_workers=min(n_workers, len(tasks)),
+                                         mp_context=get_context("spawn"),
+                                         initializer=_init_worker) as pool:
+                    futures = [pool.submit(execute, t) for t in tasks]
+                    try:
+                        for k, fut in enumerate(as_completed(futures), 1):
+                            finished(fut.result(), k)
+                    except BaseException:
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        raise
+        finally:
+            if bar is not None:
+                bar.close()
+    runs = [{"run_id": r.run_id, "scenario": r.scenario.label, "method": r.method,
+             "params": r.params, "seed": r.seed, "status": status.get(r.run_id, "pending")}
+            for r in plan.runs]
+    counts = {k: sum(1 for r in runs if r["status"] == v)
+              for k, v in (("ok", "ok"), ("reused", "reused"), ("skipped", "skipped"),
+                           ("failed", "failed"))}
+    return {"db": str(db), "logs": str(logs), "total": len(plan.runs), "ran": len(tasks),
+            **counts, "seconds": time.perf_counter() - start, "runs": runs}
+
+
+def describe(plan: Plan, db: str | os.PathLike) -> dict[str, Any]:
+    """What :func:`run_plan` would do, without training anything: every run's state
+    (``done``, ``to run``, ``skip``), and for every original and reference whether it is
+    cached (reused) or would be trained. Neither creates nor changes ``db``."""
+    cfg = plan.config
+    done = {r["run_id"] for r in read_rows(db) if r["status"] in ("ok", "skipped")}
+    data = _data(cfg.dataset, dict(cfg.dataset_options))
+    kwargs = dict(cfg.arch_kwargs)
+    originals, references = [], []
+    for seed in plan.seeds:
+        path = original_cache_path(data, arch=cfg.arch, recipe=cfg.recipe, seed=seed, **kwargs)
+        cached = path.is_file()
+        originals.append({"seed": seed, "cached": cached, "path": str(path)})
+        original = load_checkpoint(path) if cached else None
+        for scenario, s in plan.references:
+            if s != seed:
+                continue
+            ref = (reference_cache_path(original, _split(data, scenario, seed), seed=seed)
+                   if original is not None else None)
+            references.append({"scenario": scenario.label, "seed": seed,
+                                "cached": ref is not None and ref.is_file(),
+                                "path": str(ref) if ref is not None else None})
+    runs = [{"run_id": r.run_id, "scenario": r.scenario.label, "method": r.method,
+             "params": r.params, "seed": r.seed,
+             "state": "done" if r.run_id in done else "skip" if r.refused else "to run",
+             "reason": r.refused} for r in plan.runs]
+    return {"db": str(db), "total": len(runs),
+            "to_run": sum(r["state"] == "to run" for r in runs),
+            "done": sum(r["state"] == "done" for r in runs),
+            "skip": sum(r["state"] == "skip" for r in runs),
+            "originals": originals, "references": references, "runs": runs}
