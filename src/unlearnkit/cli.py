@@ -524,6 +524,16 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
                                progress=_bars(), log=None if _bars() else _log)}
 
 
+def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    from unlearnkit.report import write_report
+
+    result = write_report(args.results, args.out)
+    return {"command": "report", "db": result["db"], "out": result["out"],
+            "files": result["files"],
+            "scenarios": [{k: s[k] for k in ("dataset", "arch", "scenario", "scenario_kind")}
+                          | {"rows": len(s["rows"])} for s in result["scenarios"]]}
+
+
 # ---------------------------------------------------------------------- text output
 def _num(value: Any) -> str:
     if isinstance(value, float):
@@ -578,6 +588,9 @@ def _text(result: dict[str, Any]) -> str:
         return text
     if cmd == "bench":
         return _bench_text(result)
+    if cmd == "report":
+        return "\n".join([f"Report of {result['db']} ({len(result['scenarios'])} scenarios):",
+                          *(f"  {f}" for f in result["files"])])
     if "methods" in result:
         return "\n\n".join(_method_text(d) for d in result["methods"])
     if "datasets" in result:
@@ -822,6 +835,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list the runs and the cached models, train nothing")
     _add_common(p, seed=False)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "report",
+        help="summarise a benchmark's results as Markdown and one self-contained HTML page",
+        description="Read RESULTS.sqlite (from `unlearnkit bench`) and write report.md, "
+                    "report.html (plots embedded) and a trade-off plot per scenario to DIR.",
+    )
+    p.add_argument("results", metavar="RESULTS.sqlite", help="the benchmark's results")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the report to")
+    _add_common(p, seed=False, device=False)
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -1,0 +1,165 @@
+"""The report: summary tables (mean ± std, best marked), the plots, Markdown and HTML, CLI."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unlearnkit.bench import ResultStore
+from unlearnkit.cli import main
+from unlearnkit.exceptions import DataError
+from unlearnkit.report import BEST_RULES, load_finished, summarize, write_report
+
+# scenario "class 3", the reference stored last: per (method, params), per seed
+# (retain_acc, forget_acc, seconds)
+VALUES = {
+    ("finetune", (("epochs", 1),)): [(0.99, 0.50, 1.0), (0.98, 0.40, 1.5), (0.97, 0.45, 2.0)],
+    ("finetune", (("epochs", 2),)): [(0.90, 0.15, 2.0), (0.92, 0.05, 2.5), (0.91, 0.13, 3.0)],
+    ("ssd", (("alpha", 10),)): [(0.93, 0.00, 0.5), (0.94, 0.01, 0.4), (0.95, 0.02, 0.6)],
+    ("retrain", ()): [(0.95, 0.10, 10.0), (0.97, 0.12, 11.0), (0.96, 0.08, 12.0)],
+}
+
+
+def make_db(path: Path, *, extra: bool = True) -> Path:
+    with ResultStore(path) as store:
+        n = 0
+        for (method, params), seeds in VALUES.items():
+            for seed, (ra, fa, sec) in enumerate(seeds):
+                n += 1
+                store.write({"run_id": f"r{n}", "dataset": "digits", "arch": "mlp",
+                             "scenario": "class 3", "scenario_kind": "classes",
+                             "method": method, "params": dict(params), "seed": seed,
+                             "status": "ok", "spec": {},
+                             "metrics": {"retain_acc": ra, "forget_acc": fa, "seconds": sec}})
+        if extra:  # a failed run (ignored), and a second scenario with one seed, no retrain
+            store.write({"run_id": "bad", "dataset": "digits", "arch": "mlp",
+                         "scenario": "class 3", "scenario_kind": "classes", "method": "ssd",
+                         "params": {"alpha": 10}, "seed": 9, "status": "failed", "spec": {},
+                         "metrics": {"retain_acc": 0.0}})
+            store.write({"run_id": "o1", "dataset": "digits", "arch": "mlp",
+                         "scenario": "random <10%> & co", "scenario_kind": "random",
+                         "method": "ssd", "params": {}, "seed": 0, "status": "ok",
+                         "spec": {}, "metrics": {"retain_acc": 0.8, "test_acc": 0.7}})
+    return path
+
+
+def cli(*argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_means_stds_order_and_best(tmp_path):
+    summaries = summarize(load_finished(make_db(tmp_path / "r.sqlite")))
+    assert [s.scenario for s in summaries] == ["class 3", "random <10%> & co"]
+    s = summaries[0]
+    assert s.metrics == ["retain_acc", "forget_acc", "seconds"]
+    assert s.rows[0].method == "retrain"  # stored last, listed first
+    assert len(s.rows) == 4 and all(r.n == 3 for r in s.rows)  # the failed run is left out
+    for (method, params), seeds in VALUES.items():
+        row = next(r for r in s.rows if r.method == method and r.params == dict(params))
+        arr = np.array(seeds)
+        for j, m in enumerate(("retain_acc", "forget_acc", "seconds")):
+            assert row.mean[m] == pytest.approx(arr[:, j].mean())
+            assert row.std[m] == pytest.approx(arr[:, j].std(ddof=1))
+            assert row.cell(m) == f"{arr[:, j].mean():.4g} ± {arr[:, j].std(ddof=1):.4g}"
+    idx = {r.label: i for i, r in enumerate(s.rows)}
+    # forget_acc: closest to retrain's 0.10 is finetune epochs=2 (0.11), not the lowest (ssd)
+    assert s.best["forget_acc"] == {idx["finetune (epochs=2)"]}
+    assert s.best["retain_acc"] == {idx["finetune (epochs=1)"]}  # highest
+    assert s.best["seconds"] == {idx["ssd"]}  # lowest; retrain never marked
+    assert BEST_RULES["forget_acc"] == "closest" and BEST_RULES["seconds"] == "min"
+    # one seed: just the mean; no reference: nothing "closest" marked, max still marked
+    o = summaries[1]
+    assert o.rows[0].cell("retain_acc") == "0.8" and o.rows[0].std["retain_acc"] is None
+    assert o.best == {"retain_acc": {0}, "test_acc": {0}}
+
+
+def test_write_report_files_md_and_html(tmp_path):
+    out = tmp_path / "rep"
+    result = write_report(make_db(tmp_path / "r.sqlite"), out)
+    files = [Path(f) for f in result["files"]]
+    assert all(f.is_file() for f in files)
+    pngs = [f for f in files if f.suffix == ".png"]
+    assert len(pngs) == 1  # the scenario without a reference has no plot
+    assert pngs[0].read_bytes().startswith(b"\x89PNG")
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files
+
+    md = (out / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert links and all((out / link).is_file() for link in links)
+    assert "| **0.91 ± 0.01** |" not in md  # retain of finetune e2 is not the best ...
+    assert "**0.11 ± 0.05292**" in md  # ... its forget_acc is (closest to retrain)
+    assert "closest to the retrained model" in md
+
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", page)
+    assert "http://" not in page and "https://" not in page
+    imgs = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(imgs) == 1 and base64.b64decode(imgs[0]).startswith(b"\x89PNG")
+    assert "random &lt;10%&gt; &amp; co" in page and "<10%>" not in page
+    assert "<td><b>0.11 ± 0.05292</b></td>" in page
+    assert page.count("<table>") == page.count("</table>") == 2
+
+
+def test_cli_json_lists_files(tmp_path):
+    db = make_db(tmp_path / "r.sqlite")
+    code, out, err = cli("report", db, "--out", tmp_path / "rep", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["command"] == "report"
+    names = sorted(Path(f).name for f in result["files"])
+    assert names == sorted(p.name for p in (tmp_path / "rep").iterdir())
+    assert {"report.md", "report.html"} <= set(names)
+    code, out, _ = cli("report", db, "--out", tmp_path / "rep2")
+    assert code == 0 and "report.html" in out
+
+
+def test_errors(tmp_path):
+    code, out, err = cli("report", tmp_path / "missing.sqlite", "--out", tmp_path / "o")
+    assert code == 2 and out == "" and err.startswith("unlearnkit: error: No results database")
+    assert len(err.strip().splitlines()) == 1
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
+    code, _, err = cli("report", other, "--out", tmp_path / "o")
+    assert code == 2 and "no 'runs' table" in err
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all" * 100)
+    code, _, err = cli("report", junk, "--out", tmp_path / "o")
+    assert code == 2 and "not a results database" in err
+    empty = tmp_path / "empty.sqlite"
+    ResultStore(empty).close()
+    with pytest.raises(DataError, match="no finished run"):
+        write_report(empty, tmp_path / "o")
+    code, _, err = cli("report", empty, "--out", tmp_path / "o", "--json")
+    assert code == 2 and "no finished run" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_labels_show_only_the_varying_hyper_parameters():
+    from unlearnkit.report.summary import summarize
+
+    def row(method, params, seed):
+        return {"dataset": "d", "arch": "a", "scenario": "class 3", "scenario_kind": "class",
+                "method": method, "params": params, "seed": seed, "status": "ok",
+                "forget_acc": 0.5, "retain_acc": 0.9}
+
+    rows = [row("retrain", {"epochs": None}, 0),
+            row("finetune", {"lr": 0.1, "epochs": 5}, 0),
+            row("finetune", {"lr": 0.01, "epochs": 5}, 0),
+            row("ssd", {"alpha": 5.0, "lambd": 1.0}, 0)]
+    labels = [r.label for r in summarize(rows)[0].rows]
+    assert labels == ["retrain", "finetune (lr=0.1)", "finetune (lr=0.01)", "ssd"]
