@@ -7,7 +7,6 @@ folder per test (conftest), so each test trains its own original and references 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ import time
 
 import pytest
 
+from _cli import run as cli
 from unlearnkit.bench import (
     METRIC_COLUMNS,
     PRESETS,
@@ -29,7 +29,6 @@ from unlearnkit.bench import (
     read_rows,
     run_plan,
 )
-from unlearnkit.cli import main
 from unlearnkit.exceptions import InvalidParameterError
 from unlearnkit.methods.base import METHODS
 
@@ -49,16 +48,6 @@ TIMING = ("seconds", "speedup")
 
 def cfg(**changes):
     return parse_config({**TINY, **changes})
-
-
-def cli(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 def without_timing(metrics: dict) -> dict:

@@ -7,8 +7,6 @@ is one line with no traceback.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -18,24 +16,13 @@ from pathlib import Path
 import pytest
 
 import unlearnkit as uk
-from unlearnkit.cli import main
+from _cli import run
 
 MIAS = {"mia_loss_cv", "mia_entropy", "mia_confidence"}
 METRICS_CLASS = {"retain_acc", "forget_acc", "test_acc", "test_retain_acc", "test_forget_acc",
                  "seconds", "zrf"} | MIAS
 WITH_REFERENCE = {"retrain_seconds", "speedup", "js_divergence", "activation_distance",
                   "avg_gap"}
-
-
-def run(*argv: str | os.PathLike) -> tuple[int, str, str]:
-    """``unlearnkit ARGV`` in-process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as exc:  # argparse's usage errors
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 def run_json(*argv: str | os.PathLike) -> dict:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
-import io
 import json
 import re
 import sqlite3
@@ -13,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _cli import run as cli
 from unlearnkit.bench import ResultStore
-from unlearnkit.cli import main
 from unlearnkit.exceptions import DataError
 from unlearnkit.report import BEST_RULES, load_finished, summarize, write_report
 
@@ -49,16 +47,6 @@ def make_db(path: Path, *, extra: bool = True) -> Path:
                          "method": "ssd", "params": {}, "seed": 0, "status": "ok",
                          "spec": {}, "metrics": {"retain_acc": 0.8, "test_acc": 0.7}})
     return path
-
-
-def cli(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_means_stds_order_and_best(tmp_path):
