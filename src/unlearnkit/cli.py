@@ -520,8 +520,15 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     head = {"command": "bench", "config": config.name, "dry_run": bool(args.dry_run)}
     if args.dry_run:
         return {**head, **describe(plan, args.out)}
-    return {**head, **run_plan(plan, args.out, workers=args.workers, device=device,
-                               progress=_bars(), log=None if _bars() else _log)}
+    result = {**head, **run_plan(plan, args.out, workers=args.workers, device=device,
+                                 progress=_bars(), log=None if _bars() else _log,
+                                 executor=args.executor, ray_address=args.ray_address)}
+    if args.report:
+        from unlearnkit.report import write_report
+
+        files = write_report(args.out, args.report)["files"]
+        result["report"] = next((f for f in files if f.endswith(".html")), args.report)
+    return result
 
 
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
@@ -615,7 +622,8 @@ def _bench_text(r: dict[str, Any]) -> str:
         return "\n".join(lines)
     return (f"{r['config']}: {r['total']} runs: {r['ok']} done, {r['reused']} skipped (already "
             f"in the store), {r['skipped']} refused by their method, {r['failed']} failed; "
-            f"{r['seconds']:.1f} s\nResults: {r['db']} (logs: {r['logs']})")
+            f"{r['seconds']:.1f} s\nResults: {r['db']} (logs: {r['logs']})"
+            + (f"\nReport: {r['report']}" if r.get("report") else ""))
 
 
 def _method_text(d: dict[str, Any]) -> str:
@@ -826,13 +834,21 @@ def build_parser() -> argparse.ArgumentParser:
                     "one row per run in SQLite. Rerunning skips finished runs.",
     )
     p.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="the benchmark config")
-    p.add_argument("--preset", metavar="NAME", help="a built-in config: quick, compare")
+    p.add_argument("--preset", metavar="NAME",
+                   help="a built-in config: quick, compare, founding-report")
     p.add_argument("--out", default="results.sqlite", metavar="FILE",
                    help="the SQLite results file (default: results.sqlite)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="processes (default: the CPU count; 1 = in this process)")
     p.add_argument("--dry-run", action="store_true",
                    help="list the runs and the cached models, train nothing")
+    p.add_argument("--executor", choices=("process", "ray"), default="process",
+                   help="where runs execute: a local process pool (default) or Ray "
+                        "(pip install 'unlearnkit[ray]')")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="the Ray cluster to join (default: $RAY_ADDRESS, else a local one)")
+    p.add_argument("--report", metavar="DIR",
+                   help="then write the report (as `unlearnkit report`) to DIR")
     _add_common(p, seed=False)
     p.set_defaults(func=cmd_bench)
 

@@ -7,6 +7,7 @@ Original training, retraining and every fine-tuning phase of every method go thr
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import sys
 from collections.abc import Callable, Iterator
@@ -35,10 +36,16 @@ __all__ = [
     "seeded",
     "train_mode",
     "warm_up",
+    "watch_epochs",
 ]
 
 #: ``loss_fn(model, x, y) -> scalar loss`` for one mini-batch.
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: ``watcher(phase, epoch, model)``: see :func:`watch_epochs`.
+EpochWatcher = Callable[[str, int, nn.Module], None]
+_WATCHERS: contextvars.ContextVar[tuple[EpochWatcher, ...]] = contextvars.ContextVar(
+    "unlearnkit_epoch_watchers", default=())
 
 _OPTIMIZERS = ("sgd", "adam", "adamw")
 _SCHEDULES = ("constant", "cosine", "step")
@@ -254,6 +261,36 @@ def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     return 1.0
 
 
+@contextlib.contextmanager
+def watch_epochs(watcher: EpochWatcher) -> Iterator[None]:
+    """Call ``watcher(phase, epoch, model)`` during every :func:`fit` inside the block: with
+    ``epoch=0`` before the first epoch, then after each epoch (1-based). ``phase`` is the fit's
+    ``desc`` (a method's phases are named, e.g. ``"teacher: forget"``).
+
+    This is how the benchmark records accuracy per epoch without any method knowing. The
+    watcher must leave the model as it found it: evaluate under :func:`eval_mode` and
+    ``torch.no_grad()`` (as :func:`accuracy` does), and draw no random numbers, so that the
+    training run is bit-identical with and without a watcher.
+
+    >>> seen = []
+    >>> with watch_epochs(lambda phase, epoch, model: seen.append((phase, epoch))):
+    ...     _ = fit(nn.Linear(2, 2), ArrayDataset(torch.zeros(4, 2), torch.zeros(4).long()),
+    ...             Recipe(epochs=2), desc="demo")
+    >>> seen
+    [('demo', 0), ('demo', 1), ('demo', 2)]
+    """
+    token = _WATCHERS.set((*_WATCHERS.get(), watcher))
+    try:
+        yield
+    finally:
+        _WATCHERS.reset(token)
+
+
+def _notify(phase: str, epoch: int, model: nn.Module) -> None:
+    for watcher in _WATCHERS.get():
+        watcher(phase, epoch, model)
+
+
 def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The default loss: mean cross-entropy of ``model(x)`` against ``y``."""
     return nn.functional.cross_entropy(model(x), y)
@@ -305,6 +342,7 @@ def fit(
                 range(recipe.epochs), desc=desc, disable=not progress, file=sys.stderr,
                 leave=False,
             )
+            _notify(desc, 0, model)
             for epoch in bar:
                 for group in optimizer.param_groups:
                     group["lr"] = recipe.lr * _lr_factor(recipe.schedule, epoch, recipe.epochs)
@@ -327,6 +365,7 @@ def fit(
                 bar.set_postfix(loss=f"{history[-1]:.4f}")
                 if on_epoch is not None:
                     on_epoch(epoch + 1, model)
+                _notify(desc, epoch + 1, model)
     finally:
         for m, flag in flags:
             m.training = flag

@@ -20,9 +20,16 @@ from unlearnkit.bench.config import (
 )
 from unlearnkit.bench.plan import Plan, Run, expand
 from unlearnkit.bench.run import describe, execute, log_dir, run_plan
-from unlearnkit.bench.store import METRIC_COLUMNS, ResultStore, read_rows
+from unlearnkit.bench.store import (
+    ARTEFACT_KEYS,
+    METRIC_COLUMNS,
+    ResultStore,
+    read_artefacts,
+    read_rows,
+)
 
 __all__ = [
+    "ARTEFACT_KEYS",
     "METRIC_COLUMNS",
     "PRESETS",
     "BenchConfig",
@@ -38,6 +45,7 @@ __all__ = [
     "log_dir",
     "parse_config",
     "preset",
+    "read_artefacts",
     "read_rows",
     "run_plan",
 ]

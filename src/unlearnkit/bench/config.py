@@ -2,7 +2,8 @@
 
 .. code-block:: yaml
 
-    dataset: digits                  # or {name: digits, options: {...}}
+    dataset: digits                  # or {name: digits, options: {...}}, and for a subset
+                                     # {..., root: PATH, train_per_class: N, test_per_class: N}
     model: {arch: mlp, kwargs: {hidden: [16]}}   # or just: cnn
     recipe: {epochs: 2}              # default: the architecture's recipe
     scenarios:
@@ -11,9 +12,20 @@
     methods:                         # or: all (every registered method at its defaults)
       finetune: {}                   # defaults
       ssd: {alpha: [1, 10], lam: 1}  # a grid: the cartesian product; a scalar is one value
+      teacher:                       # a list of grids: their union (one sweep per parameter)
+        - {forget_lr: [1.0e-6, 1.0e-4]}
+        - {forget_epochs: [5, 30]}
     seeds: [0, 1, 2]
     relearn: false                   # compute anamnesis (default: true)
     mia: true                        # the membership-inference attacks (default: true)
+    curves: true                     # accuracy on D_r, D_f and test per epoch (default: false)
+    original: true                   # an 'original' row per scenario and seed (default: true)
+    score:                           # the competition's score, from pools of n_models
+      n_models: 8
+      methods: {perturb: {beta: 0.7}}   # the runs it applies to ({} = all of the method's)
+
+Each run is identified by a hash of everything that determines its result
+(:mod:`unlearnkit.bench.plan`).
 
 Every mistake raises :class:`~unlearnkit.exceptions.InvalidParameterError` naming the key.
 """
@@ -50,7 +62,7 @@ __all__ = [
 ]
 
 _TOP_KEYS = ("name", "dataset", "model", "recipe", "scenarios", "methods", "seeds", "relearn",
-             "mia")
+             "mia", "curves", "original", "score")
 
 
 @dataclass(frozen=True)
@@ -75,17 +87,22 @@ class Scenario:
         return {"kind": "random", "fraction": self.fraction}
 
 
+Grid = tuple[tuple[str, tuple[Any, ...]], ...]
+
+
 @dataclass(frozen=True)
 class MethodGrid:
-    """A method and its hyper-parameter grid: ``grid`` maps each parameter to its values."""
+    """A method and its hyper-parameter grid: ``grid`` maps each parameter to its values;
+    ``sweeps`` are further grids whose points are added (a union of grids, so that parameters
+    can be swept one at a time rather than crossed)."""
 
     name: str
-    grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    grid: Grid = ()
+    sweeps: tuple[Grid, ...] = ()
 
     def points(self) -> list[dict[str, Any]]:
-        """Every combination, as the method's full parameters (defaults filled in)."""
-        keys = [k for k, _ in self.grid]
-        combos = itertools.product(*(values for _, values in self.grid))
+        """Every combination of every grid, as the method's full parameters (defaults filled
+        in), each once, in order."""
         kinds = {f.name: f.metadata.get("type") for f in dataclasses.fields(METHODS.get(self.name))}
 
         def typed(key: str, value: Any) -> Any:  # alpha: 5 and alpha: 5.0 are one run
@@ -93,8 +110,14 @@ class MethodGrid:
                 return float(value)
             return value
 
-        return [get_method(self.name, **{k: typed(k, v) for k, v in zip(keys, c, strict=True)}
-                           ).params() for c in combos]
+        out: dict[str, dict[str, Any]] = {}
+        for grid in (self.grid, *self.sweeps):
+            keys = [k for k, _ in grid]
+            for combo in itertools.product(*(values for _, values in grid)):
+                params = get_method(self.name, **{k: typed(k, v) for k, v in
+                                                  zip(keys, combo, strict=True)}).params()
+                out.setdefault(repr(sorted(params.items())), params)
+        return list(out.values())
 
 
 @dataclass(frozen=True)
@@ -112,6 +135,26 @@ class BenchConfig:
     seeds: tuple[int, ...]
     relearn: bool = True
     mia: bool = True
+    curves: bool = False
+    original: bool = True
+    #: the competition's score: pools of ``score_models`` models for the runs that
+    #: ``score_runs`` selects (method -> parameter values; an empty mapping selects all runs)
+    score_models: int = 0
+    score_runs: tuple[tuple[str, tuple[tuple[str, tuple[Any, ...]], ...]], ...] = ()
+
+    def scored(self, method: str, params: dict[str, Any]) -> bool:
+        """Whether the run of ``method`` with ``params`` gets the competition's score."""
+        if not self.score_models:
+            return False
+        for name, where in self.score_runs:
+            if name == method and all(_same(params.get(k), values) for k, values in where):
+                return True
+        return False
+
+
+def _same(value: Any, values: tuple[Any, ...]) -> bool:
+    return any(value == v or (isinstance(value, float) and isinstance(v, int | float)
+                              and not isinstance(v, bool) and float(v) == value) for v in values)
 
 
 def _err(key: str, expected: str, got: Any) -> InvalidParameterError:
@@ -179,16 +222,21 @@ def _methods(value: Any) -> tuple[MethodGrid, ...]:
     if not m:
         raise _err("methods", "a non-empty mapping {method: {param: [values]}} or 'all'", value)
     out = []
-    for name, grid in m.items():
+    for name, spec in m.items():
         try:
             METHODS.get(str(name))
-            grid = _mapping(f"methods.{name}", {} if grid is None else grid)
-            items = []
-            for param, values in grid.items():
-                values = values if isinstance(values, list) else [values]
-                values = _nonempty_list(f"methods.{name}.{param}", values)
-                items.append((str(param), tuple(_freeze(v) for v in values)))
-            mg = MethodGrid(str(name), tuple(items))
+            grids = []
+            specs = spec if isinstance(spec, list) and spec else [spec]
+            for k, grid in enumerate(specs):
+                where = f"methods.{name}" + (f"[{k}]" if isinstance(spec, list) else "")
+                grid = _mapping(where, {} if grid is None else grid)
+                items = []
+                for param, values in grid.items():
+                    values = values if isinstance(values, list) else [values]
+                    values = _nonempty_list(f"{where}.{param}", values)
+                    items.append((str(param), tuple(_freeze(v) for v in values)))
+                grids.append(tuple(items))
+            mg = MethodGrid(str(name), grids[0], tuple(grids[1:]))
             mg.points()  # every value of the grid is checked by the method itself
         except UnlearnkitError as exc:
             if str(exc).startswith(("The 'methods", f"In methods.{name}")):
@@ -210,14 +258,24 @@ def parse_config(raw: Any, *, name: str = "config") -> BenchConfig:
     if isinstance(ds, str):
         ds = {"name": ds}
     ds = _mapping("dataset", ds)
-    _unknown("'dataset'", ds, ("name", "options"))
+    _unknown("'dataset'", ds, ("name", "options", "root", "train_per_class", "test_per_class"))
     if not isinstance(ds.get("name"), str):
         raise _err("dataset.name", "a dataset name", ds.get("name"))
     try:
         DATASETS.get(ds["name"])
     except UnlearnkitError as exc:
         raise InvalidParameterError(f"In dataset: {exc}") from None
-    options = _mapping("dataset.options", ds.get("options") or {})
+    options = dict(_mapping("dataset.options", ds.get("options") or {}))
+    for key in ("root", "train_per_class", "test_per_class"):  # how the bundle is loaded
+        if ds.get(key) is None:
+            continue
+        value = ds[key]
+        if key == "root" and not isinstance(value, str):
+            raise _err("dataset.root", "a path", value)
+        if key != "root" and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < 1):
+            raise _err(f"dataset.{key}", "a positive int", value)
+        options[f"_{key}"] = value
 
     model = m["model"]
     if isinstance(model, str):
@@ -249,10 +307,13 @@ def parse_config(raw: Any, *, name: str = "config") -> BenchConfig:
         raise _err("seeds", "a list of non-negative ints", seeds)
 
     flags = {}
-    for key in ("relearn", "mia"):
-        flags[key] = m.get(key, True)
+    for key, default in (("relearn", True), ("mia", True), ("curves", False),
+                         ("original", True)):
+        flags[key] = m.get(key, default)
         if not isinstance(flags[key], bool):
             raise _err(key, "true or false", flags[key])
+    methods = _methods(m["methods"])
+    score_models, score_runs = _score(m.get("score"), methods)
 
     return BenchConfig(
         name=str(m.get("name", name)),
@@ -262,10 +323,41 @@ def parse_config(raw: Any, *, name: str = "config") -> BenchConfig:
         arch_kwargs=tuple(sorted((str(k), _freeze(v)) for k, v in kwargs.items())),
         recipe=recipe,
         scenarios=_scenarios(m["scenarios"]),
-        methods=_methods(m["methods"]),
+        methods=methods,
         seeds=tuple(dict.fromkeys(seeds)),
+        score_models=score_models,
+        score_runs=score_runs,
         **flags,
     )
+
+
+def _score(value: Any, methods: tuple[MethodGrid, ...]) -> tuple[int, tuple[Any, ...]]:
+    """The ``score`` key: ``{n_models: N, methods: {name: {param: value(s)}} or [names]}``."""
+    if value is None:
+        return 0, ()
+    m = _mapping("score", value)
+    _unknown("'score'", m, ("n_models", "methods"))
+    n = m.get("n_models")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise _err("score.n_models", "an int of at least 2 (the pools' size)", n)
+    which = m.get("methods")
+    if isinstance(which, list):
+        which = {name: {} for name in _nonempty_list("score.methods", which)}
+    which = _mapping("score.methods", which)
+    if not which:
+        raise _err("score.methods", "a non-empty mapping {method: {param: value}}", which)
+    listed = {g.name for g in methods}
+    runs = []
+    for name, where in which.items():
+        if name not in listed:
+            raise InvalidParameterError(
+                f"score.methods names {name!r}, which the config's 'methods' do not run. "
+                f"Methods run: {', '.join(sorted(listed))}.")
+        where = _mapping(f"score.methods.{name}", where or {})
+        runs.append((str(name), tuple(
+            (str(k), tuple(_freeze(v) for v in (vs if isinstance(vs, list) else [vs])))
+            for k, vs in where.items())))
+    return n, tuple(runs)
 
 
 def load_config(path: str | os.PathLike) -> BenchConfig:
@@ -297,6 +389,35 @@ model: cnn
 scenarios: {classes: [[3]], random: [0.1]}
 methods: all
 seeds: [0, 1, 2]
+""",
+    "founding-report": """\
+# every figure and table of the founding report, on digits: one class and 10 % at random
+name: founding-report
+dataset: digits
+model: cnn
+scenarios: {classes: [[3]], random: [0.1]}
+methods:
+  finetune: {}                            # Figures 1 and 8: accuracy per epoch
+  perturb:                                # Figure 3: accuracy vs beta after 5 epochs;
+    beta: [0.1, 0.3, 0.5, 0.7, 0.9, 1.0]  # Figure 4: per epoch (beta 0.7)
+  teacher:                                # Figure 5: forget accuracy vs lr and vs epochs;
+    - forget_lr: [1.0e-6, 1.0e-5, 1.0e-4, 1.0e-3, 1.0e-2]
+    - forget_epochs: [5, 15, 30, 60]
+    - alpha: [0.0, 0.25, 0.5, 1.0, 2.0]   # Figure 6: reconstruction per epoch per alpha
+  fisher-mask:                            # Figures 9 and 13: accuracy vs R, +/- fine-tuning
+    fraction: [0.001, 0.003, 0.01, 0.03, 0.1]
+    epochs: [0, 5]
+  ssd:                                    # Figures 14 and 17: accuracy vs alpha
+    alpha: [0.1, 0.3, 1.0, 3.0, 10.0, 30.0]
+  retrain: {}
+seeds: [0, 1, 2]
+relearn: false
+curves: true                              # the per-epoch figures
+score:                                    # the competition score of perturbation
+  n_models: 8
+  methods: {perturb: {beta: 0.7}}
+# Figures 7 and 10 (original vs unlearned bars), 11, 12, 15 and 16 (saliency maps) and
+# Tables 1 and 2 (activation distance and JS divergence) come from every run's record.
 """,
 }
 

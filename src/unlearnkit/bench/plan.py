@@ -19,9 +19,12 @@ from unlearnkit.bench.config import BenchConfig, Scenario
 from unlearnkit.compare import refusal
 from unlearnkit.methods.base import METHODS
 
-__all__ = ["Plan", "Run", "expand"]
+__all__ = ["ORIGINAL", "Plan", "Run", "expand"]
 
-_FORMAT = 1
+_FORMAT = 2
+
+#: The pseudo-method of the rows that judge the original model itself, like a method.
+ORIGINAL = "original"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,10 @@ class Run:
     mia: bool = True
     #: why the method refuses this scenario (declared by the method), or ``None``
     refused: str | None = None
+    #: record accuracy per epoch during the method's training phases
+    curves: bool = False
+    #: the size of the pools for the competition's score (0: no score)
+    score_models: int = 0
 
     @property
     def method_seed(self) -> int:
@@ -54,12 +61,13 @@ class Run:
         """Everything that determines the run's result (what :attr:`run_id` hashes)."""
         return _spec(self.dataset, self.dataset_options, self.arch, self.arch_kwargs,
                      self.recipe, self.scenario, self.method, self.params, self.seed,
-                     self.relearn, self.mia)
+                     self.relearn, self.mia, self.curves, self.score_models)
 
 
 def _spec(dataset: str, dataset_options: dict[str, Any], arch: str,
           arch_kwargs: dict[str, Any], recipe: dict[str, Any], scenario: Scenario, method: str,
-          params: dict[str, Any], seed: int, relearn: bool, mia: bool) -> dict[str, Any]:
+          params: dict[str, Any], seed: int, relearn: bool, mia: bool, curves: bool,
+          score_models: int) -> dict[str, Any]:
     return {
         "format": _FORMAT,
         "dataset": {"name": dataset, "options": dataset_options},
@@ -69,7 +77,8 @@ def _spec(dataset: str, dataset_options: dict[str, Any], arch: str,
         "method": method,
         "params": params,
         "seed": seed,
-        "metrics": {"relearn": relearn, "mia": mia},
+        "metrics": {"relearn": relearn, "mia": mia, "score_models": score_models},
+        "record": {"curves": curves},
     }
 
 
@@ -101,7 +110,8 @@ class Plan:
 
 
 def expand(config: BenchConfig) -> Plan:
-    """One :class:`Run` per (scenario, method, grid point, seed), in that nesting order."""
+    """One :class:`Run` per (scenario, method, grid point, seed), in that nesting order;
+    with ``config.original``, first an :data:`ORIGINAL` run per (scenario, seed)."""
     options = dict(config.dataset_options)
     kwargs = dict(config.arch_kwargs)
     recipe = config.recipe.to_dict()
@@ -109,12 +119,19 @@ def expand(config: BenchConfig) -> Plan:
     seen: set[str] = set()
     points = {m.name: m.points() for m in config.methods}
     for scenario in config.scenarios:
-        for grid in config.methods:
-            why = refusal(METHODS.get(grid.name), scenario.kind)
-            for params in points[grid.name]:
+        todo: list[tuple[str, list[dict[str, Any]], str | None]] = []
+        if config.original:
+            todo.append((ORIGINAL, [{}], None))
+        todo += [(g.name, points[g.name], refusal(METHODS.get(g.name), scenario.kind))
+                 for g in config.methods]
+        for method, grid_points, why in todo:
+            for params in grid_points:
+                n_models = config.score_models if config.scored(method, params) else 0
+                curves = config.curves and method != ORIGINAL
                 for seed in config.seeds:
                     spec = _spec(config.dataset, options, config.arch, kwargs, recipe, scenario,
-                                 grid.name, params, seed, config.relearn, config.mia)
+                                 method, params, seed, config.relearn, config.mia, curves,
+                                 n_models)
                     rid = run_id(spec)
                     if rid in seen:  # the same method listed twice, or a repeated grid value
                         continue
@@ -122,7 +139,7 @@ def expand(config: BenchConfig) -> Plan:
                     runs.append(Run(
                         run_id=rid, dataset=config.dataset, dataset_options=options,
                         arch=config.arch, arch_kwargs=kwargs, recipe=recipe, scenario=scenario,
-                        method=grid.name, params=params, seed=seed, relearn=config.relearn,
-                        mia=config.mia, refused=why,
+                        method=method, params=params, seed=seed, relearn=config.relearn,
+                        mia=config.mia, refused=why, curves=curves, score_models=n_models,
                     ))
     return Plan(config=config, runs=tuple(runs))

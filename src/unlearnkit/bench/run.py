@@ -15,8 +15,9 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
@@ -25,8 +26,9 @@ from typing import Any
 import torch
 
 from unlearnkit.api import unlearn
+from unlearnkit.bench.artefacts import curve_watcher, model_artefacts
 from unlearnkit.bench.config import Scenario
-from unlearnkit.bench.plan import Plan, Run
+from unlearnkit.bench.plan import ORIGINAL, Plan, Run
 from unlearnkit.bench.store import ResultStore, read_rows
 from unlearnkit.compare import jsonable
 from unlearnkit.data.containers import DataBundle
@@ -34,16 +36,22 @@ from unlearnkit.data.registry import load_dataset
 from unlearnkit.data.splits import Split, split_by_class, split_random
 from unlearnkit.evaluation import evaluate
 from unlearnkit.exceptions import InvalidParameterError, UnlearnkitError
+from unlearnkit.methods.base import get_method
 from unlearnkit.models.checkpoint import load_checkpoint
 from unlearnkit.pools import (
     cached_original,
     cached_reference,
     original_cache_path,
     reference_cache_path,
+    retrained_pool,
+    unlearned_pool,
 )
-from unlearnkit.training import resolve_device
+from unlearnkit.training import resolve_device, watch_epochs
 
-__all__ = ["describe", "execute", "log_dir", "run_plan"]
+__all__ = ["EXECUTORS", "describe", "execute", "log_dir", "run_plan"]
+
+#: Where runs execute: a local process pool, or Ray.
+EXECUTORS = ("process", "ray")
 
 
 def log_dir(db: str | os.PathLike) -> Path:
@@ -59,9 +67,16 @@ _DATA: dict[str, DataBundle] = {}
 
 
 def _data(name: str, options: dict[str, Any]) -> DataBundle:
+    """The config's dataset: its loader options, and the config's own keys (stored with a
+    leading underscore): ``root`` and the per-class subset."""
     key = repr((name, sorted(options.items())))
     if key not in _DATA:
-        _DATA[key] = load_dataset(name, **options)
+        opts = {k: v for k, v in options.items() if not k.startswith("_")}
+        data = load_dataset(name, root=options.get("_root"), **opts)
+        if options.get("_train_per_class") or options.get("_test_per_class"):
+            data = data.per_class(train=options.get("_train_per_class"),
+                                  test=options.get("_test_per_class"))
+        _DATA[key] = data
     return _DATA[key]
 
 
@@ -102,23 +117,43 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
             split = _split(data, run.scenario, run.seed)
             original = load_checkpoint(task["original"], device=dev)
             reference = load_checkpoint(task["reference"], device=dev)
+            watch, curve = curve_watcher(split, device=dev)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                model = unlearn(original, split, run.method, seed=run.method_seed, device=dev,
-                                **run.params)
+                if run.method == ORIGINAL:  # the original itself, judged like a method
+                    model = original
+                else:
+                    with watch_epochs(watch) if run.curves else _nothing():
+                        model = unlearn(original, split, run.method, seed=run.method_seed,
+                                        device=dev, **run.params)
             notes = list(dict.fromkeys(str(w.message) for w in caught))
             for note in notes:
                 say(f"warning: {note}")
+            pools = None
+            if run.score_models:
+                say(f"pools of {run.score_models} models for the competition's score")
+                pools = (unlearned_pool(original, split, get_method(run.method, **run.params),
+                                        run.score_models, device=dev),
+                         retrained_pool(original, split, run.score_models, device=dev))
             say("unlearned; evaluating")
             ref_forget = evaluate(reference, split, mia=False, relearn=False)["forget_acc"]
             metrics = evaluate(model, split, retrained=reference, original=original,
-                               mia=run.mia, relearn=run.relearn, seed=run.seed)
+                               pools=pools, mia=run.mia, relearn=run.relearn, seed=run.seed)
+            if run.method == ORIGINAL:  # no unlearning took place: no cost to report
+                for key in ("seconds", "speedup"):
+                    metrics.pop(key, None)
             if metrics.get("forget_acc") is not None and ref_forget is not None:
                 metrics["forget_acc_gap"] = abs(metrics["forget_acc"] - ref_forget)
             metrics = jsonable(metrics)
+            say("recording the artefacts")
+            artefacts = model_artefacts(
+                {"original": original, "unlearned": model, "retrained": reference}, split,
+                class_names=getattr(data, "class_names", None), device=dev)
+            if curve:
+                artefacts["curves"] = curve
             for key, value in metrics.items():
                 say(f"  {key} = {value}")
-            row = _row(run, "ok", metrics=metrics, warnings=notes)
+            row = _row(run, "ok", metrics=metrics, warnings=notes, artefacts=artefacts)
         except Exception as exc:  # a failing run is a row, never a crashed benchmark
             say(traceback.format_exc())
             text = str(exc) if isinstance(exc, UnlearnkitError) else (
@@ -127,6 +162,11 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
         say(f"{row['status']} in {time.perf_counter() - t0:.2f} s")
     row["started"], row["finished"] = started, _now()
     return row
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def _init_worker() -> None:
@@ -158,6 +198,11 @@ def _prepare(plan: Plan, runs: list[Run], *, device: str | None, progress: bool,
                 f"{'cached' if ref is not None and ref.is_file() else 'retraining'} ...")
             cached_reference(original, split, seed=seed, device=device, progress=progress)
             paths[(scenario, seed)] = ref  # type: ignore[assignment]
+            n_models = max((r.score_models for r in runs
+                            if r.scenario == scenario and r.seed == seed), default=0)
+            if n_models:  # shared by every scored run of the scenario: built once, here
+                say(f"retrained pool of {n_models} for {scenario.label}, seed {seed} ...")
+                retrained_pool(original, split, n_models, device=device, progress=progress)
     return paths
 
 
@@ -169,6 +214,8 @@ def run_plan(
     device: str | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    executor: str = "process",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Run every run of ``plan`` that ``db`` does not hold yet; return a summary.
 
@@ -179,6 +226,11 @@ def run_plan(
         device: where to compute (default: CUDA, then MPS, then the CPU).
         progress: a progress bar over runs, with an ETA, on stderr.
         log: called with one line per step.
+        executor: ``"process"`` (a local process pool; ``workers=1`` runs in this process) or
+            ``"ray"`` (Ray tasks, one CPU each, on a local Ray instance or the cluster at
+            ``ray_address``; needs the ``ray`` extra; see
+            :mod:`unlearnkit.bench.ray_executor`).
+        ray_address: the Ray cluster to join (default: ``$RAY_ADDRESS``, else a local one).
 
     Returns:
         ``{"db", "total", "ran", "reused", "skipped", "failed", "seconds", "runs"}``:
@@ -189,6 +241,13 @@ def run_plan(
     if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
         raise InvalidParameterError(
             f"The 'workers' parameter must be a positive int. Got {workers!r} instead.")
+    if executor not in EXECUTORS:
+        raise InvalidParameterError(
+            f"Unknown executor {executor!r}. Valid executors: {', '.join(EXECUTORS)}.")
+    if executor == "ray":  # fail before any training when Ray is missing
+        from unlearnkit.bench.ray_executor import require_ray
+
+        require_ray()
     say = log or (lambda message: None)
     start = time.perf_counter()
     logs = log_dir(db)
@@ -226,7 +285,11 @@ def run_plan(
             say(f"[{k}/{len(tasks)}] {what}: {row['status']}{extra}")
 
         try:
-            if n_workers == 1 or len(tasks) <= 1:
+            if executor == "ray" and tasks:
+                from unlearnkit.bench.ray_executor import run_tasks_ray
+
+                run_tasks_ray(tasks, finished, workers=n_workers, address=ray_address)
+            elif n_workers == 1 or len(tasks) <= 1:
                 for k, task in enumerate(tasks, 1):
                     finished(execute(task), k)
             elif tasks:

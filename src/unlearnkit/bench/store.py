@@ -1,4 +1,8 @@
-"""The results store: one SQLite table, one row per run, each committed when its run ends.
+"""The results store: one SQLite row per run, each committed when its run ends.
+
+Table ``runs`` holds one row per run (its spec, status and metrics). Table ``artefacts``
+holds, per finished run, a JSON document of what the report draws beyond the metrics (see
+:data:`ARTEFACT_KEYS`); it is written in the same transaction as the run's row.
 
 The database is in WAL mode and every row is written in its own transaction by one writer
 (the benchmark's parent process), so a benchmark killed at any moment leaves every finished
@@ -18,7 +22,8 @@ from typing import Any
 
 from unlearnkit.compare import jsonable
 
-__all__ = ["FINISHED", "METRIC_COLUMNS", "SPEC_COLUMNS", "ResultStore", "read_rows"]
+__all__ = ["ARTEFACT_KEYS", "FINISHED", "METRIC_COLUMNS", "SPEC_COLUMNS", "ResultStore",
+           "read_artefacts", "read_rows"]
 
 #: The metrics stored as REAL columns (``NULL`` where absent); every metric is also in the
 #: ``metrics`` JSON column.
@@ -29,6 +34,19 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "js_divergence", "activation_distance", "zrf", "avg_gap", "anamnesis",
     "forgetting_quality", "competition_score",
 )
+
+#: The keys of a run's artefacts document (each optional):
+#:
+#: - ``curves``: one dict per evaluation during training, ``{"phase", "epoch", "step",
+#:   "retain_acc", "forget_acc", "test_acc"}``; epoch 0 of a phase is its start, ``step``
+#:   counts epochs across phases (only with ``curves: true`` in the config);
+#: - ``per_class``: test accuracy per class, ``{"classes": [...], "forgotten": [...],
+#:   "original": [...], "unlearned": [...], "retrained": [...]}``;
+#: - ``losses``: per-sample cross-entropy, ``{model: {"forget": [...], "test": [...]}}`` for
+#:   the models ``original``, ``unlearned`` and ``retrained``;
+#: - ``saliency``: ``{"forget" | "retain": {"index", "label", "image" (C x H x W),
+#:   "models": {model: {"pred", "saliency" (H x W), "gradcam" (H x W or null)}}}}``.
+ARTEFACT_KEYS: tuple[str, ...] = ("curves", "per_class", "losses", "saliency")
 
 #: What identifies a run, beside its run_id.
 SPEC_COLUMNS: tuple[str, ...] = (
@@ -57,7 +75,11 @@ CREATE TABLE IF NOT EXISTS runs (
     started TEXT,
     finished TEXT,
     error TEXT
-)
+);
+CREATE TABLE IF NOT EXISTS artefacts (
+    run_id TEXT PRIMARY KEY,
+    payload TEXT NOT NULL
+);
 """
 _COLUMNS = ("run_id", *SPEC_COLUMNS, "status", *METRIC_COLUMNS, "metrics", "warnings", "spec",
             "started", "finished", "error")
@@ -88,7 +110,7 @@ class ResultStore:
         self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute(_SCHEMA)
+        self._conn.executescript(_SCHEMA)
 
     def finished_ids(self) -> set[str]:
         """The run_ids that are not run again (status in :data:`FINISHED`)."""
@@ -97,7 +119,8 @@ class ResultStore:
         return {r[0] for r in cur}
 
     def write(self, row: Mapping[str, Any]) -> None:
-        """Store one run's row, in its own transaction (replacing a failed attempt)."""
+        """Store one run's row and its ``artefacts`` (if any), in one transaction (replacing a
+        failed attempt)."""
         metrics = dict(row.get("metrics") or {})
         values = {
             "run_id": row["run_id"],
@@ -120,6 +143,11 @@ class ResultStore:
             conn.execute("DELETE FROM runs WHERE run_id = ? AND status = 'failed'",
                          (values["run_id"],))
             conn.execute(sql, [values[c] for c in _COLUMNS])
+            conn.execute("DELETE FROM artefacts WHERE run_id = ?", (values["run_id"],))
+            if row.get("artefacts"):
+                conn.execute("INSERT INTO artefacts (run_id, payload) VALUES (?, ?)",
+                             (values["run_id"], json.dumps(jsonable(row["artefacts"]),
+                                                           allow_nan=False)))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -128,6 +156,10 @@ class ResultStore:
     def rows(self) -> list[dict[str, Any]]:
         """Every stored row, as dicts (``params``, ``metrics``, ``warnings``, ``spec`` parsed)."""
         return _rows(self._conn)
+
+    def artefacts(self) -> dict[str, dict[str, Any]]:
+        """Every stored artefacts document, by run_id."""
+        return _artefacts(self._conn)
 
     def close(self) -> None:
         self._conn.close()
@@ -147,6 +179,32 @@ def _rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         for key in ("params", "metrics", "warnings", "spec"):
             row[key] = json.loads(row[key]) if row[key] is not None else None
         out.append(row)
+    return out
+
+
+def _artefacts(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='artefacts'").fetchone()
+    if not found:  # a database from before artefacts existed
+        return {}
+    return {rid: json.loads(payload)
+            for rid, payload in conn.execute("SELECT run_id, payload FROM artefacts")}
+
+
+def read_artefacts(path: str | os.PathLike, run_ids: Iterable[str] | None = None
+                   ) -> dict[str, dict[str, Any]]:
+    """The artefacts documents of an existing results database, by run_id (read-only)."""
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        out = _artefacts(conn)
+    finally:
+        conn.close()
+    if run_ids is not None:
+        wanted = set(run_ids)
+        out = {k: v for k, v in out.items() if k in wanted}
     return out
 
 

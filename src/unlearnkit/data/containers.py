@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from unlearnkit.exceptions import DataError
+from unlearnkit.exceptions import DataError, InvalidParameterError
 
 __all__ = ["ArrayDataset", "DataBundle"]
 
@@ -72,6 +72,33 @@ class DataBundle:
     class_names: tuple[str, ...]
     #: Loader options that rebuild this exact bundle (recorded in checkpoints).
     options: dict = field(default_factory=dict)
+
+    def per_class(self, train: int | None = None, test: int | None = None) -> DataBundle:
+        """A smaller bundle: the first ``train`` training and ``test`` test samples of every
+        class, in their original order (``None`` keeps a part whole). Deterministic, so a
+        benchmark on a subset is reproducible; the options record the subset.
+
+        >>> import torch
+        >>> b = DataBundle("toy", ArrayDataset(torch.zeros(6, 2), torch.tensor([0, 1, 0, 1, 0, 1])),
+        ...                ArrayDataset(torch.zeros(2, 2), torch.tensor([0, 1])), ("a", "b"))
+        >>> b.per_class(train=2).train.y.tolist()
+        [0, 1, 0, 1]
+        """
+        def first(data: ArrayDataset, n: int | None, part: str) -> ArrayDataset:
+            if n is None:
+                return data
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise InvalidParameterError(
+                    f"The number of {part} samples per class must be a positive int. "
+                    f"Got {n!r} instead.")
+            y = data.y.numpy()
+            keep = np.sort(np.concatenate([np.flatnonzero(y == c)[:n]
+                                           for c in range(self.num_classes)]))
+            return ArrayDataset(data.x[keep], data.y[keep])
+
+        return DataBundle(self.name, first(self.train, train, "training"),
+                          first(self.test, test, "test"), self.class_names,
+                          {**self.options, "train_per_class": train, "test_per_class": test})
 
     def __post_init__(self) -> None:
         if self.train.sample_shape != self.test.sample_shape:
