@@ -1,7 +1,10 @@
 # Two commands for a new user on a fresh machine (see README.md):
-#   make demo   set up .venv, then compare every unlearning method on digits
-#   make test   set up .venv, then run the test suite
+#   make demo   set up .venv, compare every unlearning method on digits, write the report
+#   make test   set up .venv and the browser, then run the test suite
 # Set-up runs once: the stamp file makes a second `make test` start at once.
+# The browser tests open the HTML report in headless Chromium: `make test` installs Debian's
+# chromium and chromium-driver with apt-get when they are missing (as root; otherwise it
+# says how, and those tests fail naming what is missing). `make demo` needs no browser.
 
 PYTHON ?= python3
 # extra pip options for installing torch (e.g. an index of CPU-only wheels)
@@ -10,7 +13,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.unlearnkit-installed
 
-.PHONY: setup demo test lint clean
+.PHONY: setup browser demo test lint clean
 
 setup: $(STAMP)
 
@@ -18,13 +21,27 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(TORCH_PIP_ARGS) torch==2.13.0
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install -e '.[test,ray]'
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/unlearnkit compare --data digits --out-dir runs/demo
+# Chromium and ChromeDriver at the paths the browser tests use (tests/test_report_browser.py).
+CHROMIUM     := /usr/bin/chromium
+CHROMEDRIVER := /usr/bin/chromedriver
 
-test: $(STAMP)
+browser:
+	@if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "Installing chromium and chromium-driver for the browser tests (apt-get)"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends chromium chromium-driver; \
+	else \
+		echo "make: $(CHROMIUM) or $(CHROMEDRIVER) is missing, so the browser tests will fail: install them with 'sudo apt-get install chromium chromium-driver'"; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/unlearnkit bench --preset quick --out runs/demo/results.sqlite --report runs/demo/report
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

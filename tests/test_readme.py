@@ -144,19 +144,33 @@ def test_makefile_setup_is_idempotent(tmp_path):
 
 
 def test_demo_job_runs_with_small_settings(tmp_path, monkeypatch):
-    """`make demo`'s command, with a tiny model and epochs appended (later options win)."""
+    """`make demo`'s command, on the quick preset made small (an MLP, 2 epochs): it prints a
+    table per scenario with every method, writes the report and says where."""
+    from unlearnkit.bench import config
+
     (demo,) = [c for c in recipe("demo") if "unlearnkit" in c]
     argv = shlex.split(demo)
-    assert argv[0] == "$(BIN)/unlearnkit" and argv[1:4] == ["compare", "--data", "digits"]
+    assert argv[0] == "$(BIN)/unlearnkit" and argv[1:4] == ["bench", "--preset", "quick"]
+    quick = config.PRESETS["quick"]
+    assert "methods: all" in quick and "dataset: digits" in quick
+    # every method runs in tests/test_contracts.py; three keep this test short
+    small = quick.replace("model: cnn", "model: {arch: mlp, kwargs: {hidden: [16]}}\n"
+                          "recipe: {epochs: 2}").replace("methods: all",
+                                                         "methods: [finetune, ssd, retrain]")
+    monkeypatch.setitem(config.PRESETS, "quick", small + "relearn: false\n")
     monkeypatch.chdir(tmp_path)
-    small = ["--model", "mlp", "--model-arg", "hidden=16", "--epochs", "2", "--json"]
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        assert main([*argv[1:], *small]) == 0
-    rows = json.loads(out.getvalue())["rows"]
-    assert {r["scenario"] for r in rows} == {"class 3", "random 10%"}
-    assert {r["method"] for r in rows} == {"original", *uk.METHODS.names()}
-    assert (tmp_path / "runs" / "demo" / "results.json").is_file()
+        assert main([*argv[1:], "--workers", "1"]) == 0
+    text = out.getvalue()
+    for scenario in ("class 3", "random 10%"):
+        assert f"Scenario: {scenario} (digits, mlp)" in text
+    table = text.split("Scenario: class 3", 1)[1].split("Scenario:", 1)[0]
+    names = {line.split()[0] for line in table.splitlines()[3:] if line.strip()}
+    assert names == {"original", "finetune", "ssd", "retrain"}
+    report = tmp_path / "runs" / "demo" / "report" / "report.html"
+    assert text.rstrip().endswith(f"Report: {Path('runs/demo/report/report.html')}")
+    assert report.is_file() and (tmp_path / "runs" / "demo" / "results.sqlite").is_file()
 
 
 # ---------------------------------------------------------------------- the methods table

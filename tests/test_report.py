@@ -16,9 +16,10 @@ from unlearnkit.bench import ResultStore
 from unlearnkit.exceptions import DataError
 from unlearnkit.report import BEST_RULES, load_finished, summarize, write_report
 
-# scenario "class 3", the reference stored last: per (method, params), per seed
-# (retain_acc, forget_acc, seconds)
+# scenario "class 3", the original stored first, the reference last: per (method, params),
+# per seed (retain_acc, forget_acc, seconds)
 VALUES = {
+    ("original", ()): [(0.999, 0.98, 0.1), (0.998, 0.99, 0.1), (0.997, 0.97, 0.1)],
     ("finetune", (("epochs", 1),)): [(0.99, 0.50, 1.0), (0.98, 0.40, 1.5), (0.97, 0.45, 2.0)],
     ("finetune", (("epochs", 2),)): [(0.90, 0.15, 2.0), (0.92, 0.05, 2.5), (0.91, 0.13, 3.0)],
     ("ssd", (("alpha", 10),)): [(0.93, 0.00, 0.5), (0.94, 0.01, 0.4), (0.95, 0.02, 0.6)],
@@ -55,7 +56,8 @@ def test_means_stds_order_and_best(tmp_path):
     s = summaries[0]
     assert s.metrics == ["retain_acc", "forget_acc", "seconds"]
     assert s.rows[0].method == "retrain"  # stored last, listed first
-    assert len(s.rows) == 4 and all(r.n == 3 for r in s.rows)  # the failed run is left out
+    assert s.rows[1].method == "original"  # stored first, listed second
+    assert len(s.rows) == 5 and all(r.n == 3 for r in s.rows)  # the failed run is left out
     for (method, params), seeds in VALUES.items():
         row = next(r for r in s.rows if r.method == method and r.params == dict(params))
         arr = np.array(seeds)
@@ -68,6 +70,8 @@ def test_means_stds_order_and_best(tmp_path):
     assert s.best["forget_acc"] == {idx["finetune (epochs=2)"]}
     assert s.best["retain_acc"] == {idx["finetune (epochs=1)"]}  # highest
     assert s.best["seconds"] == {idx["ssd"]}  # lowest; retrain never marked
+    # the original has the highest retain_acc and the lowest seconds, but is never marked
+    assert all(idx["original"] not in marked for marked in s.best.values())
     assert BEST_RULES["forget_acc"] == "closest" and BEST_RULES["seconds"] == "min"
     # one seed: just the mean; no reference: nothing "closest" marked, max still marked
     o = summaries[1]
@@ -81,8 +85,9 @@ def test_write_report_files_md_and_html(tmp_path):
     files = [Path(f) for f in result["files"]]
     assert all(f.is_file() for f in files)
     pngs = [f for f in files if f.suffix == ".png"]
-    assert len(pngs) == 1  # the scenario without a reference has no plot
-    assert pngs[0].read_bytes().startswith(b"\x89PNG")
+    # the trade-off plot and the bars of "class 3"; the scenario without a reference has none
+    assert [f.name.split("-")[0] for f in pngs] == ["tradeoff", "bars"]
+    assert all(f.read_bytes().startswith(b"\x89PNG") for f in pngs)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files
 
     md = (out / "report.md").read_text()
@@ -97,10 +102,12 @@ def test_write_report_files_md_and_html(tmp_path):
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", page)
     assert "http://" not in page and "https://" not in page
     imgs = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(imgs) == 1 and base64.b64decode(imgs[0]).startswith(b"\x89PNG")
+    assert sorted(base64.b64decode(i) for i in imgs) == sorted(f.read_bytes() for f in pngs)
     assert "random &lt;10%&gt; &amp; co" in page and "<10%>" not in page
-    assert "<td><b>0.11 ± 0.05292</b></td>" in page
-    assert page.count("<table>") == page.count("</table>") == 2
+    assert re.search(r'<td data-metric="forget_acc" data-mean="0\.11\d*" '
+                     r'data-std="0\.0529\d*" data-best="true"><b>0.11 ± 0.05292</b></td>', page)
+    assert page.count('<table class="summary"') == page.count("</table>") == 2
+    assert "No artefacts stored" in page  # this database has none: fewer figures
 
 
 def test_cli_json_lists_files(tmp_path):

@@ -523,6 +523,12 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     result = {**head, **run_plan(plan, args.out, workers=args.workers, device=device,
                                  progress=_bars(), log=None if _bars() else _log,
                                  executor=args.executor, ray_address=args.ray_address)}
+    from unlearnkit.bench import read_rows
+    from unlearnkit.report import summarize
+
+    ids = {r["run_id"] for r in result["runs"]}
+    result["tables"] = [s.to_dict() for s in summarize(
+        [r for r in read_rows(args.out, ids) if r["status"] == "ok"])]
     if args.report:
         from unlearnkit.report import write_report
 
@@ -620,10 +626,39 @@ def _bench_text(r: dict[str, Any]) -> str:
             lines.append(f"  {run['run_id']}  {run['state']:<6}  {run['scenario']} / "
                          f"{run['method']} ({params}) seed {run['seed']}")
         return "\n".join(lines)
-    return (f"{r['config']}: {r['total']} runs: {r['ok']} done, {r['reused']} skipped (already "
+    lines = []
+    for t in r.get("tables", ()):
+        lines += [*_summary_grid(t), ""]
+    return "\n".join(lines) + (
+            f"{r['config']}: {r['total']} runs: {r['ok']} done, {r['reused']} skipped (already "
             f"in the store), {r['skipped']} refused by their method, {r['failed']} failed; "
             f"{r['seconds']:.1f} s\nResults: {r['db']} (logs: {r['logs']})"
             + (f"\nReport: {r['report']}" if r.get("report") else ""))
+
+
+#: The columns of the tables `unlearnkit bench` prints (the report has every metric).
+BENCH_COLUMNS = ("retain_acc", "forget_acc", "test_acc", "forget_acc_gap", "mia_entropy",
+                 "js_divergence", "seconds")
+
+
+def _summary_grid(t: dict[str, Any]) -> list[str]:
+    """One scenario of a benchmark as plain text: mean (± std over seeds) per column."""
+    cols = [c for c in BENCH_COLUMNS if c in t["metrics"]]
+
+    def cell(row: dict[str, Any], c: str) -> str:
+        if c not in row["mean"]:
+            return "-"
+        std = row["std"].get(c)
+        return f"{row['mean'][c]:.3f}" + ("" if std is None else f"±{std:.3f}")
+
+    table = [[row.get("label") or row["method"], str(row["n"]), *(cell(row, c) for c in cols)]
+             for row in t["rows"]]
+    head = ["method", "n", *cols]
+    widths = [max(len(x) for x in col) for col in zip(head, *table, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    title = f"Scenario: {t['scenario']} ({t['dataset']}, {t['arch']})"
+    return [title, fmt.format(*head), "  ".join("-" * w for w in widths),
+            *(fmt.format(*row) for row in table)]
 
 
 def _method_text(d: dict[str, Any]) -> str:
@@ -856,7 +891,10 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="summarise a benchmark's results as Markdown and one self-contained HTML page",
         description="Read RESULTS.sqlite (from `unlearnkit bench`) and write report.md, "
-                    "report.html (plots embedded) and a trade-off plot per scenario to DIR.",
+                    "one self-contained report.html (plots embedded) and every plot as a PNG "
+                    "to DIR: per scenario the summary table, the trade-off plot, original vs "
+                    "unlearned bars, every sweep, accuracy per epoch, per-class accuracy, "
+                    "loss histograms and saliency maps.",
     )
     p.add_argument("results", metavar="RESULTS.sqlite", help="the benchmark's results")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the report to")

@@ -373,13 +373,14 @@ def load_config(path: str | os.PathLike) -> BenchConfig:
 #: The built-in configurations, as YAML.
 PRESETS: dict[str, str] = {
     "quick": """\
-# the demo: the README's comparison, one seed
+# the demo (make demo): every method at its defaults, one seed, accuracy per epoch
 name: quick
 dataset: digits
 model: cnn
 scenarios: {classes: [[3]], random: [0.1]}
 methods: all
 seeds: [0]
+curves: true
 """,
     "compare": """\
 # every registered method at its defaults, class and random unlearning, three seeds

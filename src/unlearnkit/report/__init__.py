@@ -2,6 +2,7 @@
 
 from unlearnkit.report.summary import (
     BEST_RULES,
+    ORIGINAL,
     REFERENCE,
     ScenarioSummary,
     SummaryRow,
@@ -11,5 +12,5 @@ from unlearnkit.report.summary import (
     write_report,
 )
 
-__all__ = ["BEST_RULES", "REFERENCE", "ScenarioSummary", "SummaryRow", "load_finished",
-           "summarize", "tradeoff_png", "write_report"]
+__all__ = ["BEST_RULES", "ORIGINAL", "REFERENCE", "ScenarioSummary", "SummaryRow",
+           "load_finished", "summarize", "tradeoff_png", "write_report"]

@@ -2,9 +2,11 @@
 
 :func:`summarize` turns the finished rows of a results database (``unlearnkit bench``) into
 one table per scenario: a row per (method, params), each metric as mean ± std over seeds,
-the retrained model's row first as the reference, and the best value of each column marked
-according to :data:`BEST_RULES`. :func:`write_report` writes ``report.md``, a
-self-contained ``report.html`` (the plots embedded as data URIs) and one PNG per scenario.
+the retrained model's row first as the reference, the original model's next, and the best
+value of each column marked according to :data:`BEST_RULES`. :func:`write_report` writes
+``report.md``, a self-contained ``report.html`` (the figures embedded as data URIs) and the
+figures as PNG files: per scenario a trade-off plot and, from the runs' artefacts, the
+figures of :mod:`unlearnkit.report.figures`.
 """
 
 from __future__ import annotations
@@ -23,15 +25,22 @@ from typing import Any
 
 import numpy as np
 
-from unlearnkit.bench.store import METRIC_COLUMNS, read_rows
+from unlearnkit.bench.store import METRIC_COLUMNS, read_artefacts, read_rows
 from unlearnkit.exceptions import DataError
 from unlearnkit.models.checkpoint import atomic_write
 
-__all__ = ["BEST_RULES", "REFERENCE", "ScenarioSummary", "SummaryRow", "load_finished",
-           "summarize", "tradeoff_png", "write_report"]
+__all__ = ["BEST_RULES", "ORIGINAL", "REFERENCE", "ScenarioSummary", "SummaryRow",
+           "load_finished", "summarize", "tradeoff_png", "write_report"]
 
 #: The method whose rows are the reference.
 REFERENCE = "retrain"
+
+#: The pseudo-method whose rows are the original model evaluated like a method: a second
+#: reference row, right after the retrained model's, never marked.
+ORIGINAL = "original"
+
+#: Table order of the reference rows (every other method comes after them).
+_REFERENCE_ORDER = {REFERENCE: 0, ORIGINAL: 1}
 
 #: What "best" means for each metric: ``closest`` (to the retrained model's mean),
 #: ``max`` or ``min``. Metrics absent here (e.g. ``retrain_seconds``) are never marked.
@@ -60,6 +69,9 @@ class SummaryRow:
     #: the hyper-parameters shown in :attr:`label` (set by :func:`summarize`: those that
     #: vary among this method's rows in the scenario; every other one is at one value)
     shown: tuple[str, ...] = ()
+
+    #: the run_id of each seed's run (aligned with :attr:`seeds`; ``None`` where unknown)
+    run_ids: list[str | None] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -99,12 +111,21 @@ class ScenarioSummary:
     def reference(self) -> SummaryRow | None:
         return next((r for r in self.rows if r.method == REFERENCE), None)
 
+    @property
+    def original(self) -> SummaryRow | None:
+        return next((r for r in self.rows if r.method == ORIGINAL), None)
+
+    @property
+    def slug(self) -> str:
+        return _slug(f"{self.dataset}-{self.arch}-{self.scenario}")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset, "arch": self.arch, "scenario": self.scenario,
             "scenario_kind": self.scenario_kind, "metrics": list(self.metrics),
-            "rows": [{"method": r.method, "params": r.params, "n": r.n, "seeds": r.seeds,
-                      "mean": r.mean, "std": r.std} for r in self.rows],
+            "rows": [{"method": r.method, "label": r.label, "params": r.params, "n": r.n,
+                      "seeds": r.seeds, "run_ids": r.run_ids, "mean": r.mean, "std": r.std}
+                     for r in self.rows],
             "best": {m: sorted(i) for m, i in self.best.items()},
         }
 
@@ -157,15 +178,17 @@ def summarize(rows: list[dict[str, Any]]) -> list[ScenarioSummary]:
     for key, by_run in groups.items():
         summary_rows = []
         for (method, pkey), runs in by_run.items():
-            row = SummaryRow(method, json.loads(pkey), sorted(int(r["seed"]) for r in runs))
+            runs = sorted(runs, key=lambda r: int(r["seed"]))
+            row = SummaryRow(method, json.loads(pkey), [int(r["seed"]) for r in runs],
+                             run_ids=[r.get("run_id") for r in runs])
             for m in METRIC_COLUMNS:
                 vals = np.array([r[m] for r in runs if r.get(m) is not None], dtype=float)
                 if len(vals):
                     row.mean[m] = float(vals.mean())
                     row.std[m] = float(vals.std(ddof=1)) if len(vals) > 1 else None
             summary_rows.append(row)
-        # the reference first, then the others in their order of appearance
-        summary_rows.sort(key=lambda r: r.method != REFERENCE)
+        # the references first (retrain, original), then the others in order of appearance
+        summary_rows.sort(key=lambda r: _REFERENCE_ORDER.get(r.method, len(_REFERENCE_ORDER)))
         _set_shown(summary_rows)
         metrics = [m for m in METRIC_COLUMNS if any(m in r.mean for r in summary_rows)]
         s = ScenarioSummary(*key, kinds[key], metrics, summary_rows, {})
@@ -186,13 +209,14 @@ def _set_shown(rows: list[SummaryRow]) -> None:
 
 
 def _best(s: ScenarioSummary) -> dict[str, set[int]]:
-    """Per metric with a rule, the indices of the best non-reference rows (ties all marked)."""
+    """Per metric with a rule, the indices of the best rows other than the references (ties
+    all marked)."""
     ref = s.reference
     best: dict[str, set[int]] = {}
     for m in s.metrics:
         rule = BEST_RULES.get(m)
         cands = {i: r.mean[m] for i, r in enumerate(s.rows)
-                 if r.method != REFERENCE and m in r.mean}
+                 if r.method not in _REFERENCE_ORDER and m in r.mean}
         if rule is None or not cands:
             continue
         if rule == "closest":
@@ -208,11 +232,19 @@ def _best(s: ScenarioSummary) -> dict[str, set[int]]:
 
 
 # ---------------------------------------------------------------------- the plot
+#: Up to this many rows, every point of the trade-off plot is labelled; beyond, only the
+#: references and each method's representative row (the colours tell the methods).
+_LABEL_ALL = 8
+
+
 def tradeoff_png(s: ScenarioSummary) -> bytes | None:
     """The scenario's trade-off plot as PNG bytes: x = |forget_acc - retrain's|, y =
-    retain_acc, point size by seconds; ``None`` without a reference or these metrics."""
+    retain_acc, point size by seconds, a colour per method; ``None`` without a reference or
+    these metrics."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from unlearnkit.report.figures import representative
 
     ref = s.reference
     if ref is None or "forget_acc" not in ref.mean:
@@ -220,28 +252,45 @@ def tradeoff_png(s: ScenarioSummary) -> bytes | None:
     pts = [r for r in s.rows if "forget_acc" in r.mean and "retain_acc" in r.mean]
     if not pts:
         return None
+    methods = list(dict.fromkeys(r.method for r in pts))
+    palette = [f"C{i}" for i in range(10)]
+    color = {m: palette[i % len(palette)] for i, m in enumerate(methods)}
+    if len(pts) <= _LABEL_ALL:
+        labelled = {id(r) for r in pts}
+    else:
+        reps = [representative(s, m) for m in methods if m not in _REFERENCE_ORDER]
+        labelled = {id(r) for r in pts if r.method in _REFERENCE_ORDER}
+        labelled |= {id(rep.row) for rep in reps if rep is not None}
     secs = [r.mean.get("seconds") for r in pts]
     top = max((x for x in secs if x is not None), default=0.0) or 1.0
-    fig = Figure(figsize=(6.4, 4.8), dpi=100)
+    fig = Figure(figsize=(6.4, 4.8), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     xs = [abs(r.mean["forget_acc"] - ref.mean["forget_acc"]) for r in pts]
     middle = (min(xs) + max(xs)) / 2
+    seen: set[str] = set()
     for r, sec, x in zip(pts, secs, xs, strict=True):
         y = r.mean["retain_acc"]
         size = 30.0 + 400.0 * (sec or 0.0) / top
-        ax.scatter([x], [y], s=size, alpha=0.6,
-                   marker="*" if r.method == REFERENCE else "o")
+        ax.scatter([x], [y], s=size, alpha=0.6, color=color[r.method],
+                   marker={REFERENCE: "*", ORIGINAL: "s"}.get(r.method, "o"),
+                   label=None if r.method in seen else r.method)
+        seen.add(r.method)
+        if id(r) not in labelled:
+            continue
         right = x > middle  # labels of the right half point left, so they stay in the frame
         ax.annotate(r.label, (x, y), textcoords="offset points", xytext=(-6 if right else 6, 6),
-                    ha="right" if right else "left", fontsize=8)
+                    ha="right" if right else "left", fontsize=7 if len(pts) > _LABEL_ALL else 8)
+    if len(pts) > _LABEL_ALL:
+        ax.legend(fontsize=7, markerscale=0.6, loc="best", title="labelled: representative rows",
+                  title_fontsize=7)
     ax.margins(x=0.08, y=0.1)
     ax.set_xlabel("|forget_acc - retrained forget_acc|")
     ax.set_ylabel("retain_acc")
     ax.set_title(s.title, fontsize=10)
     ax.grid(alpha=0.3)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", dpi=100)
     return buf.getvalue()
 
 
@@ -256,9 +305,13 @@ def _rule_lines() -> list[tuple[str, str]]:
 _INTRO = ("Each cell is the mean ± standard deviation (ddof=1) over seeds (just the mean for "
           "one seed); n is the number of seeds. A method is labelled by the hyper-parameters "
           "that vary among its rows (all of them are in the --json output). The retrained "
-          "model's row (method "
-          f"'{REFERENCE}') comes first, as the reference, and is never marked. The best value "
-          "of each column among the other rows is in bold:")
+          f"model's row (method '{REFERENCE}') comes first, as the reference, then the "
+          f"original model's before unlearning (method '{ORIGINAL}', where stored); neither is "
+          "ever marked. The best value of each column among the other rows is in bold:")
+
+_NO_TRADEOFF = ("(No trade-off plot: no retrained reference with forget_acc and retain_acc.)")
+_NO_ARTEFACTS = ("(No artefacts stored for this scenario's runs: no training curves, "
+                 "per-class accuracy, loss or saliency figures.)")
 
 
 def _slug(text: str) -> str:
@@ -269,11 +322,52 @@ def _md_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*")
 
 
-def _markdown(summaries: list[ScenarioSummary], images: list[str | None]) -> str:
+def _unique(name: str, used: set[str]) -> str:
+    out, k = name, 1
+    while out in used:
+        k += 1
+        out = f"{name}-{k}"
+    used.add(out)
+    return out
+
+
+@dataclass
+class _Section:
+    """One scenario of the documents: its table, figures (with their file names), notes."""
+
+    summary: ScenarioSummary
+    anchor: str
+    figures: list[tuple[Any, str]]  # (FigureImage, file name)
+    notes: list[str]
+    has_artefacts: bool
+
+    def kinds(self) -> list[str]:
+        return list(dict.fromkeys(f.kind for f, _ in self.figures))
+
+
+def _kind_heading(kind: str) -> str:
+    from unlearnkit.report.figures import FIGURE_KINDS
+
+    return FIGURE_KINDS.get(kind, kind)
+
+
+def _kind_note(kind: str) -> str:
+    from unlearnkit.report.figures import KIND_NOTES
+
+    return KIND_NOTES.get(kind, "")
+
+
+def _markdown(sections: list[_Section]) -> str:
     lines = ["# Unlearning benchmark report", "", _INTRO, ""]
     lines += [f"- {text}: {ms}" for text, ms in _rule_lines()] + [""]
-    for s, img in zip(summaries, images, strict=True):
-        lines += [f"## {_md_escape(s.title)}", ""]
+    if len(sections) > 1:
+        lines += ["Scenarios:", ""]
+        lines += [f"- [{_md_escape(sec.summary.title)}](#{sec.anchor})" for sec in sections]
+        lines.append("")
+    for sec in sections:
+        s = sec.summary
+        lines += [f'<a id="{sec.anchor}"></a>', "", f"## {_md_escape(s.title)}", "",
+                  "### Summary", ""]
         lines.append("| method | n | " + " | ".join(s.metrics) + " |")
         lines.append("|---|---:|" + "---:|" * len(s.metrics))
         for i, r in enumerate(s.rows):
@@ -281,46 +375,97 @@ def _markdown(summaries: list[ScenarioSummary], images: list[str | None]) -> str
                      for m in s.metrics]
             lines.append(f"| {_md_escape(r.label)} | {r.n} | " + " | ".join(cells) + " |")
         lines.append("")
-        if img:
-            lines += [f"![trade-off: {_md_escape(s.title)}]({img})", ""]
-        else:
-            lines += ["(No trade-off plot: no retrained reference with forget_acc and "
-                      "retain_acc.)", ""]
+        kinds = sec.kinds()
+        if "tradeoff" not in kinds:
+            lines += ["### Trade-off", "", _NO_TRADEOFF, ""]
+        for kind in kinds:
+            lines += [f"### {_kind_heading(kind)}", "", _kind_note(kind), ""]
+            lines += [f"![{_md_escape(f.title)}]({name})\n" for f, name in sec.figures
+                      if f.kind == kind]
+        if not sec.has_artefacts:
+            lines += [_NO_ARTEFACTS, ""]
+        lines += [f"- {_md_escape(note)}" for note in sec.notes]
+        if sec.notes:
+            lines.append("")
     return "\n".join(lines)
 
 
-_CSS = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+_CSS = ("body{font-family:sans-serif;margin:2em;max-width:110em}"
+        "table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}img{max-width:100%}")
+        "td:first-child,th:first-child{text-align:left}"
+        "img{max-width:100%;height:auto}figure{margin:1em 0}"
+        "figcaption{font-size:.85em;color:#555}.note{color:#555;font-size:.9em}"
+        "nav ul ul{font-size:.9em}")
 
 
-def _html(summaries: list[ScenarioSummary], pngs: list[bytes | None]) -> str:
+def _num(x: float | None) -> str:
+    return "" if x is None else repr(float(x))
+
+
+def _html(sections: list[_Section], pngs: dict[str, bytes]) -> str:
     e = html.escape
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             '<link rel="icon" href="data:,">',
              "<title>Unlearning benchmark report</title>", f"<style>{_CSS}</style>",
              "</head>", "<body>", "<h1>Unlearning benchmark report</h1>",
              f"<p>{e(_INTRO)}</p>", "<ul>"]
     parts += [f"<li>{e(text)}: {e(ms)}</li>" for text, ms in _rule_lines()]
     parts.append("</ul>")
-    for s, png in zip(summaries, pngs, strict=True):
+    parts += ['<nav id="contents">', "<h2>Contents</h2>", "<ul>"]
+    for sec in sections:
+        subs = [("summary", "Summary")] + [(k, _kind_heading(k)) for k in sec.kinds()]
+        links = "".join(f'<li><a href="#{sec.anchor}-{k}">{e(h)}</a></li>' for k, h in subs)
+        parts.append(f'<li><a href="#{sec.anchor}">{e(sec.summary.title)}</a>'
+                     f"<ul>{links}</ul></li>")
+    parts += ["</ul>", "</nav>"]
+    for sec in sections:
+        s = sec.summary
+        parts.append(f'<section id="{sec.anchor}">')
         parts.append(f"<h2>{e(s.title)}</h2>")
-        parts.append("<table>")
+        parts.append(f'<h3 id="{sec.anchor}-summary">Summary</h3>')
+        parts.append(f'<table class="summary" data-scenario="{e(s.scenario)}" '
+                     f'data-dataset="{e(s.dataset)}" data-arch="{e(s.arch)}" '
+                     f'data-scenario-kind="{e(s.scenario_kind)}">')
         parts.append("<thead><tr><th>method</th><th>n</th>"
                      + "".join(f"<th>{e(m)}</th>" for m in s.metrics) + "</tr></thead>")
         parts.append("<tbody>")
         for i, r in enumerate(s.rows):
-            cells = "".join(
-                f"<td><b>{e(r.cell(m))}</b></td>" if i in s.best.get(m, ())
-                else f"<td>{e(r.cell(m))}</td>" for m in s.metrics)
-            parts.append(f"<tr><td>{e(r.label)}</td><td>{r.n}</td>{cells}</tr>")
+            cells = []
+            for m in s.metrics:
+                attrs = f'data-metric="{e(m)}"'
+                if m in r.mean:
+                    attrs += f' data-mean="{_num(r.mean[m])}" data-std="{_num(r.std.get(m))}"'
+                best = i in s.best.get(m, ())
+                if best:
+                    attrs += ' data-best="true"'
+                text = f"<b>{e(r.cell(m))}</b>" if best else e(r.cell(m))
+                cells.append(f"<td {attrs}>{text}</td>")
+            params = e(json.dumps(r.params, sort_keys=True), quote=True)
+            parts.append(f'<tr data-method="{e(r.method)}" data-params=\'{params}\' '
+                         f'data-n="{r.n}"><td>{e(r.label)}</td><td>{r.n}</td>'
+                         + "".join(cells) + "</tr>")
         parts.append("</tbody></table>")
-        if png:
-            data = base64.b64encode(png).decode("ascii")
-            parts.append(f'<p><img src="data:image/png;base64,{data}" '
-                         f'alt="{e("trade-off: " + s.title)}"></p>')
-        else:
-            parts.append("<p>(No trade-off plot: no retrained reference with forget_acc "
-                         "and retain_acc.)</p>")
+        kinds = sec.kinds()
+        if "tradeoff" not in kinds:
+            parts += ["<h3>Trade-off</h3>", f'<p class="note">{e(_NO_TRADEOFF)}</p>']
+        for kind in kinds:
+            parts.append(f'<h3 id="{sec.anchor}-{kind}">{e(_kind_heading(kind))}</h3>')
+            parts.append(f'<p class="note">{e(_kind_note(kind))}</p>')
+            for f, name in sec.figures:
+                if f.kind != kind:
+                    continue
+                data = base64.b64encode(pngs[name]).decode("ascii")
+                w, h = f.pixels
+                parts.append(f'<figure><img src="data:image/png;base64,{data}" '
+                             f'alt="{e(f.title)}" width="{w}" height="{h}" '
+                             f'data-file="{e(name)}"><figcaption>{e(f.title)}</figcaption>'
+                             "</figure>")
+        if not sec.has_artefacts:
+            parts.append(f'<p class="note">{e(_NO_ARTEFACTS)}</p>')
+        parts += [f'<p class="note">{e(note)}</p>' for note in sec.notes]
+        parts.append("</section>")
     parts += ["</body>", "</html>", ""]
     return "\n".join(parts)
 
@@ -330,30 +475,37 @@ def _write_bytes(path: Path, data: bytes) -> Path:
 
 
 def write_report(db: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Write ``report.md``, ``report.html`` and one trade-off PNG per scenario (where there is
-    a reference) into ``out_dir``, each atomically; returns the written files and the
-    summaries (as dicts)."""
+    """Write ``report.md``, ``report.html`` and the figures as PNG files into ``out_dir``,
+    each atomically: per scenario a trade-off plot (where there is a reference) and the
+    figures of :func:`unlearnkit.report.figures.scenario_figures` (those the stored
+    artefacts allow); returns the written files and the summaries (as dicts)."""
+    from unlearnkit.report.figures import FigureImage, scenario_figures
+
     summaries = summarize(load_finished(db))
+    artefacts = read_artefacts(db)
     out = Path(out_dir)
     files: list[Path] = []
-    pngs: list[bytes | None] = []
-    names: list[str | None] = []
+    pngs: dict[str, bytes] = {}
     used: set[str] = set()
+    anchors: set[str] = set()
+    sections = []
     for s in summaries:
+        figures: list[FigureImage] = []
         png = tradeoff_png(s)
-        pngs.append(png)
-        if png is None:
-            names.append(None)
-            continue
-        base = name = f"tradeoff-{_slug(f'{s.dataset}-{s.arch}-{s.scenario}')}"
-        k = 1
-        while name in used:
-            k += 1
-            name = f"{base}-{k}"
-        used.add(name)
-        names.append(f"{name}.png")
-        files.append(_write_bytes(out / f"{name}.png", png))
-    files.append(_write_bytes(out / "report.md", _markdown(summaries, names).encode("utf-8")))
-    files.append(_write_bytes(out / "report.html", _html(summaries, pngs).encode("utf-8")))
+        if png is not None:
+            figures.append(FigureImage("tradeoff", "", f"trade-off: {s.title}", (6.4, 4.8), png))
+        more, notes = scenario_figures(s, artefacts)
+        figures += more
+        named = []
+        for f in figures:
+            stem = "-".join(x for x in (f.kind, s.slug, _slug(f.tag) if f.tag else "") if x)
+            name = f"{_unique(stem, used)}.png"
+            pngs[name] = f.png
+            files.append(_write_bytes(out / name, f.png))
+            named.append((f, name))
+        has = any(rid in artefacts for r in s.rows for rid in r.run_ids)
+        sections.append(_Section(s, _unique(f"s-{s.slug}", anchors), named, notes, has))
+    files.append(_write_bytes(out / "report.md", _markdown(sections).encode("utf-8")))
+    files.append(_write_bytes(out / "report.html", _html(sections, pngs).encode("utf-8")))
     return {"db": str(db), "out": str(out), "files": [str(f) for f in files],
             "scenarios": [s.to_dict() for s in summaries]}
