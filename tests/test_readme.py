@@ -122,9 +122,13 @@ def test_makefile_installs_pinned_torch_first():
     setup = recipe("$(STAMP)")
     assert setup[0] == "$(PYTHON) -m venv $(VENV)"
     assert "torch==2.13.0" in setup[1]
-    assert setup[2].endswith("pip install -e '.[test]'")
+    assert setup[2].endswith("pip install -e '.[test,ray]'")
     assert setup[-1] == "touch $(STAMP)"
     assert recipe("test") == ["$(BIN)/python -m pytest"]
+    # the browser tests' Chromium is installed by `make test`, not by the demo
+    assert re.search(r"^test: \$\(STAMP\) browser$", (ROOT / "Makefile").read_text(), re.M)
+    assert any("apt-get install" in line and "chromium-driver" in line
+               for line in recipe("browser"))
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
@@ -140,7 +144,9 @@ def test_makefile_setup_is_idempotent(tmp_path):
     os.utime(tmp_path / "pyproject.toml", (0, 0))
     dry = subprocess.run(["make", "--no-print-directory", "-n", "test"], cwd=tmp_path,
                          capture_output=True, text=True)
-    assert dry.returncode == 0 and dry.stdout.strip() == ".venv/bin/python -m pytest"
+    lines = dry.stdout.strip().splitlines()
+    assert dry.returncode == 0 and lines[-1] == ".venv/bin/python -m pytest"
+    assert not any("pip install" in line or "-m venv" in line for line in lines)
 
 
 def test_demo_job_runs_with_small_settings(tmp_path, monkeypatch):
