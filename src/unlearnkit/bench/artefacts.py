@@ -63,23 +63,28 @@ def curve_watcher(split: Split, *, device: Any = None) -> tuple[EpochWatcher, li
     return watch, points
 
 
-def _per_sample_loss(model: nn.Module, data: Data | None, device: Any) -> list[float]:
+def _outputs(model: nn.Module, data: Data | None, device: Any
+             ) -> tuple[torch.Tensor, torch.Tensor] | None:
     if data is None:
-        return []
+        return None
     logits, labels = predict(model, data, device=device)
-    if len(labels) == 0:
+    return (logits, labels) if len(labels) else None
+
+
+def _per_sample_loss(outputs: tuple[torch.Tensor, torch.Tensor] | None) -> list[float]:
+    if outputs is None:
         return []
-    loss = F.cross_entropy(logits, labels, reduction="none").numpy()
+    loss = F.cross_entropy(*outputs, reduction="none").numpy()
     if len(loss) > MAX_LOSSES:
         loss = loss[np.linspace(0, len(loss) - 1, MAX_LOSSES).round().astype(int)]
     return _round(loss)
 
 
-def _per_class(model: nn.Module, data: Data | None, num_classes: int, device: Any
+def _per_class(outputs: tuple[torch.Tensor, torch.Tensor] | None, num_classes: int
                ) -> list[float | None]:
-    if data is None:
+    if outputs is None:
         return []
-    logits, labels = predict(model, data, device=device)
+    logits, labels = outputs
     right = (logits.argmax(1) == labels).numpy()
     labels_np = labels.numpy()
     out: list[float | None] = []
@@ -146,13 +151,13 @@ def model_artefacts(
     names = list(class_names) if class_names else [str(c) for c in range(num_classes)]
     forgotten = [names[c] if 0 <= c < len(names) else str(c)
                  for c in (split.forget_classes or ())]
+    test = {k: _outputs(m, split.test, device) for k, m in models.items()}
+    forget = {k: _outputs(m, split.forget, device) for k, m in models.items()}
     out: dict[str, Any] = {
         "per_class": {"classes": names, "forgotten": forgotten,
-                      **{k: _per_class(m, split.test, num_classes, device)
-                         for k, m in models.items()}},
-        "losses": {k: {"forget": _per_sample_loss(m, split.forget, device),
-                       "test": _per_sample_loss(m, split.test, device)}
-                   for k, m in models.items()},
+                      **{k: _per_class(test[k], num_classes) for k in models}},
+        "losses": {k: {"forget": _per_sample_loss(forget[k]), "test": _per_sample_loss(test[k])}
+                   for k in models},
     }
     if saliency:
         out["saliency"] = _saliency(models, split, device)
