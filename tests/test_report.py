@@ -158,3 +158,22 @@ def test_labels_show_only_the_varying_hyper_parameters():
             row("ssd", {"alpha": 5.0, "lambd": 1.0}, 0)]
     labels = [r.label for r in summarize(rows)[0].rows]
     assert labels == ["retrain", "finetune (lr=0.1)", "finetune (lr=0.01)", "ssd"]
+
+
+def test_report_of_a_subset(tmp_path):
+    db = make_db(tmp_path / "r.sqlite")
+    result = write_report(db, tmp_path / "one", scenarios=["class 3"], methods=["ssd"])
+    (s,) = result["scenarios"]
+    assert s["scenario"] == "class 3"
+    # the references are kept
+    assert {r["method"] for r in s["rows"]} == {"retrain", "original", "ssd"}
+    with pytest.raises(DataError, match=r"scenario 'class 4'.*'class 3'"):
+        write_report(db, tmp_path / "two", scenarios=["class 4"])
+    with pytest.raises(DataError, match=r"method 'sdd'"):
+        write_report(db, tmp_path / "two", methods=["sdd"])
+    assert not (tmp_path / "two").exists()  # nothing written
+    code, out, _ = cli("report", db, "--out", tmp_path / "cli", "--methods", "finetune",
+                       "--scenario", "class 3", "--json")
+    assert code == 0
+    rows = json.loads(out)["scenarios"][0]["rows"]
+    assert rows == 4  # retrain, original, and finetune with epochs 1 and 2

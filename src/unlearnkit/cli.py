@@ -540,7 +540,9 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     from unlearnkit.report import write_report
 
-    result = write_report(args.results, args.out)
+    result = write_report(args.results, args.out, scenarios=args.scenario,
+                          methods=[m.strip() for m in args.methods.split(",") if m.strip()]
+                          if args.methods else None)
     return {"command": "report", "db": result["db"], "out": result["out"],
             "files": result["files"],
             "scenarios": [{k: s[k] for k in ("dataset", "arch", "scenario", "scenario_kind")}
@@ -898,6 +900,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("results", metavar="RESULTS.sqlite", help="the benchmark's results")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the report to")
+    p.add_argument("--scenario", action="append", metavar="LABEL",
+                   help="report only this scenario, e.g. 'class 3' (repeatable)")
+    p.add_argument("--methods", metavar="A,B",
+                   help="report only these methods (retrain and original are always kept)")
     _add_common(p, seed=False, device=False)
     p.set_defaults(func=cmd_report)
     return parser

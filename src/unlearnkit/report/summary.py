@@ -19,6 +19,7 @@ import math
 import os
 import re
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -474,14 +475,31 @@ def _write_bytes(path: Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
-def write_report(db: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Any]:
+def write_report(db: str | os.PathLike, out_dir: str | os.PathLike, *,
+                 scenarios: Sequence[str] | None = None,
+                 methods: Sequence[str] | None = None) -> dict[str, Any]:
     """Write ``report.md``, ``report.html`` and the figures as PNG files into ``out_dir``,
     each atomically: per scenario a trade-off plot (where there is a reference) and the
     figures of :func:`unlearnkit.report.figures.scenario_figures` (those the stored
-    artefacts allow); returns the written files and the summaries (as dicts)."""
+    artefacts allow); returns the written files and the summaries (as dicts).
+
+    ``scenarios`` and ``methods`` report a subset: only those scenario labels (e.g.
+    ``"class 3"``) and methods (the references ``retrain`` and ``original`` are always kept).
+    A name that matches no finished run raises :class:`DataError` listing the valid ones."""
     from unlearnkit.report.figures import FigureImage, scenario_figures
 
-    summaries = summarize(load_finished(db))
+    rows = load_finished(db)
+    for key, wanted, keep in (("scenario", scenarios, ()),
+                              ("method", methods, (REFERENCE, ORIGINAL))):
+        if wanted is None:
+            continue
+        valid = list(dict.fromkeys(r[key] for r in rows))
+        for name in wanted:
+            if name not in valid:
+                raise DataError(f"No finished run of {key} {name!r} in {str(db)!r}. "
+                                f"Valid {key}s: {', '.join(map(repr, valid))}.")
+        rows = [r for r in rows if r[key] in wanted or r[key] in keep]
+    summaries = summarize(rows)
     artefacts = read_artefacts(db)
     out = Path(out_dir)
     files: list[Path] = []
