@@ -404,7 +404,8 @@ methods:
   teacher:                                # Figure 5: forget accuracy vs lr and vs epochs;
     - forget_lr: [1.0e-6, 1.0e-5, 1.0e-4, 1.0e-3, 1.0e-2]
     - forget_epochs: [5, 15, 30, 60]
-    - alpha: [0.0, 0.25, 0.5, 1.0, 2.0]   # Figure 6: reconstruction per epoch per alpha
+    - alpha: [0.0, 0.25, 0.5, 1.0, 2.0]   # Figure 6: reconstruction per epoch per alpha, at
+      forget_lr: 1.0e-4                   # a forgetting rate that forgets (1e-6 changes nothing)
   fisher-mask:                            # Figures 9 and 13: accuracy vs R, +/- fine-tuning
     fraction: [0.001, 0.003, 0.01, 0.03, 0.1]
     epochs: [0, 5]
