@@ -15,9 +15,9 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
@@ -123,7 +123,7 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
                 if run.method == ORIGINAL:  # the original itself, judged like a method
                     model = original
                 else:
-                    with watch_epochs(watch) if run.curves else _nothing():
+                    with watch_epochs(watch) if run.curves else nullcontext():
                         model = unlearn(original, split, run.method, seed=run.method_seed,
                                         device=dev, **run.params)
             notes = list(dict.fromkeys(str(w.message) for w in caught))
@@ -162,11 +162,6 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
         say(f"{row['status']} in {time.perf_counter() - t0:.2f} s")
     row["started"], row["finished"] = started, _now()
     return row
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def _init_worker() -> None:
