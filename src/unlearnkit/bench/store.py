@@ -191,17 +191,22 @@ def _artefacts(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
             for rid, payload in conn.execute("SELECT run_id, payload FROM artefacts")}
 
 
+def _read_only(path: str | os.PathLike, read: Any, empty: Any) -> Any:
+    """``read(conn)`` on a read-only connection to ``path``; ``empty`` if there is no file."""
+    p = Path(path)
+    if not p.is_file():
+        return empty
+    conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return read(conn)
+    finally:
+        conn.close()
+
+
 def read_artefacts(path: str | os.PathLike, run_ids: Iterable[str] | None = None
                    ) -> dict[str, dict[str, Any]]:
     """The artefacts documents of an existing results database, by run_id (read-only)."""
-    p = Path(path)
-    if not p.is_file():
-        return {}
-    conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        out = _artefacts(conn)
-    finally:
-        conn.close()
+    out = _read_only(path, _artefacts, {})
     if run_ids is not None:
         wanted = set(run_ids)
         out = {k: v for k, v in out.items() if k in wanted}
@@ -211,14 +216,7 @@ def read_artefacts(path: str | os.PathLike, run_ids: Iterable[str] | None = None
 def read_rows(path: str | os.PathLike, run_ids: Iterable[str] | None = None
               ) -> list[dict[str, Any]]:
     """The rows of an existing results database, read-only (all, or those of ``run_ids``)."""
-    p = Path(path)
-    if not p.is_file():
-        return []
-    conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        rows = _rows(conn)
-    finally:
-        conn.close()
+    rows = _read_only(path, _rows, [])
     if run_ids is not None:
         wanted = set(run_ids)
         rows = [r for r in rows if r["run_id"] in wanted]
