@@ -12,6 +12,8 @@ from unlearnkit.api import default_recipe, retrain, train_model, unlearn
 from unlearnkit.data import (
     DATASETS,
     ArrayDataset,
+    Batches,
+    Data,
     DataBundle,
     Split,
     load_dataset,
@@ -29,6 +31,7 @@ from unlearnkit.exceptions import (
     ModelError,
     UnknownNameError,
     UnlearnkitError,
+    UnsupportedModelError,
     UnsupportedScenarioWarning,
 )
 from unlearnkit.methods import METHODS, UnlearningMethod, get_method
@@ -49,7 +52,9 @@ __all__ = [
     "METHODS",
     "MODELS",
     "ArrayDataset",
+    "Batches",
     "CheckpointError",
+    "Data",
     "DataBundle",
     "DataError",
     "InvalidParameterError",
@@ -61,6 +66,7 @@ __all__ = [
     "UnknownNameError",
     "UnlearningMethod",
     "UnlearnkitError",
+    "UnsupportedModelError",
     "UnsupportedScenarioWarning",
     "__version__",
     "accuracy",

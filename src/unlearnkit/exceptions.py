@@ -17,6 +17,7 @@ __all__ = [
     "ModelError",
     "UnknownNameError",
     "UnlearnkitError",
+    "UnsupportedModelError",
     "UnsupportedScenarioWarning",
 ]
 
@@ -58,6 +59,18 @@ class CheckpointError(UnlearnkitError, ValueError):
 
 class ModelError(UnlearnkitError, ValueError):
     """A model that cannot be used: non-finite weights, wrong output shape, unknown architecture."""
+
+
+class UnsupportedModelError(ModelError):
+    """A method that cannot handle a feature of the model or of its inputs (integer token ids,
+    no output layer it can find, no trainable parameter...), raised before any work.
+
+    The message names the method, the feature and what to do instead.
+    """
+
+    def __init__(self, method: str, feature: str, instead: str) -> None:
+        self.method, self.feature, self.instead = method, feature, instead
+        super().__init__(f"Method {method!r} cannot handle {feature}. {instead}")
 
 
 class UnsupportedScenarioWarning(UserWarning):

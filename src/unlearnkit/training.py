@@ -19,9 +19,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from unlearnkit.data.batches import Inputs, loader_batches, take, to_device
 from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.data.splits import Data
 from unlearnkit.exceptions import InvalidParameterError, ModelError
+from unlearnkit.models.adapters import forward
 
 __all__ = [
     "LossFn",
@@ -40,7 +42,7 @@ __all__ = [
 ]
 
 #: ``loss_fn(model, x, y) -> scalar loss`` for one mini-batch.
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[nn.Module, Any, torch.Tensor], torch.Tensor]
 
 #: ``watcher(phase, epoch, model)``: see :func:`watch_epochs`.
 EpochWatcher = Callable[[str, int, nn.Module], None]
@@ -186,14 +188,6 @@ def train_mode(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]
     return _mode(model, True)
 
 
-def _first_two(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(batch, dict):
-        return batch["x"] if "x" in batch else batch["image"], batch["y"] if "y" in batch else (
-            batch["label"]
-        )
-    return batch[0], batch[1]
-
-
 def iter_batches(
     data: Data,
     batch_size: int,
@@ -201,33 +195,28 @@ def iter_batches(
     shuffle: bool,
     generator: torch.Generator | None = None,
     device: torch.device | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(x, y)`` mini-batches on ``device``.
+) -> Iterator[tuple[Inputs, torch.Tensor]]:
+    """Yield ``(inputs, y)`` mini-batches on ``device``.
 
-    An :class:`ArrayDataset` is sliced directly; a DataLoader is iterated as it is (its own
-    batch size and order win); any other torch Dataset is wrapped in a DataLoader.
+    An :class:`ArrayDataset` is sliced directly. A DataLoader is re-batched with
+    ``batch_size`` and the seeded order (see :func:`~unlearnkit.data.batches.loader_batches`);
+    any other torch Dataset is wrapped in a DataLoader. Batches are read by the default rule
+    (``(x, y)``, ``{"x", "y"}``, Hugging Face's ``labels``) or by the rule of a
+    :class:`~unlearnkit.data.batches.Batches`. Inputs keep their dtype.
     """
     if isinstance(data, ArrayDataset):
         n = len(data)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         x, y = data.x, data.y
-        if device is not None and device.type != "cpu" and x.device != device:
-            x, y = x.to(device), y.to(device)
+        if device is not None and device.type != "cpu" and y.device != device:
+            x, y = to_device(x, device), y.to(device)
             order = order.to(device)
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            yield x[idx], y[idx]
+            yield take(x, idx), y[idx]
         return
-    loader = (
-        data
-        if isinstance(data, DataLoader)
-        else DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
-    )
-    for batch in loader:
-        x, y = _first_two(batch)
-        yield x.to(device) if device is not None else x, (
-            y.to(device) if device is not None else y
-        )
+    for x, y in loader_batches(data, batch_size, shuffle=shuffle, generator=generator):
+        yield to_device(x, device), (y.to(device) if device is not None else y)
 
 
 def data_size(data: Data) -> int:
@@ -292,8 +281,8 @@ def _notify(phase: str, epoch: int, model: nn.Module) -> None:
 
 
 def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The default loss: mean cross-entropy of ``model(x)`` against ``y``."""
-    return nn.functional.cross_entropy(model(x), y)
+    """The default loss: mean cross-entropy of the model's logits on ``x`` against ``y``."""
+    return nn.functional.cross_entropy(forward(model, x), y)
 
 
 def fit(
@@ -385,7 +374,7 @@ def predict(
     outs, labels = [], []
     with eval_mode(model):
         for x, y in iter_batches(data, batch_size, shuffle=False, device=dev):
-            outs.append(model(x).float().cpu())
+            outs.append(forward(model, x).float().cpu())
             labels.append(y.cpu())
     if not outs:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.int64)

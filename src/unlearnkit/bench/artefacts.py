@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearnkit.data.batches import to_device
 from unlearnkit.data.splits import Data, Split
+from unlearnkit.models.adapters import forward
 from unlearnkit.training import (
     EpochWatcher,
     accuracy,
@@ -106,7 +108,7 @@ def _first_correct(model: nn.Module, data: Data | None, device: Any
         for x, y in iter_batches(data, 256, shuffle=False):
             if first is None and len(y):
                 first = (0, x[0], int(y[0]))
-            pred = model(x.to(dev)).argmax(1).cpu()
+            pred = forward(model, to_device(x, dev)).argmax(1).cpu()
             hits = np.flatnonzero((pred == y.cpu()).numpy())
             if len(hits):
                 i = int(hits[0])

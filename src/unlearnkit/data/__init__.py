@@ -4,6 +4,7 @@ from unlearnkit.data import cifar as _cifar  # noqa: F401  (registers "cifar10",
 from unlearnkit.data import digits as _digits  # noqa: F401  (registers "digits")
 from unlearnkit.data import imagefolder as _imagefolder  # noqa: F401  (registers "imagefolder")
 from unlearnkit.data import mnist as _mnist  # noqa: F401  (registers "mnist", "fashion-mnist")
+from unlearnkit.data.batches import Batches
 from unlearnkit.data.containers import ArrayDataset, DataBundle
 from unlearnkit.data.registry import DATASETS, DatasetSpec, load_dataset, register_dataset
 from unlearnkit.data.splits import (
@@ -19,6 +20,7 @@ from unlearnkit.data.splits import (
 __all__ = [
     "DATASETS",
     "ArrayDataset",
+    "Batches",
     "Data",
     "DataBundle",
     "DatasetSpec",

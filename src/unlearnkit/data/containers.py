@@ -9,54 +9,66 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from unlearnkit.data import batches
+from unlearnkit.data.batches import Inputs, describe, first_tensor, num_samples, take
 from unlearnkit.exceptions import DataError, InvalidParameterError
 
 __all__ = ["ArrayDataset", "DataBundle"]
 
 
 class ArrayDataset(Dataset):
-    """Samples and integer labels held as two tensors.
+    """Samples and integer labels held in memory.
 
-    ``x`` is float32, shaped ``(N, C, H, W)`` for images or ``(N, D)`` for vectors, already
-    scaled the way the model consumes it; ``y`` is int64 of shape ``(N,)``. Indexing gives
-    ``(x[i], y[i])`` like :class:`torch.utils.data.TensorDataset`, and the training loop slices
-    the tensors directly, which is much faster than a DataLoader over single items.
+    ``x`` is the model's input for every sample (see :mod:`unlearnkit.data.batches`): a tensor
+    shaped ``(N, C, H, W)`` for images, ``(N, D)`` for vectors or ``(N, T)`` for token ids, or
+    a dict (keyword arguments) or tuple of such tensors. It keeps its dtype: float32 images,
+    float64 features and int64 token ids all stay what they are. ``y`` is int64 of shape
+    ``(N,)``. Indexing gives ``(x[i], y[i])`` like :class:`torch.utils.data.TensorDataset`, and
+    the training loop slices the tensors directly, which is much faster than a DataLoader over
+    single items.
     """
 
-    def __init__(self, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> None:
-        x = torch.as_tensor(x)
+    def __init__(self, x: Inputs | np.ndarray, y: torch.Tensor | np.ndarray) -> None:
+        if isinstance(x, np.ndarray):
+            x = torch.as_tensor(x)
         y = torch.as_tensor(y)
-        if x.ndim < 2:
+        for t in batches._tensors(x) if not isinstance(x, torch.Tensor) else [x]:
+            if t.ndim < 1 or len(t) != len(y):
+                raise DataError(
+                    f"Inputs must hold one row per label: got {describe(x)} and "
+                    f"{len(y) if y.ndim else 0} labels.")
+        if isinstance(x, torch.Tensor) and x.ndim < 2:
             raise DataError(f"Samples must have a batch dimension; got shape {tuple(x.shape)}.")
-        if y.ndim != 1 or len(y) != len(x):
+        if y.ndim != 1 or (y.is_floating_point() and not bool((y == y.round()).all())):
             raise DataError(
-                f"Labels must be one per sample: got {len(x)} samples and labels of shape "
-                f"{tuple(y.shape)}."
+                f"Labels must be one integer per sample: got {num_samples(x)} samples and "
+                f"labels of shape {tuple(y.shape)}."
             )
-        self.x = x.float() if not torch.is_floating_point(x) else x.to(torch.float32)
+        self.x: Inputs = x
         self.y = y.to(torch.int64)
 
     def __len__(self) -> int:
         return len(self.y)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[index], self.y[index]
+    def __getitem__(self, index: int) -> tuple[Inputs, torch.Tensor]:
+        return take(self.x, index), self.y[index]
 
     def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> ArrayDataset:
         """The samples at ``indices``, in that order (a copy)."""
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        return ArrayDataset(self.x[idx], self.y[idx])
+        return ArrayDataset(take(self.x, idx), self.y[idx])
 
     def of_classes(self, classes: Sequence[int], *, keep: bool = True) -> ArrayDataset:
         """The samples whose label is (``keep=True``) or is not (``keep=False``) in ``classes``."""
         mask = torch.isin(self.y, torch.as_tensor(list(classes), dtype=torch.int64))
         if not keep:
             mask = ~mask
-        return ArrayDataset(self.x[mask], self.y[mask])
+        return ArrayDataset(take(self.x, mask), self.y[mask])
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
-        return tuple(self.x.shape[1:])
+        """The shape of one sample (of the first tensor, for a dict or tuple input)."""
+        return tuple(first_tensor(self.x).shape[1:])
 
     def __repr__(self) -> str:
         return f"ArrayDataset(n={len(self)}, sample_shape={self.sample_shape})"
@@ -94,7 +106,7 @@ class DataBundle:
             y = data.y.numpy()
             keep = np.sort(np.concatenate([np.flatnonzero(y == c)[:n]
                                            for c in range(self.num_classes)]))
-            return ArrayDataset(data.x[keep], data.y[keep])
+            return ArrayDataset(take(data.x, torch.as_tensor(keep)), data.y[keep])
 
         return DataBundle(self.name, first(self.train, train, "training"),
                           first(self.test, test, "test"), self.class_names,

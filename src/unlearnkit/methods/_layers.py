@@ -23,6 +23,7 @@ from unlearnkit.data.splits import Data
 from unlearnkit.exceptions import ModelError
 from unlearnkit.methods._finetuning import OPTIMIZERS
 from unlearnkit.methods.base import Request, hp
+from unlearnkit.models.adapters import forward
 from unlearnkit.training import Recipe, eval_mode, fit, iter_batches
 
 __all__ = [
@@ -110,7 +111,7 @@ def train_layers(
     def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         for m in stateful:  # fit() has put the whole model in train mode
             m.training = False
-        return F.cross_entropy(net(x), y)
+        return F.cross_entropy(forward(net, x), y)
 
     try:
         fit(model, data, recipe, seed=request.seed, device=request.device, loss_fn=loss_fn,
@@ -128,7 +129,7 @@ def model_outputs(model: nn.Module, data: Data, *, device: torch.device,
     """The number of outputs (classes) of ``model``, from one forward pass on ``data``."""
     for x, _ in iter_batches(data, 8, shuffle=False, device=device):
         with eval_mode(model):
-            out = model(x)
+            out = forward(model, x)
         if out.ndim != 2:
             raise ModelError(
                 f"{method}: the model must output logits shaped (batch, classes); got shape "

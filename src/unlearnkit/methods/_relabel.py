@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from unlearnkit.data.batches import take
 from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.data.splits import Data
 from unlearnkit.exceptions import DataError, InvalidParameterError
+from unlearnkit.models.adapters import forward
 from unlearnkit.models.info import ModelInfo
 from unlearnkit.training import eval_mode, iter_batches
 
@@ -53,7 +55,7 @@ def num_outputs(
         return int(info.num_classes)
     for x, _ in iter_batches(data, 8, shuffle=False, device=device):
         with eval_mode(model):
-            return int(model(x[:1]).shape[-1])
+            return int(forward(model, take(x, slice(0, 1))).shape[-1])
     raise DataError("Cannot count the classes of an empty data set.")
 
 

@@ -10,6 +10,7 @@ from torch import nn
 from unlearnkit.data.splits import Data
 from unlearnkit.methods._distill import distill_kl, frozen_copy, mix, take
 from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.models.adapters import forward
 from unlearnkit.models.registry import fresh_copy
 from unlearnkit.training import Recipe, data_size, fit, seeded
 
@@ -101,7 +102,7 @@ class BadTeacher(UnlearningMethod):
         def loss(student: nn.Module, x: torch.Tensor, tag: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 target = torch.where(tag.view(-1, 1).bool(), incompetent(x), competent(x))
-            return distill_kl(target, student(x), self.temperature)
+            return distill_kl(target, forward(student, x), self.temperature)
 
         recipe = Recipe(epochs=self.epochs, lr=self.lr, optimizer="adam", weight_decay=0.0,
                         batch_size=self.batch_size, schedule="constant")

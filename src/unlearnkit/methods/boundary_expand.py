@@ -17,6 +17,7 @@ from unlearnkit.methods._layers import (
     widen_head,
 )
 from unlearnkit.methods.base import Request, UnlearningMethod, register_method
+from unlearnkit.models.adapters import forward
 from unlearnkit.training import fit
 
 __all__ = ["BoundaryExpand"]
@@ -88,7 +89,7 @@ class BoundaryExpand(ForgetFineTuning, UnlearningMethod):
                 "outputs as the model.")
 
         def to_shadow(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(net(x), torch.full_like(y, classes))
+            return F.cross_entropy(forward(net, x), torch.full_like(y, classes))
 
         fit(model, request.forget, self.forget_recipe(), seed=request.seed,
             device=request.device, loss_fn=to_shadow, progress=request.progress,

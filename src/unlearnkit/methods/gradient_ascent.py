@@ -10,6 +10,7 @@ from torch import nn
 
 from unlearnkit.methods._finetuning import OPTIMIZERS
 from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.models.adapters import forward
 from unlearnkit.training import Recipe, fit
 
 __all__ = ["GradientAscent", "ascent_loss"]
@@ -17,7 +18,7 @@ __all__ = ["GradientAscent", "ascent_loss"]
 
 def ascent_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The loss that gradient ascent *descends*: ``-CE(model(x), y)``."""
-    return -F.cross_entropy(model(x), y)
+    return -F.cross_entropy(forward(model, x), y)
 
 
 @register_method

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from unlearnkit.data.splits import Data
 from unlearnkit.methods._finetuning import OPTIMIZERS
 from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.models.adapters import forward
 from unlearnkit.training import Recipe, data_size, fit, iter_batches
 
 __all__ = ["NegGradPlus", "cycle_batches", "neggrad_plus_loss"]
@@ -33,10 +34,10 @@ def neggrad_plus_loss(
     loss = None
     if alpha != 0.0:
         x, y = retain
-        loss = alpha * F.cross_entropy(model(x), y)
+        loss = alpha * F.cross_entropy(forward(model, x), y)
     if alpha != 1.0:
         x, y = forget
-        term = (1.0 - alpha) * F.cross_entropy(model(x), y)
+        term = (1.0 - alpha) * F.cross_entropy(forward(model, x), y)
         loss = -term if loss is None else loss - term
     assert loss is not None
     return loss

@@ -14,6 +14,7 @@ from unlearnkit.exceptions import ModelError
 from unlearnkit.methods._finetuning import OPTIMIZERS
 from unlearnkit.methods._relabel import random_other_labels
 from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.models.adapters import forward
 from unlearnkit.training import Recipe, iter_batches, make_optimizer
 
 __all__ = ["RandomLabel"]
@@ -76,7 +77,7 @@ class RandomLabel(UnlearningMethod):
 
         def step(x: torch.Tensor, y: torch.Tensor, *, relabel: bool, epoch: int) -> None:
             optimizer.zero_grad(set_to_none=True)
-            out = model(x)
+            out = forward(model, x)
             target = random_other_labels(y, out.shape[-1], gen) if relabel else y
             loss = F.cross_entropy(out, target)
             if not torch.isfinite(loss):

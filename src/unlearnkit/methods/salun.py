@@ -12,6 +12,7 @@ from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.importance import importances, top_fraction
 from unlearnkit.methods._relabel import as_tensors, num_outputs, random_other_labels
 from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.models.adapters import forward
 from unlearnkit.training import Recipe, fit
 
 __all__ = ["SalUn", "saliency_mask"]
@@ -111,7 +112,7 @@ class SalUn(UnlearningMethod):
             is_forget = y < 0
             true = torch.where(is_forget, -y - 1, y)
             target = torch.where(is_forget, random_other_labels(true, classes, gen), true)
-            loss = F.cross_entropy(net(x), target)
+            loss = F.cross_entropy(forward(net, x), target)
             if decay:
                 loss = loss + 0.5 * decay * sum((params[n] ** 2).sum() for n in masked)
             return loss

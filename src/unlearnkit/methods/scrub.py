@@ -20,6 +20,7 @@ from unlearnkit.methods._distill import (
 )
 from unlearnkit.methods._finetuning import OPTIMIZERS
 from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.models.adapters import forward
 
 __all__ = ["SCRUB"]
 
@@ -100,7 +101,7 @@ class SCRUB(UnlearningMethod):
         """One pass over D_f maximising ``KL_T(teacher || student)``; returns the mean KL."""
         def away(s: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                t = teacher(x)
+                t = forward(teacher, x)
             return -distill_kl(t, s(x), self.temperature)
 
         with train_mode(student):
@@ -114,7 +115,7 @@ class SCRUB(UnlearningMethod):
         """One pass over D_r minimising ``gamma * CE + alpha * KL_T``; returns the mean loss."""
         def close(s: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                t = teacher(x)
+                t = forward(teacher, x)
             out = s(x)
             return (self.gamma * F.cross_entropy(out, y)
                     + self.alpha * distill_kl(t, out, self.temperature))

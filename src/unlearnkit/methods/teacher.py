@@ -11,6 +11,7 @@ from torch import nn
 
 from unlearnkit.methods._finetuning import OPTIMIZERS, FineTuning
 from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.models.adapters import forward
 from unlearnkit.models.registry import fresh_copy
 from unlearnkit.training import Recipe, eval_mode, fit
 
@@ -68,8 +69,8 @@ class StochasticTeacher(FineTuning, UnlearningMethod):
 
         def to_teacher(student: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                t = teacher(x)
-            return kl_to(t, student(x))
+                t = forward(teacher, x)
+            return kl_to(t, forward(student, x))
 
         forget_recipe = Recipe(epochs=self.forget_epochs, lr=self.forget_lr,
                                optimizer=self.forget_optimizer, momentum=self.momentum,
@@ -81,7 +82,7 @@ class StochasticTeacher(FineTuning, UnlearningMethod):
         def rebuild(student: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             with torch.no_grad(), eval_mode(original):
                 o = original(x)
-            out = student(x)
+            out = forward(student, x)
             return F.cross_entropy(out, y) + self.alpha * kl_to(o, out)
 
         if self.epochs > 0:
