@@ -13,7 +13,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.unlearnkit-installed
 
-.PHONY: setup browser demo test lint clean
+.PHONY: setup browser demo test conformance lint clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,10 @@ demo: $(STAMP)
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# every method on every model kind of the test zoo (tests/zoo.py), both scenarios: ok or refused
+conformance: $(STAMP)
+	$(BIN)/python tests/zoo.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -4,9 +4,10 @@ Every registered method, including those added after this file was written, is c
 rules that every caller relies on: same architecture out, input untouched, deterministic under a
 seed, clear errors on bad input, declared capabilities honoured, provenance recorded.
 
-Methods run at cheap settings, changed only through their declared hyper-parameters: the
-``CHEAP`` table for the methods known today, and for any other method every declared
-``*epochs`` hyper-parameter set to 1.
+Methods run at cheap settings, changed only through their declared hyper-parameters
+(``zoo.cheap_params``: every declared ``*epochs`` hyper-parameter set to 1, then the ``CHEAP``
+table of the methods known today). ``tests/test_conformance.py`` runs the same methods on every
+model kind of the zoo.
 """
 
 from __future__ import annotations
@@ -21,22 +22,9 @@ import torch
 
 import unlearnkit as uk
 from unlearnkit.exceptions import InvalidParameterError, ModelError, UnsupportedScenarioWarning
+from zoo import cheap_params
 
 METHOD_NAMES = uk.METHODS.names()
-
-#: Cheap settings of the methods known today (keys must be declared hyper-parameters).
-CHEAP: dict[str, dict] = {
-    "finetune": {"epochs": 1},
-    "perturb": {"epochs": 1},
-    "teacher": {"epochs": 1, "forget_epochs": 1},
-    "retrain": {"epochs": 1},
-    # alpha 10 cannot select anything when the forget set is a tenth of the data (ssd warns)
-    "ssd": {"alpha": 5.0},
-    "lf-ssd": {"alpha": 5.0},
-    # the contract MLP has 2 layers: k=1 exercises the freezing (k=3 would train them all)
-    "cf-k": {"k": 1},
-    "eu-k": {"k": 1},
-}
 
 #: Methods whose result depends on the seed by design (noise, random init, random teacher).
 RANDOM_METHODS = {"perturb", "retrain", "teacher", "eu-k", "boundary-expand", "random-label",
@@ -45,22 +33,6 @@ RANDOM_METHODS = {"perturb", "retrain", "teacher", "eu-k", "boundary-expand", "r
 
 def _cls(name: str) -> type[uk.UnlearningMethod]:
     return uk.METHODS.get(name)
-
-
-def cheap_params(name: str) -> dict:
-    """Cheap settings derived from the declared hyper-parameters, then the CHEAP table."""
-    hps = {h.name: h for h in _cls(name).hyperparameters()}
-    params = {
-        h.name: 1
-        for h in hps.values()
-        if h.name.endswith("epochs") and h.type == "int" and isinstance(h.default, int)
-        and h.default > 1
-    }
-    extra = CHEAP.get(name, {})
-    undeclared = set(extra) - set(hps)
-    assert not undeclared, f"CHEAP[{name!r}] names undeclared hyper-parameters {undeclared}"
-    params.update(extra)
-    return params
 
 
 def cheap_method(name: str) -> uk.UnlearningMethod:

@@ -1,8 +1,10 @@
-"""Reference tests of the importances: hooks == torch.func == per-sample loop, and the cache."""
+"""Reference tests of the importances: hooks == torch.func == per-sample loop, the automatic
+choice among them, inputs of every form (token ids, dicts), and the cache."""
 
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -13,7 +15,15 @@ from torch.utils.data import TensorDataset
 import unlearnkit as uk
 import unlearnkit.importance as imp
 from unlearnkit._cache import cache_root
-from unlearnkit.importance import cached_importances, importances
+from unlearnkit.exceptions import ImplementationFallbackWarning, UnsupportedModelError
+from unlearnkit.importance import (
+    auto,
+    cached_importances,
+    importance_cache_key,
+    importances,
+    per_sample_gradients,
+)
+from unlearnkit.importance import hooks as hooks_module
 
 
 def assert_close(a: dict, b: dict, rtol: float = 1e-4) -> None:
@@ -28,12 +38,28 @@ def subset(digits) -> uk.ArrayDataset:
     return digits.train.subset(np.arange(96))
 
 
+def _refuse_fallback(monkeypatch) -> None:
+    """Make any use of vmap or of the loop instead of the hooks fail the test."""
+    def refused(*args, **kwargs):
+        raise AssertionError("fell back from the hooks")
+
+    monkeypatch.setattr(hooks_module, "fisher_vmap", refused)
+    monkeypatch.setattr(hooks_module, "vmap_grads", refused)
+    for table in (auto.FISHER, auto.PER_SAMPLE_GRADS):
+        monkeypatch.setitem(table, "vmap", refused)
+        monkeypatch.setitem(table, "loop", refused)
+
+
+def _fallbacks(caught) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, ImplementationFallbackWarning)]
+
+
 @pytest.mark.parametrize("fixture", ["mlp_model", "cnn_model"])
 def test_fisher_implementations_agree(request, fixture, subset, monkeypatch):
     model = copy.deepcopy(request.getfixturevalue(fixture)).cpu()  # CPU: exact float32
     out = {impl: importances(model, subset, batch_size=40, implementation=impl)
            for impl in ("loop", "vmap")}
-    monkeypatch.setattr(imp, "_fisher_vmap", None)  # the hooks must not fall back
+    _refuse_fallback(monkeypatch)  # the default (auto) uses the hooks
     out["hooks"] = importances(model, subset, batch_size=40)
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     assert set(out["loop"]) == names
@@ -80,7 +106,7 @@ def test_hooks_cover_norm_conv_and_fallback_layers(subset, monkeypatch):
     ref = importances(model, data, implementation="loop")
     assert_close(importances(model, data, implementation="vmap"), ref)
 
-    monkeypatch.setattr(imp, "_fisher_vmap", None)  # the hooks must not fall back
+    _refuse_fallback(monkeypatch)
     assert_close(importances(model, data, batch_size=20), ref)
     assert model.training  # flags restored
 
@@ -97,9 +123,11 @@ def test_hooks_fall_back_when_a_parameter_is_used_outside_its_module(subset):
 
     torch.manual_seed(0)
     model = Outside()
-    with pytest.warns(UserWarning, match="torch.func"):
-        got = importances(model, subset)
+    with pytest.warns(ImplementationFallbackWarning, match="torch.func"):
+        got = importances(model, subset, implementation="hooks")
     assert_close(got, importances(model, subset, implementation="loop"))
+    with pytest.warns(ImplementationFallbackWarning, match="using torch.func.vmap"):
+        assert_close(importances(model, subset), got)  # auto: vmap, said once
 
 
 def test_module_called_twice_sums_per_sample_gradients_first(subset):
@@ -180,6 +208,161 @@ def test_frozen_parameters_are_left_out(mlp_model, subset):
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert list(out) == names
     assert_close(out, importances(model, subset, implementation="loop"))
+
+
+# ---------------------------------------------------------------------------- inputs, auto
+VOCAB = 11
+
+
+def _tokens(n: int = 24, length: int = 7, classes: int = 4) -> uk.ArrayDataset:
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, VOCAB, (n, length), generator=gen)
+    return uk.ArrayDataset(ids, torch.randint(0, classes, (n,), generator=gen))
+
+
+class _TextGRU(nn.Module):
+    """nn.Embedding and nn.GRU on int64 token ids: neither the hooks nor vmap read the GRU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, 6)
+        self.gru = nn.GRU(6, 5, batch_first=True)
+        self.fc = nn.Linear(5, 4)
+
+    def forward(self, ids):
+        _, h = self.gru(self.embed(ids))
+        return self.fc(h[-1])
+
+
+class _TextCNN(nn.Module):
+    """nn.Embedding and nn.Conv1d on token ids: the hooks read both (by per-module vmap)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, 6)
+        self.conv = nn.Conv1d(6, 5, 3, padding=1)
+        self.fc = nn.Linear(5, 4)
+
+    def forward(self, ids):
+        return self.fc(torch.relu(self.conv(self.embed(ids).transpose(1, 2))).amax(2))
+
+
+class _Output:
+    """What a Hugging Face model returns: an object with the logits under ``.logits``."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.logits = logits
+
+
+class _DictModel(nn.Module):
+    """Called as ``model(input_ids=..., attention_mask=...)``, both int64, like a BERT."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, 8)
+        self.norm = nn.LayerNorm(8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.norm(self.embed(input_ids))
+        mask = attention_mask.unsqueeze(-1).to(h.dtype)
+        return _Output(self.fc((h * mask).sum(1) / mask.sum(1).clamp(min=1.0)))
+
+
+def _dict_data() -> uk.ArrayDataset:
+    tokens = _tokens()
+    lengths = torch.arange(len(tokens)) % tokens.x.shape[1] + 1
+    mask = (torch.arange(tokens.x.shape[1]) < lengths[:, None]).long()
+    return uk.ArrayDataset({"input_ids": tokens.x, "attention_mask": mask}, tokens.y)
+
+
+def test_gru_on_token_ids_uses_the_loop_and_says_so_once(monkeypatch):
+    monkeypatch.setattr(auto, "_ANNOUNCED", set())
+    torch.manual_seed(0)
+    model, data = _TextGRU(), _tokens()
+    assert data.x.dtype == torch.int64
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = importances(model, data, batch_size=10)
+        second = importances(model, data, batch_size=10, implementation="auto")
+    (message,) = _fallbacks(caught)
+    assert "nn.GRU ('gru')" in message and "per-sample loop" in message
+    assert "hooks" in message and "vmap" in message
+    ref = importances(model, data, batch_size=10, implementation="loop")
+    assert_close(first, ref, rtol=1e-5)
+    assert_close(second, ref, rtol=1e-5)
+    assert set(ref) == {n for n, _ in model.named_parameters()}
+    grads = torch.cat(list(per_sample_gradients(model, data, batch_size=10)))
+    assert grads.shape == (len(data), sum(p.numel() for p in model.parameters()))
+
+
+def test_an_implementation_asked_for_that_cannot_run_is_refused_clearly():
+    torch.manual_seed(0)
+    model, data = _TextGRU(), _tokens()
+    for impl in ("vmap", "hooks"):  # the hooks fall back to vmap, which cannot batch a GRU
+        with pytest.raises(UnsupportedModelError, match=r"nn\.GRU.*implementation='loop'"):
+            importances(model, data, implementation=impl)
+
+
+def test_token_ids_are_read_by_the_hooks(monkeypatch):
+    torch.manual_seed(0)
+    model, data = _TextCNN(), _tokens()
+    ref = importances(model, data, batch_size=10, implementation="loop")
+    assert_close(importances(model, data, batch_size=10, implementation="vmap"), ref)
+    _refuse_fallback(monkeypatch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert_close(importances(model, data, batch_size=10), ref)
+    assert _fallbacks(caught) == []
+
+
+@pytest.mark.parametrize("mode", ["fisher", "output-norm"])
+def test_dict_inputs_agree_across_implementations(mode, monkeypatch):
+    torch.manual_seed(0)
+    model, data = _DictModel(), _dict_data()
+    out = {impl: importances(model, data, mode=mode, batch_size=10, implementation=impl)
+           for impl in ("loop", "vmap")}
+    grads = {impl: torch.cat(list(per_sample_gradients(model, data, batch_size=10,
+                                                       implementation=impl)))
+             for impl in ("loop", "vmap")}
+    _refuse_fallback(monkeypatch)
+    out["hooks"] = importances(model, data, mode=mode, batch_size=10, implementation="hooks")
+    grads["hooks"] = torch.cat(list(per_sample_gradients(model, data, batch_size=10,
+                                                         implementation="hooks")))
+    assert_close(out["hooks"], out["loop"])
+    assert_close(out["vmap"], out["loop"])
+    assert all(float(v.abs().sum()) > 0 for v in out["loop"].values())
+    for impl in ("hooks", "vmap"):
+        torch.testing.assert_close(grads[impl], grads["loop"], rtol=1e-4, atol=1e-6)
+
+
+def test_cache_keys_of_token_and_dict_inputs():
+    model = _DictModel()
+    data = _dict_data()
+    key = importance_cache_key(model, data, mode="fisher")
+    assert key is not None
+    # the dict's order and the samples' order do not matter; another token does
+    swapped = uk.ArrayDataset({"attention_mask": data.x["attention_mask"],
+                               "input_ids": data.x["input_ids"]}, data.y)
+    assert importance_cache_key(model, swapped, mode="fisher") == key
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(1))
+    assert importance_cache_key(model, data.subset(perm), mode="fisher") == key
+    assert importance_cache_key(model, data.subset(perm), mode="batch-squared-grad") != (
+        importance_cache_key(model, data, mode="batch-squared-grad"))
+    changed = {k: v.clone() for k, v in data.x.items()}
+    changed["input_ids"][0, 0] = (changed["input_ids"][0, 0] + 1) % VOCAB
+    assert importance_cache_key(model, uk.ArrayDataset(changed, data.y), mode="fisher") != key
+    cnn, tokens = _TextCNN(), _tokens()
+    token_key = importance_cache_key(cnn, tokens, mode="fisher")
+    other = tokens.x.clone()
+    other[-1, -1] = (other[-1, -1] + 1) % VOCAB
+    assert importance_cache_key(cnn, uk.ArrayDataset(other, tokens.y), mode="fisher") != token_key
+    as_int32 = uk.ArrayDataset(tokens.x.int(), tokens.y)
+    assert importance_cache_key(cnn, as_int32, mode="fisher") != token_key
+    first = cached_importances(model, data, batch_size=10)
+    again = cached_importances(model, swapped, batch_size=7, implementation="loop")
+    assert len(_files()) == 1  # the implementation is not part of the key
+    assert all(torch.equal(first[k], again[k]) for k in first)
 
 
 # ---------------------------------------------------------------------------- cache

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import unlearnkit as uk
+from unlearnkit._cache import cache_root
 from unlearnkit.importance import (
     importances,
     per_sample_gradients,
@@ -139,7 +140,8 @@ def test_lf_ssd_reads_no_label(mlp_model, random_split):
     assert all(torch.equal(p, q) for p, q, _ in pairs)
     assert any(not torch.equal(p, o) for p, _, o in pairs)  # it did dampen something
     assert LFSSD().params() == {"alpha": 10.0, "lambd": 1.0, "importance": "output-norm",
-                                "batch_size": 64, "reference": "train"}
+                                "batch_size": 64, "reference": "train",
+                                "implementation": "auto"}
 
 
 # --------------------------------------------------------------------- Fisher forgetting
@@ -244,15 +246,54 @@ def test_influence_subsamples_the_retain_set_by_seed():
                                                      strict=True))
 
 
+# ------------------------------------------------------------ per-sample implementations
+PER_SAMPLE_METHODS = ["ssd", "lf-ssd", "fisher-mask", "fisher-forgetting", "influence"]
+
+
+@pytest.mark.filterwarnings("ignore::unlearnkit.exceptions.UnsupportedScenarioWarning")
+@pytest.mark.parametrize("name", PER_SAMPLE_METHODS)
+def test_the_implementation_is_passed_through_and_agrees(name, monkeypatch):
+    from unlearnkit.importance import auto
+
+    used: list[str] = []
+    for table in (auto.FISHER, auto.PER_SAMPLE_GRADS):
+        for impl, fn in list(table.items()):
+            monkeypatch.setitem(table, impl, lambda *a, _i=impl, _f=fn, **k:
+                                used.append(_i) or _f(*a, **k))
+    model, forget, retain = _mlp(), _data(6, 1), _data(20, 2)
+    params = {"ssd": {"alpha": 2.0}, "lf-ssd": {"alpha": 2.0},
+              "fisher-mask": {"epochs": 0}}.get(name, {})
+    out = {}
+    for impl in ("hooks", "vmap", "loop"):
+        for f in (cache_root() / "importance").glob("*.safetensors"):
+            f.unlink()  # computed by this implementation, not read from the cache
+        used.clear()
+        method = uk.get_method(name, implementation=impl, **params)
+        out[impl] = method.unlearn(model, forget=forget, retain=retain, seed=0)
+        assert used and set(used) == {impl}
+    for impl in ("hooks", "vmap"):
+        for p, q in zip(out[impl].parameters(), out["loop"].parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", PER_SAMPLE_METHODS)
+def test_an_unknown_implementation_is_refused(name):
+    with pytest.raises(uk.InvalidParameterError,
+                       match=rf"'implementation' parameter of '{name}' must be one of"):
+        uk.get_method(name, implementation="magic")
+    assert uk.get_method(name).implementation == "auto"
+
+
 # -------------------------------------------------------------------------- registry
 def test_registered_with_the_documented_defaults():
     assert uk.get_method("salun").params() == {
         "threshold": 0.5, "epochs": 10, "lr": 0.013, "momentum": 0.9, "weight_decay": 5e-4,
         "batch_size": 256}
     assert uk.get_method("fisher-forgetting").params() == {"alpha": 1e-6,
-                                                           "class_correction": True}
+                                                           "class_correction": True,
+                                                           "implementation": "auto"}
     assert uk.get_method("influence").params() == {"alpha": 0.2, "samples": 1000,
-                                                   "damping": 1.0}
+                                                   "damping": 1.0, "implementation": "auto"}
     assert isinstance(uk.get_method("lf-ssd"), LFSSD)
     with pytest.raises(uk.InvalidParameterError, match="'importance' parameter of 'lf-ssd'"):
         LFSSD(importance="fisher")

@@ -58,12 +58,13 @@ def small_class(digits):
 def test_layers_in_module_order_mlp_cnn_resnet():
     mlp = uk.build_model("mlp", num_classes=10, input_shape=SHAPE, hidden=(16, 8))
     assert _names(parameterised_layers(mlp)) == ["net.1", "net.3", "net.5"]
-    assert _names(last_layers(mlp, 2)) == ["net.3", "net.5"]
+    x = torch.zeros(2, *SHAPE)
+    assert _names(last_layers(mlp, 2, x)) == ["net.3", "net.5"]
 
     cnn = uk.build_model("cnn", num_classes=10, input_shape=SHAPE, channels=(4, 8), hidden=8)
     assert _names(parameterised_layers(cnn)) == [
         "features.0", "features.2", "features.5", "features.7", "classifier.1", "classifier.3"]
-    assert _names(last_layers(cnn, 3)) == ["features.7", "classifier.1", "classifier.3"]
+    assert _names(last_layers(cnn, 3, x)) == ["features.7", "classifier.1", "classifier.3"]
 
     resnet = uk.build_model("resnet18", num_classes=10, input_shape=SHAPE, width=0.0625)
     names = _names(parameterised_layers(resnet))
@@ -73,14 +74,14 @@ def test_layers_in_module_order_mlp_cnn_resnet():
                          "layer1.0.bn2"]
     assert names[names.index("layer2.0.bn2") + 1 :][:2] == ["layer2.0.shortcut.0",
                                                             "layer2.0.shortcut.1"]
-    assert _names(last_layers(resnet, 3)) == ["layer4.1.conv2", "layer4.1.bn2", "fc"]
+    assert _names(last_layers(resnet, 3, x)) == ["layer4.1.conv2", "layer4.1.bn2", "fc"]
     # every parameter belongs to exactly one layer
     owned = [p for _, m in parameterised_layers(resnet) for p in m.parameters(recurse=False)]
     assert len(owned) == len(list(resnet.parameters()))
     assert {id(p) for p in owned} == {id(p) for p in resnet.parameters()}
 
     with pytest.warns(UserWarning, match="only 3 parameterised layers"):
-        assert _names(last_layers(mlp, 5)) == ["net.1", "net.3", "net.5"]
+        assert _names(last_layers(mlp, 5, x)) == ["net.1", "net.3", "net.5"]
 
 
 @pytest.mark.parametrize("name", ["cf-k", "eu-k"])
@@ -240,7 +241,7 @@ def test_boundary_expand_is_widen_train_narrow(mlp_model, class_split):
         k: v.shape for k, v in before.items()}
     # the rule by hand: shadow unit (seeded), every weight trained towards class 10, unit removed
     by_hand = copy.deepcopy(mlp_model)
-    _, head = find_head(by_hand, 10)
+    _, head = find_head(by_hand, class_split.forget.x[:2])
     with seeded(0):
         widen_head(head)
     fit(by_hand, class_split.forget, method.forget_recipe(), seed=0,
@@ -269,14 +270,14 @@ class _Take(nn.Module):
 
 
 @pytest.mark.parametrize(("model", "match"), [
-    # no Linear at all: a fully convolutional classifier
+    # no Linear at all: a fully convolutional classifier, whose logits a reshape makes
     (nn.Sequential(nn.Conv2d(1, 10, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-     r"classifier head.*out_features == 10.*Linear layers found: none"),
+     r"logits are not the output of a layer.*flatten after the last layer, '0'"),
     # a Linear with 10 outputs whose extra unit never reaches the output
     (nn.Sequential(nn.Flatten(), nn.Linear(64, 10), _Take(10)), r"not the classifier head"),
-    # a Linear with 10 outputs followed by a layer that needs exactly 10 inputs
+    # a Linear with 10 outputs followed by a layer: that layer outputs the logits
     (nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.LayerNorm(10)),
-     r"not the classifier head"),
+     r"classifier head that is not an nn.Linear.*'2', a LayerNorm"),
 ])
 def test_boundary_expand_refuses_a_model_without_a_head(model, match, class_split):
     before = _state(model)

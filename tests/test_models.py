@@ -133,8 +133,12 @@ def test_fresh_copy_of_users_module():
         def forward(self, x):
             return x * self.w
 
-    with pytest.raises(ModelError, match="reset_parameters"):
-        fresh_copy(Scale())
+    # no initialiser: the fallback draws it, with a warning that names it
+    scale = Scale()
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match=r"'w'.*trunc_normal_\(std=0\.02\).*model_factory"):
+        drawn = fresh_copy(scale)
+    assert not torch.equal(drawn.w, scale.w) and float(drawn.w.detach().abs().max()) < 0.1
     mine = nn.Sequential(nn.Linear(4, 3))
     new = fresh_copy(mine)
     assert uk.get_info(new) is None

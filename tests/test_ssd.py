@@ -112,6 +112,30 @@ def test_reference_importances_are_cached(mlp_model, class_split, monkeypatch):
         assert torch.equal(p, q)
 
 
+@pytest.mark.parametrize("reference", ["train", "retain"])
+def test_every_implementation_gives_the_same_model(mlp_model, random_split, monkeypatch,
+                                                   reference):
+    asked = []
+    real = ssd_module.importance_sums
+    monkeypatch.setattr(ssd_module, "importance_sums",
+                        lambda model, data, **k: asked.append(k["implementation"])
+                        or real(model, data, **k))
+    out = {}
+    for impl in ("hooks", "vmap", "loop"):
+        for f in (cache_root() / "importance").glob("*.safetensors"):
+            f.unlink()  # I_D computed by this implementation, not read from the cache
+        out[impl] = uk.unlearn(mlp_model, random_split, "ssd", alpha=2.0, reference=reference,
+                               implementation=impl, device="cpu")
+        assert asked == [impl, impl]
+        asked.clear()
+    changed = [not torch.equal(p, q)
+               for p, q in zip(out["loop"].parameters(), mlp_model.parameters(), strict=True)]
+    assert any(changed)
+    for impl in ("hooks", "vmap"):
+        for p, q in zip(out[impl].parameters(), out["loop"].parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+
+
 def test_public_code_variant_uses_retain_then_forget_batches(mlp_model, random_split):
     full = uk.ArrayDataset(torch.cat([random_split.retain.x, random_split.forget.x]),
                            torch.cat([random_split.retain.y, random_split.forget.y]))
@@ -145,6 +169,8 @@ def test_user_datasets_are_not_cached_but_work(mlp_model, class_split):
     ({"importance": "ssd"}, r"must be one of \['fisher', 'batch-squared-grad'\]"),
     ({"reference": "test"}, "'reference'"),
     ({"batch_size": 0}, "'batch_size'"),
+    ({"implementation": "magic"},
+     r"'implementation' parameter of 'ssd' must be one of \['auto', 'hooks', 'vmap', 'loop'\]"),
 ])
 def test_bad_hyperparameters_are_explained(params, match):
     with pytest.raises(uk.InvalidParameterError, match=match):
@@ -157,5 +183,5 @@ def test_registered_with_paper_and_defaults():
     d = SSD.describe()
     assert "Selective Synaptic Dampening" in d["paper"]
     assert m.params() == {"alpha": 10.0, "lambd": 1.0, "importance": "fisher",
-                          "batch_size": 64, "reference": "train"}
+                          "batch_size": 64, "reference": "train", "implementation": "auto"}
     assert np.isclose(SSD(alpha=5).alpha, 5)

@@ -270,3 +270,22 @@ def test_resolve_device():
         assert resolve_device().type == "mps"
     else:
         assert resolve_device() == torch.device("cpu")
+
+
+def test_fit_leaves_a_frozen_batchnorm_backbone_as_it_was():
+    """A frozen backbone's running statistics do not drift while the head trains; a trainable
+    BatchNorm's do."""
+    torch.manual_seed(0)
+    frozen = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6))
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    model = torch.nn.Sequential(frozen, torch.nn.ReLU(), torch.nn.Linear(6, 6),
+                                torch.nn.BatchNorm1d(6), torch.nn.Linear(6, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = uk.ArrayDataset(torch.randn(32, 4) * 3 + 1, torch.randint(0, 2, (32,)))
+    uk.fit(model, data, uk.Recipe(epochs=2, batch_size=8))
+    after = model.state_dict()
+    for k in ("0.0.weight", "0.1.running_mean", "0.1.running_var", "0.1.num_batches_tracked"):
+        assert torch.equal(after[k], before[k]), k
+    assert not torch.equal(after["3.running_mean"], before["3.running_mean"])
+    assert model.training and frozen[1].training  # flags restored

@@ -26,6 +26,7 @@ from unlearnkit.evaluation import evaluate, score
 from unlearnkit.exceptions import (
     CheckpointError,
     DataError,
+    ImplementationFallbackWarning,
     InvalidParameterError,
     InvalidSplitError,
     ModelError,
@@ -57,6 +58,7 @@ __all__ = [
     "Data",
     "DataBundle",
     "DataError",
+    "ImplementationFallbackWarning",
     "InvalidParameterError",
     "InvalidSplitError",
     "ModelError",

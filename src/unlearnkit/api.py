@@ -107,6 +107,14 @@ def retrain(
     progress: bool = False,
     **recipe_changes: Any,
 ) -> nn.Module:
-    """The exact reference: ``model``'s architecture trained from scratch on ``split.retain``."""
+    """The exact reference: ``model``'s architecture trained from scratch on ``split.retain``.
+
+    ``**recipe_changes`` are the ``retrain`` method's hyper-parameters: recipe fields
+    (``epochs``, ``lr``...; ``None`` takes the original's), ``model_factory`` (a callable
+    ``() -> nn.Module`` building the fresh model your own way; default: the original's
+    trainable parameters re-initialised, frozen ones kept) and ``train_fn`` (a callable
+    ``(model, retain_data, *, seed, device) -> None`` training it in place; default:
+    unlearnkit's ``fit`` with the recipe). See :class:`unlearnkit.methods.retrain.Retrain`.
+    """
     return unlearn(model, split, "retrain", seed=seed, device=device, progress=progress,
                    **recipe_changes)

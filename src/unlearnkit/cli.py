@@ -335,7 +335,7 @@ def cmd_forget(args: argparse.Namespace) -> dict[str, Any]:
         "checkpoint": args.checkpoint,
         "out": str(path),
         "method": method.name,
-        "params": method.params(),
+        "params": method.json_params(),
         "seed": args.seed,
         "split": _split_summary(split, data),
         "retrained": args.retrained,

@@ -286,7 +286,7 @@ def compare_methods(
             cls = type(method)
             why = refusal(cls, split.scenario)
             if why is not None:
-                rows.append(_row(label, split, name, "skipped", params=method.params(),
+                rows.append(_row(label, split, name, "skipped", params=method.json_params(),
                                  reason=why))
                 say(f"[{label}] {name}: skipped ({why})")
                 continue
@@ -299,14 +299,14 @@ def compare_methods(
                     model = unlearn(original, split, method, seed=run_seed, device=device,
                                     progress=progress)
                 except UnlearnkitError as exc:
-                    rows.append(_row(label, split, name, "failed", params=method.params(),
+                    rows.append(_row(label, split, name, "failed", params=method.json_params(),
                                      reason=str(exc)))
                     say(f"[{label}]   failed: {exc}")
                     continue
             notes = list(dict.fromkeys(str(w.message) for w in caught))
             metrics = judge(model, lambda split=split, method=method: unlearned_pool(
                 original, split, method, n_models, device=device, progress=progress))
-            rows.append(_row(label, split, name, "ok", params=method.params(), metrics=metrics,
+            rows.append(_row(label, split, name, "ok", params=method.json_params(), metrics=metrics,
                              reference_forget_acc=ref_forget, warnings=notes,
                              checkpoint=save(model, name)))
             say(f"[{label}]   done in {_secs(metrics['seconds'])}")

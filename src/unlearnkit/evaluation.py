@@ -37,7 +37,7 @@ from torch import nn
 
 from unlearnkit import metrics as M
 from unlearnkit.data.splits import Data, Split
-from unlearnkit.exceptions import InvalidParameterError
+from unlearnkit.exceptions import InvalidParameterError, ModelError
 from unlearnkit.methods.base import get_method
 from unlearnkit.metrics.accuracy import accuracy_from_logits, speedup
 from unlearnkit.metrics.divergence import DEFAULT_GAP_KEYS
@@ -98,7 +98,33 @@ class Outputs:
         forget, retain = run(split.forget), run(split.retain)
         assert forget is not None and retain is not None
         test_forget = run(split.test_forget) if split.scenario == "class" else None
-        return cls(forget=forget, retain=retain, test=run(split.test), test_forget=test_forget)
+        out = cls(forget=forget, retain=retain, test=run(split.test), test_forget=test_forget)
+        out.check_width(split.num_classes)
+        return out
+
+    def check_width(self, num_classes: int | None) -> None:
+        """Raise :class:`ModelError` when the logits are not one column per class: a model with
+        more outputs than the data's classes would otherwise be scored without a word, and a
+        label beyond the last column would fail deep inside a metric."""
+        for part, pair in (("D_f", self.forget), ("D_r", self.retain), ("test", self.test)):
+            if pair is None or not len(pair[1]):
+                continue
+            logits, labels = pair
+            width = logits.shape[1] if logits.ndim == 2 else None
+            if width is None:
+                raise ModelError(
+                    f"The model's output on {part} is shaped {tuple(logits.shape)}; unlearnkit "
+                    "needs logits shaped (samples, classes).")
+            if num_classes is not None and width != num_classes:
+                raise ModelError(
+                    f"The model outputs {width} logits per sample but the data has "
+                    f"{num_classes} classes: the metrics would compare the wrong columns. "
+                    "Give a model whose output layer has one unit per class.")
+            top = int(labels.max())
+            if top >= width:
+                raise ModelError(
+                    f"{part} holds label {top} but the model outputs only {width} logits per "
+                    "sample: the model and the data do not match.")
 
     def non_members(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The held-out samples that D_f is told apart from by :func:`mia_loss_cv`: the test
@@ -368,7 +394,7 @@ def score(
                                                      **kw))
     else:
         m = get_method(method, **params)
-        name, hps = m.name, m.params()
+        name, hps = m.name, m.json_params()
         make = partial(unlearned_pool, original, split, m, n_models, **kw)
     reference = retrained_pool(original, split, n_models, **kw)
     pool = make()

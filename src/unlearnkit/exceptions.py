@@ -12,6 +12,7 @@ __all__ = [
     "DataError",
     "DownloadError",
     "DuplicateNameError",
+    "ImplementationFallbackWarning",
     "InvalidParameterError",
     "InvalidSplitError",
     "ModelError",
@@ -75,3 +76,9 @@ class UnsupportedModelError(ModelError):
 
 class UnsupportedScenarioWarning(UserWarning):
     """A method asked for a scenario it is not designed for (it runs, with no guarantee)."""
+
+
+class ImplementationFallbackWarning(UserWarning):
+    """Per-sample gradients computed by a slower implementation than the per-layer hooks
+    (torch.func's vmap, or a loop over samples), because the faster ones cannot read the
+    model; the message says which one and why."""

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from unlearnkit._cache import cache_root, hash_model, hash_tensors
-from unlearnkit.data.containers import ArrayDataset
+from unlearnkit.data.containers import ArrayDataset, join
 from unlearnkit.data.splits import Data, Split
 from unlearnkit.exceptions import InvalidParameterError
 from unlearnkit.methods.base import UnlearningMethod, get_method
@@ -351,7 +351,7 @@ def original_pool(
     """
     n = _check_n(n_models)
     recipe = _recipe_of(original)
-    train = _concat(split.retain, split.forget)
+    train = join(split.retain, split.forget)
     spec = _pool_spec(original, split, {"method": "original", "recipe": recipe.to_dict()},
                       weights=False)
 
@@ -388,7 +388,7 @@ def unlearned_pool(
     n = _check_n(n_models)
     m = get_method(method, **params)
     # retraining never reads the original's weights (only its architecture and recipe)
-    spec = _pool_spec(original, split, {"method": m.name, "params": m.params()},
+    spec = _pool_spec(original, split, {"method": m.name, "params": m.json_params()},
                       weights=m.name != "retrain")
 
     def make(seed: int, dev: torch.device) -> tuple[nn.Module, float]:
@@ -418,18 +418,6 @@ def _pool_spec(original: nn.Module, split: Split, extra: dict[str, Any], *, weig
     if weights:  # an unlearned pool starts from these very weights
         spec["original"] = hash_model(original)
     return spec
-
-
-def _concat(a: Data, b: Data) -> Data:
-    if isinstance(a, ArrayDataset) and isinstance(b, ArrayDataset):
-        return ArrayDataset(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]))
-    from torch.utils.data import ConcatDataset, Dataset
-
-    if isinstance(a, Dataset) and isinstance(b, Dataset):
-        return ConcatDataset([a, b])
-    raise InvalidParameterError(
-        "A pool of originals trains on D_r + D_f, so both must be datasets (not DataLoaders)."
-    )
 
 
 def original_cache_path(data: Any, *, arch: str, recipe: Recipe, seed: int = 0,

@@ -26,6 +26,7 @@ from unlearnkit.training import (
     model_device,
     resolve_device,
     seeded,
+    set_train,
 )
 
 __all__ = ["anamnesis", "relearn_steps"]
@@ -113,7 +114,7 @@ def relearn_steps(
             for x, y in iter_batches(
                 relearn_data, batch_size, shuffle=True, generator=gen, device=dev
             ):
-                work.train()
+                set_train(work)
                 optimizer.zero_grad(set_to_none=True)
                 loss = cross_entropy(work, x, y)
                 if not torch.isfinite(loss):

@@ -36,6 +36,7 @@ __all__ = [
     "predict",
     "resolve_device",
     "seeded",
+    "set_train",
     "train_mode",
     "warm_up",
     "watch_epochs",
@@ -170,7 +171,10 @@ def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
 @contextlib.contextmanager
 def _mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
     flags = [(m, m.training) for m in model.modules()]
-    model.train(training)
+    if training:
+        set_train(model)
+    else:
+        model.eval()
     try:
         yield model
     finally:
@@ -184,7 +188,8 @@ def eval_mode(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
 
 
 def train_mode(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
-    """Put ``model`` in train mode for a block, then restore each module's own flag."""
+    """Put ``model`` in train mode for a block (:func:`set_train`: frozen BatchNorm layers stay
+    in eval mode), then restore each module's own flag."""
     return _mode(model, True)
 
 
@@ -285,6 +290,25 @@ def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.T
     return nn.functional.cross_entropy(forward(model, x), y)
 
 
+def frozen_norms(model: nn.Module) -> list[nn.Module]:
+    """The BatchNorm layers whose affine parameters are all frozen (``requires_grad=False``):
+    :func:`fit` keeps them in eval mode, so that a frozen backbone's running statistics do not
+    drift while the rest of the model trains."""
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and any(True for _ in m.parameters(recurse=False))
+            and not any(p.requires_grad for p in m.parameters(recurse=False))]
+
+
+def set_train(model: nn.Module) -> nn.Module:
+    """``model.train()``, except for the BatchNorm layers whose parameters are all frozen
+    (:func:`frozen_norms`): a frozen layer's running statistics stay frozen too."""
+    model.train()
+    for m in frozen_norms(model):
+        m.training = False
+    return model
+
+
 def fit(
     model: nn.Module,
     data: Data,
@@ -302,6 +326,8 @@ def fit(
 
     Args:
         model: the network; it is moved to ``device`` and left in train mode's prior state.
+            It trains in train mode, except BatchNorm layers whose parameters are all frozen
+            (:func:`frozen_norms`), whose running statistics stay as they are.
         data: an ArrayDataset, a torch Dataset or a DataLoader yielding ``(x, y)``.
         recipe: optimiser, learning rate, schedule, batch size, epochs.
         seed: seeds the shuffling and any randomness in the model (dropout); on the CPU the
@@ -323,7 +349,7 @@ def fit(
         raise InvalidParameterError(f"Cannot {desc}: the training data is empty.")
     optimizer = make_optimizer(trainable, recipe)
     flags = [(m, m.training) for m in model.modules()]
-    model.train()
+    set_train(model)
     try:
         with seeded(seed, dev):
             gen = torch.Generator().manual_seed(seed)

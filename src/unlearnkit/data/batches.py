@@ -24,7 +24,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Union
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, RandomSampler, SequentialSampler
+from torch.utils.data import (
+    DataLoader,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+    default_collate,
+)
 from torch.utils.data import Dataset as TorchDataset
 
 from unlearnkit.exceptions import DataError, InvalidParameterError
@@ -38,6 +44,7 @@ __all__ = [
     "is_floating",
     "loader_batches",
     "num_samples",
+    "samples",
     "take",
     "to_device",
     "unpack",
@@ -343,3 +350,41 @@ def _rebatch(loader: DataLoader, batch_size: int, shuffle: bool,
         worker_init_fn=loader.worker_init_fn,
         persistent_workers=loader.persistent_workers if loader.num_workers else False,
     )
+
+
+class _Unpacked(TorchDataset):
+    """The samples of a dataset as ``(input, target)`` pairs: each item is collated alone,
+    unpacked by the rule, and taken back out of its batch of one."""
+
+    def __init__(self, dataset: TorchDataset, collate: Callable[[list], Any],
+                 rule: Unpack) -> None:
+        self.dataset, self.collate, self.rule = dataset, collate, rule
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Inputs, torch.Tensor]:
+        x, y = unpack(self.collate([self.dataset[index]]), self.rule)
+        return take(x, 0), y[0]
+
+
+def samples(data: DataLoader | TorchDataset) -> TorchDataset:
+    """``data`` as a map-style dataset whose items are ``(input, target)`` pairs, one sample
+    each, whatever its batches look like: what code that picks, relabels or mixes samples
+    (``Subset``, ``ConcatDataset``) needs. An :class:`~unlearnkit.data.containers.ArrayDataset`
+    is returned as it is."""
+    from unlearnkit.data.containers import ArrayDataset
+
+    rule: Unpack = default_unpack
+    if isinstance(data, Batches):
+        rule, data = data.unpack, data.data
+    collate: Callable[[list], Any] = default_collate
+    if isinstance(data, DataLoader):
+        collate = data.collate_fn
+        data = data.dataset
+    if isinstance(data, ArrayDataset):
+        return data
+    if isinstance(data, IterableDataset):
+        raise DataError("This method picks samples by index, which an iterable dataset cannot "
+                        "do: pass a map-style Dataset.")
+    return _Unpacked(data, collate, rule)

@@ -7,13 +7,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from unlearnkit.data import batches
-from unlearnkit.data.batches import Inputs, describe, first_tensor, num_samples, take
+from unlearnkit.data.batches import (
+    Inputs,
+    concat,
+    describe,
+    first_tensor,
+    num_samples,
+    samples,
+    take,
+)
 from unlearnkit.exceptions import DataError, InvalidParameterError
 
-__all__ = ["ArrayDataset", "DataBundle"]
+__all__ = ["ArrayDataset", "DataBundle", "join"]
 
 
 class ArrayDataset(Dataset):
@@ -138,3 +146,14 @@ class DataBundle:
             f"DataBundle(name={self.name!r}, train={len(self.train)}, test={len(self.test)}, "
             f"num_classes={self.num_classes}, input_shape={self.input_shape})"
         )
+
+
+def join(*parts: Dataset | DataLoader) -> Dataset:
+    """The samples of ``parts`` one after the other: an :class:`ArrayDataset` when every part
+    is one, else a ``ConcatDataset`` of their ``(input, target)`` samples (see
+    :func:`~unlearnkit.data.batches.samples`), whatever each part's batches look like."""
+    if not parts:
+        raise InvalidParameterError("Nothing to join: no data was given.")
+    if all(isinstance(p, ArrayDataset) for p in parts):
+        return ArrayDataset(concat([p.x for p in parts]), torch.cat([p.y for p in parts]))
+    return ConcatDataset([samples(p) for p in parts])

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from torch.utils.data import Dataset as TorchDataset
 
+from unlearnkit.data.batches import samples
 from unlearnkit.data.containers import ArrayDataset, DataBundle
 from unlearnkit.exceptions import InvalidSplitError
 
@@ -83,8 +84,11 @@ class Split:
         """A split over the user's own datasets or DataLoaders.
 
         With ``forget_classes`` the scenario is ``"class"``, and the test data of the retained
-        and of the forgotten classes are derived from ``test`` when it is an
-        :class:`ArrayDataset`.
+        and of the forgotten classes are derived from ``test``.
+
+        Batches of any form are read by the default rule (``(x, y)``, ``{"x", "y"}``, Hugging
+        Face's ``labels``); wrap a DataLoader in :class:`~unlearnkit.data.batches.Batches` to
+        say which parts are the input and the target.
         """
         if scenario not in ("class", "random"):
             raise InvalidSplitError(
@@ -97,6 +101,8 @@ class Split:
         if classes is not None and isinstance(test, ArrayDataset):
             test_retain = test.of_classes(classes, keep=False)
             test_forget = test.of_classes(classes, keep=True)
+        elif classes is not None and test is not None:
+            test_retain, test_forget = _by_class(test, classes)
         desc = {"scenario": scenario, "source": "user data"}
         if classes is not None:
             desc["classes"] = list(classes)
@@ -124,6 +130,18 @@ class Split:
             f"Split(scenario={self.scenario!r}, forget={size(self.forget)}, "
             f"retain={size(self.retain)}, test={size(self.test)}{extra})"
         )
+
+
+def _by_class(data: Data, classes: tuple[int, ...]) -> tuple[Subset, Subset]:
+    """The samples of ``data`` whose label is not / is in ``classes``, in order."""
+    from unlearnkit.training import iter_batches
+
+    labels = np.concatenate([y.cpu().numpy() for _, y in iter_batches(data, 1024,
+                                                                       shuffle=False)])
+    chosen = np.isin(labels, classes)
+    ds = samples(data)
+    return (Subset(ds, np.flatnonzero(~chosen).tolist()),
+            Subset(ds, np.flatnonzero(chosen).tolist()))
 
 
 def _class_index(ds: DataBundle, c: int | str) -> int:

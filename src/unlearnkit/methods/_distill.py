@@ -18,8 +18,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
+from unlearnkit.data.batches import concat, first_tensor, samples
 from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.data.splits import Data
 from unlearnkit.exceptions import ModelError
@@ -101,7 +102,8 @@ def student_pass(
 
 # ------------------------------------------------------------------------------ data
 def _dataset(data: Data) -> Dataset:
-    return data.dataset if isinstance(data, DataLoader) else data
+    """``data`` as a dataset of ``(input, target)`` samples (see :func:`samples`)."""
+    return samples(data)
 
 
 def labels_of(data: Data) -> torch.Tensor:
@@ -120,7 +122,7 @@ def sample_shape(data: Data) -> tuple[int, ...]:
     if isinstance(ds, ArrayDataset):
         return ds.sample_shape
     x, _ = next(iter_batches(ds, 1, shuffle=False))
-    return tuple(x.shape[1:])
+    return tuple(first_tensor(x).shape[1:])
 
 
 def take(data: Data, indices: torch.Tensor) -> Data:
@@ -153,6 +155,6 @@ def mix(parts: Sequence[tuple[Data, torch.Tensor | None]]) -> Data:
         xs = [d.x for d in datasets]
         ys = [d.y if lab is None else lab.to(torch.int64).cpu()
               for d, (_, lab) in zip(datasets, parts, strict=True)]
-        return ArrayDataset(torch.cat(xs), torch.cat(ys))
+        return ArrayDataset(concat(xs), torch.cat(ys))
     return ConcatDataset([d if lab is None else _Relabelled(d, lab.to(torch.int64).cpu())
                           for d, (_, lab) in zip(datasets, parts, strict=True)])

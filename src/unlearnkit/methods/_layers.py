@@ -1,9 +1,12 @@
 """Layer surgery shared by cf-k, eu-k and the two Boundary Unlearning methods.
 
-* :func:`parameterised_layers` / :func:`last_layers`: what "the last k layers" of any model are;
-* :func:`train_layers`: train some layers on some data, leaving every other module's state
-  (parameters and buffers) bit-for-bit as it was;
-* :func:`find_head`, :func:`widen_head`, :func:`narrow_head`: the classifier head, and adding /
+* :func:`parameterised_layers` / :func:`last_layers`: what "the last k layers" of any model are
+  (by data flow: :func:`unlearnkit.models.graph.forward_order`);
+* :func:`train_layers`: train the trainable parameters of some layers on some data, leaving
+  every other module's state (parameters and buffers), and every frozen parameter,
+  bit-for-bit as it was;
+* :func:`find_head`, :func:`widen_head`, :func:`narrow_head`: the classifier head (the layer
+  whose output is the logits: :func:`unlearnkit.models.graph.output_module`), and adding /
   removing a shadow output unit;
 * :class:`OriginalRecipe` and :class:`ForgetFineTuning`: the hyper-parameters of those methods'
   training phases.
@@ -19,11 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearnkit.data.batches import Inputs
 from unlearnkit.data.splits import Data
-from unlearnkit.exceptions import ModelError
+from unlearnkit.exceptions import ModelError, UnsupportedModelError
 from unlearnkit.methods._finetuning import OPTIMIZERS
 from unlearnkit.methods.base import Request, hp
 from unlearnkit.models.adapters import forward
+from unlearnkit.models.graph import forward_order, output_module
 from unlearnkit.training import Recipe, eval_mode, fit, iter_batches
 
 __all__ = [
@@ -36,6 +41,7 @@ __all__ = [
     "narrow_head",
     "parameterised_layers",
     "train_layers",
+    "trainable_in",
     "widen_head",
 ]
 
@@ -52,7 +58,8 @@ def parameterised_layers(model: nn.Module) -> list[Layer]:
     """The model's *layers*: every module that holds parameters of its own, in module order.
 
     Module order is :meth:`~torch.nn.Module.named_modules` order (registration order, depth
-    first), which for the built-in architectures and for most models is the forward order. For
+    first), which is not always the forward order (a model may register its head first):
+    :func:`last_layers` orders the layers by data flow instead. For
     the usual torch layers (``Linear``, ``Conv2d``, ``BatchNorm2d``, ``LayerNorm``, ``Embedding``)
     a layer is simply a module with parameters and no parameterised children; containers
     (``Sequential``, residual blocks) are never layers, parameter-free modules (``ReLU``,
@@ -67,12 +74,16 @@ def parameterised_layers(model: nn.Module) -> list[Layer]:
     return [(name, m) for name, m in model.named_modules() if _own_parameters(m)]
 
 
-def last_layers(model: nn.Module, k: int, *, method: str = "") -> list[Layer]:
-    """The last ``k`` layers of :func:`parameterised_layers`, in module order.
+def last_layers(model: nn.Module, k: int, x: Inputs, *, method: str = "") -> list[Layer]:
+    """The last ``k`` layers of the model by data flow, in forward order.
 
-    ``k`` larger than the number of layers means every layer (with a warning).
+    The layers (modules holding parameters of their own) are ordered by one forward pass on
+    the sample input ``x`` (:func:`unlearnkit.models.graph.forward_order`): the last ``k`` are
+    the ones nearest the output, whatever order the model registers them in. Layers that the
+    pass does not use are not counted. ``k`` larger than the number of layers means every
+    layer (with a warning).
     """
-    layers = parameterised_layers(model)
+    layers = forward_order(model, x)
     if not layers:
         raise ModelError(f"{method or 'This method'}: the model has no parameters.")
     if k > len(layers):
@@ -80,6 +91,23 @@ def last_layers(model: nn.Module, k: int, *, method: str = "") -> list[Layer]:
             f"{method or 'last_layers'}: k={k} but the model has only {len(layers)} "
             f"parameterised layers; all {len(layers)} are used.", UserWarning, stacklevel=4)
     return layers[-k:] if k > 0 else []
+
+
+def trainable_in(layers: Sequence[Layer], k: int, *, method: str) -> list[nn.Parameter]:
+    """The trainable parameters (``requires_grad=True``) that ``layers`` own.
+
+    Raises:
+        UnsupportedModelError: when they have none (the last ``k`` layers are all frozen).
+    """
+    params = [p for _, m in layers for p in _own_parameters(m) if p.requires_grad]
+    if not params:
+        names = ", ".join(repr(n or "(the model)") for n, _ in layers)
+        raise UnsupportedModelError(
+            method, f"a model whose last {k} layers ({names}) have no trainable parameter "
+            "(every requires_grad is False)",
+            "Frozen parameters are never changed: unfreeze those layers, or choose a 'k' that "
+            "reaches a trainable layer.")
+    return params
 
 
 def train_layers(
@@ -91,16 +119,20 @@ def train_layers(
     *,
     desc: str,
 ) -> None:
-    """Train the parameters of ``layers`` on ``data`` with cross-entropy; freeze the rest.
+    """Train the trainable parameters of ``layers`` on ``data`` with cross-entropy; freeze the
+    rest.
 
-    Every other module that holds parameters or buffers runs in eval mode, so that its state
-    (weights, BatchNorm running statistics) is left bit-for-bit unchanged; parameter-free
-    modules such as ``Dropout`` keep their training behaviour. Each parameter's
-    ``requires_grad`` flag is restored afterwards.
+    Only parameters that require grad are trained: a frozen parameter inside ``layers`` stays
+    frozen. Every module outside ``layers`` that holds parameters or buffers, and every layer
+    whose own parameters are all frozen, runs in eval mode, so that its state (weights,
+    BatchNorm running statistics) is left bit-for-bit unchanged; parameter-free modules such
+    as ``Dropout`` keep their training behaviour. Each parameter's ``requires_grad`` flag is
+    restored afterwards.
     """
-    trained_modules = {id(m) for _, m in layers}
-    trainable = [p for _, m in layers for p in _own_parameters(m)]
+    trainable = [p for _, m in layers for p in _own_parameters(m) if p.requires_grad]
     trainable_ids = {id(p) for p in trainable}
+    trained_modules = {id(m) for _, m in layers
+                       if any(id(p) in trainable_ids for p in _own_parameters(m))}
     stateful = [m for m in model.modules()
                 if id(m) not in trained_modules
                 and (_own_parameters(m) or list(m.buffers(recurse=False)))]
@@ -138,24 +170,28 @@ def model_outputs(model: nn.Module, data: Data, *, device: torch.device,
     raise ModelError(f"{method}: no data to run the model on.")
 
 
-def find_head(model: nn.Module, num_classes: int, *, method: str = "") -> tuple[str, nn.Linear]:
-    """The classifier head: the last ``nn.Linear`` in module order with ``num_classes`` outputs.
+def find_head(model: nn.Module, x: Inputs, *, method: str = "") -> tuple[str, nn.Linear]:
+    """The classifier head: the layer whose output is the logits, which must be an
+    ``nn.Linear``.
+
+    Found by one forward pass on the sample input ``x``
+    (:func:`unlearnkit.models.graph.output_module`), so it does not depend on the order in
+    which the model registers its layers; for a Hugging Face model it is the classifier whose
+    output is the ``logits`` of the ``ModelOutput``.
 
     Raises:
-        ModelError: when the model has no such layer.
+        UnsupportedModelError: when the logits are not the output of a layer, or when that
+            layer is not an ``nn.Linear`` (it could not be widened).
     """
-    found: tuple[str, nn.Linear] | None = None
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Linear) and m.out_features == num_classes:
-            found = (name, m)
-    if found is None:
-        linears = [f"{n or '(the model)'}: {m.out_features}" for n, m in model.named_modules()
-                   if isinstance(m, nn.Linear)]
-        raise ModelError(
-            f"{method}: cannot find the classifier head, an nn.Linear layer with "
-            f"out_features == {num_classes} (the model's number of outputs). Linear layers "
-            f"found: {', '.join(linears) or 'none'}.")
-    return found
+    name, head = output_module(model, x, method=method)
+    if not isinstance(head, nn.Linear):
+        raise UnsupportedModelError(
+            method or "find_head",
+            f"a classifier head that is not an nn.Linear (the logits are the output of "
+            f"{name or '(the model)'!r}, a {type(head).__name__})",
+            "It widens the head by one output unit, which needs an nn.Linear layer whose "
+            "output is the logits. Use a method that does not change the head's shape.")
+    return name, head
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from unlearnkit.data.batches import take
+from unlearnkit.data.batches import Inputs, concat, take, to_device
 from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.data.splits import Data
 from unlearnkit.exceptions import DataError, InvalidParameterError
@@ -59,15 +59,15 @@ def num_outputs(
     raise DataError("Cannot count the classes of an empty data set.")
 
 
-def as_tensors(data: Data) -> tuple[torch.Tensor, torch.Tensor]:
+def as_tensors(data: Data) -> tuple[Inputs, torch.Tensor]:
     """All samples and labels of ``data`` as two CPU tensors, in order (an ArrayDataset's own
     tensors, else one pass over the data), to relabel or combine them."""
     if isinstance(data, ArrayDataset):
         return data.x, data.y
     xs, ys = [], []
     for x, y in iter_batches(data, 1024, shuffle=False):
-        xs.append(x.cpu())
+        xs.append(to_device(x, "cpu"))
         ys.append(y.cpu())
     if not xs:
         raise DataError("Cannot read the samples of an empty data set.")
-    return torch.cat(xs), torch.cat(ys)
+    return concat(xs), torch.cat(ys)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from unlearnkit.data.batches import concat, take
 from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.data.splits import Data
 from unlearnkit.exceptions import InvalidParameterError
@@ -42,8 +43,8 @@ def amnesiac_dataset(
     y_wrong = random_other_labels(y_f, num_classes, generator)
     if retain_fraction < 1.0:
         keep = torch.randperm(len(y_r), generator=generator)[: round(retain_fraction * len(y_r))]
-        x_r, y_r = x_r[keep], y_r[keep]
-    return ArrayDataset(torch.cat([x_f, x_r.to(x_f.dtype)]), torch.cat([y_wrong, y_r]))
+        x_r, y_r = take(x_r, keep), y_r[keep]
+    return ArrayDataset(concat([x_f, x_r]), torch.cat([y_wrong, y_r]))
 
 
 @register_method

@@ -101,7 +101,8 @@ class BadTeacher(UnlearningMethod):
 
         def loss(student: nn.Module, x: torch.Tensor, tag: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                target = torch.where(tag.view(-1, 1).bool(), incompetent(x), competent(x))
+                target = torch.where(tag.view(-1, 1).bool(), forward(incompetent, x),
+                                     forward(competent, x))
             return distill_kl(target, forward(student, x), self.temperature)
 
         recipe = Recipe(epochs=self.epochs, lr=self.lr, optimizer="adam", weight_decay=0.0,

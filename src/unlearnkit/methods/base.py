@@ -25,14 +25,16 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from unlearnkit.data.batches import describe
 from unlearnkit.data.splits import Data, Scenario
 from unlearnkit.exceptions import (
     InvalidParameterError,
+    UnsupportedModelError,
     UnsupportedScenarioWarning,
 )
 from unlearnkit.models.info import ModelInfo, check_finite, get_info, set_info
 from unlearnkit.registry import Registry, did_you_mean
-from unlearnkit.training import data_size, resolve_device, seeded, warm_up
+from unlearnkit.training import data_size, iter_batches, resolve_device, seeded, warm_up
 
 __all__ = [
     "METHODS",
@@ -41,6 +43,8 @@ __all__ = [
     "UnlearningMethod",
     "get_method",
     "hp",
+    "provenance_params",
+    "qualified_name",
     "register_method",
 ]
 
@@ -127,6 +131,9 @@ class UnlearningMethod(ABC):
     scenarios: ClassVar[tuple[str, ...]] = ("class", "random")
     #: what happens in another scenario: "refuse" (error) or "warn" (runs, with a warning)
     other_scenarios: ClassVar[str] = "refuse"
+    #: why the method needs floating-point tensor inputs (it perturbs or differentiates the
+    #: inputs themselves), or ``None`` when any input works (token ids, dicts of tensors)
+    needs_float_inputs: ClassVar[str | None] = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -168,12 +175,18 @@ class UnlearningMethod(ABC):
             "uses_test": cls.uses_test,
             "scenarios": list(cls.scenarios),
             "other_scenarios": cls.other_scenarios,
+            "needs_float_inputs": cls.needs_float_inputs,
             "hyperparameters": [h.to_dict() for h in cls.hyperparameters()],
         }
 
     def params(self) -> dict[str, Any]:
         """The hyper-parameters as a plain dict (re-create with ``type(self)(**params)``)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def json_params(self) -> dict[str, Any]:
+        """The hyper-parameters as JSON records them (result rows, checkpoints, cache keys):
+        a callable one by its qualified name (see :func:`provenance_params`)."""
+        return provenance_params(self.params())
 
     # ---------------------------------------------------------------- the one verb
     def unlearn(
@@ -201,17 +214,28 @@ class UnlearningMethod(ABC):
             progress: show progress bars on stderr.
 
         The returned model carries a :class:`ModelInfo` whose ``seconds`` is the wall-clock
-        time of this call and whose ``method`` records the name, hyper-parameters and seed.
+        time of this call and whose ``method`` records the name, hyper-parameters (a callable
+        one by its ``"module:qualname"``) and seed.
+
+        Frozen parameters (``requires_grad=False``) are never changed; a model with no
+        trainable parameter at all is refused up front with an
+        :class:`~unlearnkit.exceptions.UnsupportedModelError`.
         """
         if not isinstance(model, nn.Module):
             raise InvalidParameterError(
                 f"{self.name}: the model must be a torch.nn.Module. Got {type(model).__name__}."
             )
+        if not any(p.requires_grad for p in model.parameters()):
+            raise UnsupportedModelError(
+                self.name, "a model with no trainable parameter (every requires_grad is False)",
+                "Unfreeze the layers to unlearn (requires_grad_(True)) before calling it: "
+                "unlearnkit never changes a frozen parameter.")
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise InvalidParameterError(f"The 'seed' parameter must be an int. Got {seed!r}.")
         seed = int(seed)
         check_finite(model, "The original model")
         self._check_request(forget, retain, scenario)
+        self._check_inputs(forget if forget is not None else retain)
         dev = resolve_device(device)
         request = Request(
             forget=forget if self.needs_forget or forget is not None else None,
@@ -237,7 +261,8 @@ class UnlearningMethod(ABC):
             out,
             base.replace(
                 seconds=seconds,
-                method={"name": self.name, "params": self.params(), "seed": seed},
+                method={"name": self.name, "params": self.json_params(),
+                        "seed": seed},
             ),
         )
 
@@ -265,6 +290,19 @@ class UnlearningMethod(ABC):
                 raise InvalidParameterError(msg)
             warnings.warn(msg, UnsupportedScenarioWarning, stacklevel=3)
 
+    def _check_inputs(self, data: Data | None) -> None:
+        """Refuse, before any work, inputs of a form the method cannot handle."""
+        if self.needs_float_inputs is None or data is None:
+            return
+        for x, _ in iter_batches(data, 2, shuffle=False):
+            if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
+                raise UnsupportedModelError(
+                    self.name, f"inputs that are not one floating-point tensor (got {describe(x)})",
+                    f"It {self.needs_float_inputs}, which needs continuous inputs such as images "
+                    "or features, not token ids. Use a method that works on the weights alone, "
+                    "e.g. 'scrub', 'ssd' or 'neggrad-plus'.")
+            return
+
     @abstractmethod
     def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:
         """Unlearn in place on ``model`` (a private copy, already on the device); return it."""
@@ -272,6 +310,24 @@ class UnlearningMethod(ABC):
     def __str__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{self.name}({args})"
+
+
+def provenance_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as a model's JSON provenance records them: a callable hyper-parameter (such
+    as ``retrain``'s ``model_factory``) by its qualified name, ``"module:qualname"``."""
+    return {k: qualified_name(v) if callable(v) else v for k, v in params.items()}
+
+
+def qualified_name(fn: Any) -> str:
+    """``"module:qualname"`` of a function, a class, a callable object (its class) or a
+    ``functools.partial`` (its function)."""
+    target = fn
+    while hasattr(target, "func") and callable(target.func):  # functools.partial
+        target = target.func
+    if not hasattr(target, "__qualname__"):
+        target = type(target)
+    module = getattr(target, "__module__", None) or "?"
+    return f"{module}:{target.__qualname__}"
 
 
 def _validate_field(method: str, f: dataclasses.Field, value: Any) -> None:

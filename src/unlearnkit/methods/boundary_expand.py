@@ -18,6 +18,7 @@ from unlearnkit.methods._layers import (
 )
 from unlearnkit.methods.base import Request, UnlearningMethod, register_method
 from unlearnkit.models.adapters import forward
+from unlearnkit.models.graph import sample_input
 from unlearnkit.training import fit
 
 __all__ = ["BoundaryExpand"]
@@ -38,9 +39,12 @@ class BoundaryExpand(ForgetFineTuning, UnlearningMethod):
     official code, which trains its whole widened network); with ``epochs=0`` the result is
     the original, bit for bit. D_r is not used.
 
-    The head is found generically: the last ``nn.Linear`` in module order whose
-    ``out_features`` equals the model's number of outputs; a model without one, or whose
-    output does not widen with it, is refused with a :class:`ModelError`.
+    The head is found generically, by data flow: the layer whose output is the logits, found
+    by one forward pass on a forget sample (:func:`unlearnkit.methods._layers.find_head`;
+    for a Hugging Face model, its classifier). A model whose logits are not the output of an
+    ``nn.Linear`` layer is refused with an
+    :class:`~unlearnkit.exceptions.UnsupportedModelError`, and one whose output does not widen
+    with its head with a :class:`ModelError`.
 
     Defaults are the official code's: SGD, lr 1e-5, momentum 0.9, no weight decay, 10 epochs,
     batch size 64.
@@ -73,7 +77,8 @@ class BoundaryExpand(ForgetFineTuning, UnlearningMethod):
     def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:
         assert request.forget is not None  # guaranteed by needs_forget
         classes = model_outputs(model, request.forget, device=request.device, method=self.name)
-        head_name, head = find_head(model, classes, method=self.name)
+        head_name, head = find_head(model, sample_input(request.forget, request.device),
+                                    method=self.name)
         widen_head(head)
         try:
             widened = model_outputs(model, request.forget, device=request.device,
@@ -83,10 +88,11 @@ class BoundaryExpand(ForgetFineTuning, UnlearningMethod):
         if widened != classes + 1:
             narrow_head(head, classes)
             raise ModelError(
-                f"{self.name}: widening the last nn.Linear with {classes} outputs "
-                f"({head_name or 'the model'!r}) does not widen the model's output, so it is not "
-                "the classifier head. The head must be the model's last nn.Linear with as many "
-                "outputs as the model.")
+                f"{self.name}: widening the nn.Linear whose output is the logits "
+                f"({head_name or 'the model'!r}, {classes} outputs) does not widen the model's "
+                "output (a later operation keeps only the first outputs, or needs exactly "
+                f"{classes}), so it is not the classifier head. The head must be the layer "
+                "that outputs the logits.")
 
         def to_shadow(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(forward(net, x), torch.full_like(y, classes))

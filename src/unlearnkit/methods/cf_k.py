@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from unlearnkit.methods._layers import OriginalRecipe, last_layers, train_layers
+from unlearnkit.methods._layers import OriginalRecipe, last_layers, train_layers, trainable_in
 from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.models.graph import sample_input
 
 __all__ = ["CFk"]
 
@@ -19,12 +20,15 @@ class CFk(OriginalRecipe, UnlearningMethod):
 
     Update rule: freeze every layer but the last ``k``, then train those ``k`` layers, starting
     from the original's weights, with cross-entropy on D_r. A *layer* is a module that holds
-    parameters of its own, in module order (see
-    :func:`unlearnkit.methods._layers.parameterised_layers`): for ``cnn`` the four convolutions
-    and two linear layers, for ``resnet18`` every convolution, every BatchNorm and ``fc``. Every
-    parameter and buffer outside the last ``k`` layers is left bit-for-bit unchanged (those
-    modules run in eval mode, so BatchNorm statistics do not move either). ``k`` larger than
-    the number of layers means every layer (with a warning): plain fine-tuning on D_r.
+    parameters of its own; "the last k" are the nearest the output by data flow, found by one
+    forward pass on a retain sample (see :func:`unlearnkit.methods._layers.last_layers`;
+    registration order does not matter): for ``cnn`` the four convolutions and two linear
+    layers, for ``resnet18`` every convolution, every BatchNorm and ``fc``. Every parameter and
+    buffer outside the last ``k`` layers is left bit-for-bit unchanged (those modules run in
+    eval mode, so BatchNorm statistics do not move either), and so is every frozen parameter
+    (``requires_grad=False``) inside them: only trainable parameters are trained, and last
+    ``k`` layers with none are refused. ``k`` larger than the number of layers means every
+    layer (with a warning): plain fine-tuning on D_r.
 
     Defaults: ``k=3``, the official code's default (``--maxL-ftF 3``; the paper sweeps k, 1 to 7
     on ResNet-20 and 10 to 50 on ResNet-110 in its scripts). The training recipe is the
@@ -58,7 +62,9 @@ class CFk(OriginalRecipe, UnlearningMethod):
 
     def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:
         assert request.retain is not None  # guaranteed by needs_retain
-        layers = last_layers(model, self.k, method=self.name)
+        layers = last_layers(model, self.k, sample_input(request.retain, request.device),
+                             method=self.name)
+        trainable_in(layers, self.k, method=self.name)
         train_layers(model, layers, request.retain, self.recipe(request), request,
                      desc=f"{self.name}: fine-tune the last {len(layers)} layers")
         return model

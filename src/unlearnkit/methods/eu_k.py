@@ -6,23 +6,28 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from unlearnkit.exceptions import ModelError
-from unlearnkit.methods._layers import Layer, OriginalRecipe, last_layers, train_layers
+from unlearnkit.methods._layers import (
+    Layer,
+    OriginalRecipe,
+    last_layers,
+    train_layers,
+    trainable_in,
+)
 from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.models.fresh import reinitialise_layers
+from unlearnkit.models.graph import sample_input
 
 __all__ = ["EUk", "reinitialise"]
 
 
-def reinitialise(layers: list[Layer], *, method: str = "eu-k") -> None:
-    """Re-initialise each layer in place with its own ``reset_parameters()`` (torch's default
-    initialisation, under the current torch seed); BatchNorm statistics are reset with it."""
-    for name, m in layers:
-        fn = getattr(m, "reset_parameters", None)
-        if not callable(fn):
-            raise ModelError(
-                f"{method}: cannot re-initialise layer {name!r} ({type(m).__name__}): it has no "
-                "reset_parameters() method. Give the layer one, or choose a smaller 'k'.")
-        fn()
+def reinitialise(model: nn.Module, layers: list[Layer], *, method: str = "eu-k") -> None:
+    """Re-initialise the trainable parameters of ``layers`` in place, each layer with its own
+    ``reset_parameters()`` (or ``_reset_parameters()``: torch's default initialisation, under
+    the current torch seed); BatchNorm statistics are reset with it. Frozen parameters, and a
+    layer whose parameters are all frozen (statistics included), are kept bit for bit; a
+    trainable parameter no initialiser draws is drawn from ``trunc_normal_(std=0.02)``, with a
+    warning (see :func:`unlearnkit.models.fresh.reinitialise_layers`)."""
+    reinitialise_layers(model, layers, method=method)
 
 
 @register_method
@@ -34,11 +39,15 @@ class EUk(OriginalRecipe, UnlearningMethod):
     seeded by the request's seed), freeze every other layer, and train the ``k`` layers from
     scratch with cross-entropy on D_r. The first layers are taken as a generic feature
     extractor; only what the last ``k`` layers knew about D_f is removed exactly. A *layer* is
-    a module that holds parameters of its own, in module order (see
-    :func:`unlearnkit.methods._layers.parameterised_layers`). Every parameter and buffer
-    outside the last ``k`` layers is left bit-for-bit unchanged (those modules run in eval
-    mode). ``k`` larger than the number of layers means every layer (with a warning): a
-    retraining from scratch. ``k=0`` is refused (nothing would be unlearned).
+    a module that holds parameters of its own; "the last k" are the nearest the output by data
+    flow, found by one forward pass on a retain sample (see
+    :func:`unlearnkit.methods._layers.last_layers`). Every parameter and buffer outside the
+    last ``k`` layers is left bit-for-bit unchanged (those modules run in eval mode), and so
+    is every frozen parameter (``requires_grad=False``) inside them: only trainable
+    parameters are re-initialised and trained (see :func:`reinitialise`), and last ``k``
+    layers with none are refused. ``k`` larger than the number of layers means every layer
+    (with a warning): a retraining from scratch. ``k=0`` is refused (nothing would be
+    unlearned).
 
     Defaults: ``k=3``, the official code's default (``--maxL-rf 3``; the paper sweeps k, 1 to 7
     on ResNet-20 and 10 to 50 on ResNet-110 in its scripts). The training recipe is the
@@ -69,8 +78,10 @@ class EUk(OriginalRecipe, UnlearningMethod):
 
     def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:
         assert request.retain is not None  # guaranteed by needs_retain
-        layers = last_layers(model, self.k, method=self.name)
-        reinitialise(layers, method=self.name)
+        layers = last_layers(model, self.k, sample_input(request.retain, request.device),
+                             method=self.name)
+        trainable_in(layers, self.k, method=self.name)
+        reinitialise(model, layers, method=self.name)
         train_layers(model, layers, request.retain, self.recipe(request), request,
                      desc=f"{self.name}: retrain the last {len(layers)} layers")
         return model

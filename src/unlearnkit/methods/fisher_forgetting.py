@@ -8,9 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from unlearnkit.importance import cached_importances
+from unlearnkit.data.batches import Inputs
+from unlearnkit.importance import IMPLEMENTATIONS, cached_importances
 from unlearnkit.methods._relabel import num_outputs
 from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.models.graph import output_module, sample_input
 from unlearnkit.training import iter_batches
 
 __all__ = ["FisherForgetting", "fisher_noise", "output_layer"]
@@ -80,9 +82,20 @@ def fisher_noise(
 
 
 @torch.no_grad()
-def output_layer(model: nn.Module, num_classes: int) -> list[str]:
-    """The names of the output layer's parameters: the parameters of the module that owns the
-    model's last trainable parameter whose first dimension is ``num_classes``."""
+def output_layer(model: nn.Module, num_classes: int, x: Inputs | None = None) -> list[str]:
+    """The names of the output layer's trainable parameters whose first dimension is
+    ``num_classes`` (its weight rows and biases, one per class).
+
+    The output layer is the layer whose output is the logits, found by one forward pass on
+    the sample input ``x`` (:func:`unlearnkit.models.graph.output_module`), whatever order the
+    model registers its modules in. Without ``x`` (a model known to register its output layer
+    last), it is the module that owns the model's last trainable parameter.
+    """
+    if x is not None:
+        _, module = output_module(model, x, method="fisher-forgetting")
+        names = {id(p): n for n, p in model.named_parameters()}  # a tied one: its first name
+        return [names[id(p)] for p in module.parameters(recurse=False)
+                if p.requires_grad and p.ndim >= 1 and p.shape[0] == num_classes]
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         return []
@@ -119,13 +132,17 @@ class FisherForgetting(UnlearningMethod):
     * **Formula of the paper vs of the code.** The paper motivates noise of covariance
       proportional to ``F^{-1/2}`` (std ``F^{-1/4}``); the authors' code, which every
       benchmark reuses, draws variance ``alpha / F`` with the clamps above. We follow the code.
-    * **The output layer** is found as the module that owns the model's last parameter (its
-      parameters whose first dimension is the number of classes), not as "every parameter
-      whose first dimension equals the number of classes", which also catches a hidden layer
-      that happens to have that many units.
-    * The Fisher is computed in batches with per-layer hooks instead of one backward per sample
-      and class (same numbers); only parameters that require grad are perturbed; the noise
-      comes from a generator seeded by ``seed``, on the CPU (same draws on every device).
+    * **The output layer** is found by data flow, as the layer whose output is the logits (one
+      forward pass on a retain sample: :func:`output_layer`; its parameters whose first
+      dimension is the number of classes), not as "every parameter whose first dimension
+      equals the number of classes", which also catches a hidden layer that happens to have
+      that many units, nor as the owner of the last registered parameter, which is not the
+      output layer of a model that registers its head first.
+    * The Fisher is computed in batches with per-layer hooks (or, where those cannot read the
+      model, torch.func's vmap or a per-sample loop: ``implementation``) instead of one
+      backward per sample and class (same numbers); only parameters that require grad are
+      perturbed; the noise comes from a generator seeded by ``seed``, on the CPU (same draws
+      on every device).
 
     Paper: Golatkar, Achille, Soatto. "Eternal Sunshine of the Spotless Net: Selective
     Forgetting in Deep Networks", CVPR 2020.
@@ -140,13 +157,17 @@ class FisherForgetting(UnlearningMethod):
                       low_open=True)
     class_correction: bool = hp(True, "class unlearning: zero the forgotten classes' output "
                                 "rows (variance 1e-4 before the output layer's x10)")
+    implementation: str = hp("auto", "per-sample gradients: auto (hooks, else torch.func vmap, "
+                             "else a per-sample loop), hooks, vmap or loop",
+                             choices=IMPLEMENTATIONS)
 
     def distribution(self, model: nn.Module, request: Request) -> tuple[Importances, Importances]:
         """``(mean, std)`` of the weights this method draws for the request."""
         assert request.retain is not None
         fisher = cached_importances(model, request.retain, mode="true-fisher",
                                     batch_size=FISHER_BATCH_SIZE, device=request.device,
-                                    progress=request.progress)
+                                    progress=request.progress,
+                                    implementation=self.implementation)
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         data = request.retain if request.retain is not None else request.forget
         classes = num_outputs(model, data, request.device, request.original_info)
@@ -156,7 +177,9 @@ class FisherForgetting(UnlearningMethod):
                                                                    shuffle=False)])
             forget_classes = sorted(int(c) for c in labels.unique() if 0 <= int(c) < classes)
         return fisher_noise(params, fisher, alpha=self.alpha,
-                            output=output_layer(model, classes), forget_classes=forget_classes)
+                            output=output_layer(model, classes,
+                                                sample_input(request.retain, request.device)),
+                            forget_classes=forget_classes)
 
     @torch.no_grad()
     def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:

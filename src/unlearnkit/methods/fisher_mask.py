@@ -8,7 +8,12 @@ import torch
 from torch import nn
 
 from unlearnkit.exceptions import InvalidParameterError
-from unlearnkit.importance import cached_importances, importances, top_fraction
+from unlearnkit.importance import (
+    IMPLEMENTATIONS,
+    cached_importances,
+    importances,
+    top_fraction,
+)
 from unlearnkit.methods._finetuning import FineTuning
 from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
 
@@ -79,7 +84,9 @@ class FisherMask(FineTuning, UnlearningMethod):
     rank every parameter entry of the network by ``F_f - F_r`` and set the top ``fraction``
     of all entries to zero (``round(fraction * total)`` exactly, ties broken by position);
     then, optionally, fine-tune on D_r for ``epochs`` epochs (Adam, lr 1e-5, weight decay
-    0.01: the founding report's fine-tuning). ``F_r`` is cached on disk.
+    0.01: the founding report's fine-tuning). ``F_r`` is cached on disk. The per-sample
+    gradients come from per-layer hooks, or where those cannot read the model from torch.func's
+    vmap or one backward pass per sample (``implementation``; the same numbers).
 
     Defaults: ``fraction=0.01`` (the founding report, for one class) and the report's 5 epochs of
     fine-tuning. The paper finds masking alone already forgets; we measured on digits (default
@@ -102,12 +109,15 @@ class FisherMask(FineTuning, UnlearningMethod):
 
     fraction: float = hp(0.01, "fraction R of all parameter entries to zero", low=0.0,
                          high=1.0)
+    implementation: str = hp("auto", "per-sample gradients: auto (hooks, else torch.func vmap, "
+                             "else a per-sample loop), hooks, vmap or loop",
+                             choices=IMPLEMENTATIONS)
 
     def masks(self, model: nn.Module, request: Request) -> Importances:
         """The mask this method applies to ``model`` for the request's data."""
         assert request.forget is not None and request.retain is not None
         kwargs = {"mode": "fisher", "batch_size": FISHER_BATCH_SIZE, "device": request.device,
-                  "progress": request.progress}
+                  "progress": request.progress, "implementation": self.implementation}
         f_forget = importances(model, request.forget, **kwargs)
         f_retain = cached_importances(model, request.retain, **kwargs)
         return fisher_mask(f_forget, f_retain, fraction=self.fraction)

@@ -12,6 +12,7 @@ from torch.utils.data import Subset
 from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.data.splits import Data
 from unlearnkit.importance import (
+    IMPLEMENTATIONS,
     flatten,
     importance_sums,
     per_sample_gradients,
@@ -87,7 +88,9 @@ class Influence(UnlearningMethod):
     ``m = min(samples, n_r)`` retain samples, ``(damping * I + 1/m sum_k g_k g_k^T)^{-1}``
     (:func:`woodfisher_ihvp`). The gradients of D_f and D_r are exact means over all samples
     (:func:`~unlearnkit.importance.importance_sums`, mode ``"saliency"``); the WoodFisher
-    samples are per-sample gradients (:func:`~unlearnkit.importance.per_sample_gradients`).
+    samples are per-sample gradients (:func:`~unlearnkit.importance.per_sample_gradients`, by
+    per-layer hooks, or where those cannot read the model by torch.func's vmap or one backward
+    pass per sample: ``implementation``).
 
     Defaults are those of the public code of Jia et al. ("Model Sparsity Can Simplify Machine
     Unlearning", github.com/OPTML-Group/Unlearn-Sparse, ``unlearn/Wfisher.py``, reused by
@@ -128,6 +131,9 @@ class Influence(UnlearningMethod):
     samples: int = hp(1000, "retain samples in the WoodFisher approximation", low=1)
     damping: float = hp(1.0, "WoodFisher dampening lambda: F = lambda I + mean g g^T",
                         low=0.0, low_open=True)
+    implementation: str = hp("auto", "per-sample gradients: auto (hooks, else torch.func vmap, "
+                             "else a per-sample loop), hooks, vmap or loop",
+                             choices=IMPLEMENTATIONS)
 
     def step(self, model: nn.Module, request: Request) -> torch.Tensor:
         """The flat update ``alpha * F^{-1} v`` (``flatten`` layout) for the request."""
@@ -158,7 +164,8 @@ class Influence(UnlearningMethod):
             idx = torch.randperm(data_size(data), generator=gen)[:m].sort().values
             data = _subset(data, idx)
         return torch.cat(list(per_sample_gradients(model, data, batch_size=GRAD_BATCH_SIZE,
-                                                   device=request.device)))
+                                                   device=request.device,
+                                                   implementation=self.implementation)))
 
     @torch.no_grad()
     def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:

@@ -11,6 +11,7 @@ from torch import nn
 from unlearnkit.exceptions import InvalidParameterError
 from unlearnkit.methods._finetuning import OPTIMIZERS, FineTuning
 from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.models.adapters import forward
 from unlearnkit.training import fit
 
 __all__ = ["L1Sparse", "l1_norm", "l1_weight"]
@@ -88,7 +89,7 @@ class L1Sparse(FineTuning, UnlearningMethod):
         epoch = [0]  # 0-based epoch of the step being taken; fit's on_epoch advances it
 
         def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            loss = F.cross_entropy(m(x), y)
+            loss = F.cross_entropy(forward(m, x), y)
             weight = l1_weight(self.gamma, epoch[0], self.epochs)
             return loss + weight * l1_norm(m) if weight != 0.0 else loss
 

@@ -48,7 +48,8 @@ class LFSSD(SSD):
       ``importance="output-norm"`` is the per-sample mean; ``importance="batch-output-norm"``
       reproduces the public code (batch size 64, ``retain + forget`` in that order, unshuffled).
     * Everything else as in :class:`~unlearnkit.methods.ssd.SSD` (importances matched by name,
-      one pass over D_r instead of D, ``reference="retain"`` an option of ours).
+      one pass over D_r instead of D, ``reference="retain"`` an option of ours, the
+      per-sample gradients of ``"output-norm"`` by the ``implementation`` asked for).
 
     On digits (default cnn, class 1) ``alpha=1`` forgets the class (forget 0, test 0.883, the
     retrained model's figures); at the default ``alpha=10`` it selects nothing (see above).

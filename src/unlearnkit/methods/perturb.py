@@ -13,10 +13,14 @@ from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_meth
 
 def perturb_parameters(model: nn.Module, beta: float, generator: torch.Generator | None = None
                        ) -> None:
-    """Add ``N(0, (beta * sigma_t)^2)`` noise to every parameter tensor ``t`` in place, where
-    ``sigma_t`` is the standard deviation of ``t``'s own values (0 for one-element tensors)."""
+    """Add ``N(0, (beta * sigma_t)^2)`` noise to every trainable parameter tensor ``t`` in
+    place, where ``sigma_t`` is the standard deviation of ``t``'s own values (0 for one-element
+    tensors). Frozen parameters (``requires_grad=False``) are left bit for bit, and draw no
+    noise (the draws of the trainable ones do not depend on them)."""
     with torch.no_grad():
         for p in model.parameters():
+            if not p.requires_grad:
+                continue
             sigma = p.detach().float().std(unbiased=False) if p.numel() > 1 else p.new_zeros(())
             noise = torch.randn(p.shape, generator=generator, dtype=torch.float32).to(p.device)
             p.add_((beta * sigma * noise).to(p.dtype))
@@ -27,8 +31,9 @@ def perturb_parameters(model: nn.Module, beta: float, generator: torch.Generator
 class Perturb(FineTuning, UnlearningMethod):
     """Gaussian weight perturbation followed by fine-tuning on the retain set.
 
-    Update rule: for every parameter tensor ``W`` with standard deviation ``sigma_W``,
-    ``W <- W + beta * sigma_W * N(0, I)``; then ``epochs`` epochs of cross-entropy on D_r.
+    Update rule: for every trainable parameter tensor ``W`` with standard deviation
+    ``sigma_W``, ``W <- W + beta * sigma_W * N(0, I)``; then ``epochs`` epochs of cross-entropy
+    on D_r. Frozen parameters (``requires_grad=False``) are neither perturbed nor trained.
     The noise erases information about all the data; fine-tuning restores only what the retain
     set teaches. It needs no forget data.
 

@@ -15,7 +15,7 @@ from unlearnkit.methods._finetuning import OPTIMIZERS
 from unlearnkit.methods._relabel import random_other_labels
 from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
 from unlearnkit.models.adapters import forward
-from unlearnkit.training import Recipe, iter_batches, make_optimizer
+from unlearnkit.training import Recipe, iter_batches, make_optimizer, set_train
 
 __all__ = ["RandomLabel"]
 
@@ -88,7 +88,7 @@ class RandomLabel(UnlearningMethod):
             optimizer.step()
 
         flags = [(m, m.training) for m in model.modules()]
-        model.train()
+        set_train(model)
         try:
             bar = tqdm(range(self.epochs), desc=f"{self.name}: forget, retain",
                        disable=not request.progress, file=sys.stderr, leave=False)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearnkit.data.batches import concat, to_device
 from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.importance import importances, top_fraction
 from unlearnkit.methods._relabel import as_tensors, num_outputs, random_other_labels
@@ -100,7 +101,7 @@ class SalUn(UnlearningMethod):
         x_f, y_f = as_tensors(request.forget)
         x_r, y_r = as_tensors(request.retain)
         # forget samples are marked by a negative label, -(y + 1), and relabelled per batch
-        data = ArrayDataset(torch.cat([x_f.cpu(), x_r.cpu()]),
+        data = ArrayDataset(concat([to_device(x_f, "cpu"), to_device(x_r, "cpu")]),
                             torch.cat([-(y_f.cpu().long() + 1), y_r.cpu().long()]))
         gen = torch.Generator().manual_seed(request.seed)
         params = dict(model.named_parameters())

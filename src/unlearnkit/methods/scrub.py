@@ -102,7 +102,7 @@ class SCRUB(UnlearningMethod):
         def away(s: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 t = forward(teacher, x)
-            return -distill_kl(t, s(x), self.temperature)
+            return -distill_kl(t, forward(s, x), self.temperature)
 
         with train_mode(student):
             return -student_pass(student, forget, away, optimizer,
@@ -116,7 +116,7 @@ class SCRUB(UnlearningMethod):
         def close(s: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 t = forward(teacher, x)
-            out = s(x)
+            out = forward(s, x)
             return (self.gamma * F.cross_entropy(out, y)
                     + self.alpha * distill_kl(t, out, self.temperature))
 

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from unlearnkit.data.batches import concat
 from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.data.splits import Data
 from unlearnkit.exceptions import InvalidParameterError
 from unlearnkit.importance import (
     BATCH_MODES,
+    IMPLEMENTATIONS,
     from_sums,
     importance_cache_key,
     importance_sums,
@@ -84,7 +86,7 @@ def dampen(model: nn.Module, factors: Importances) -> dict[str, int]:
 
 def _concat(a: Data, b: Data) -> Data | None:
     if isinstance(a, ArrayDataset) and isinstance(b, ArrayDataset):
-        return ArrayDataset(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]))
+        return ArrayDataset(concat([a.x, b.x]), torch.cat([a.y, b.y]))
     return None
 
 
@@ -99,6 +101,7 @@ def reference_importances(
     batch_size: int = 64,
     device: torch.device | None = None,
     progress: bool = False,
+    implementation: str = "auto",
 ) -> Importances:
     """``I_D`` on the training set (``retain`` then ``forget``) or on ``retain`` alone, read
     from the importance cache when it holds it, else computed and stored.
@@ -108,9 +111,11 @@ def reference_importances(
     ``forget_sums``) and the retain set's, so only D_r is passed over. A batch importance
     (:data:`~unlearnkit.importance.BATCH_MODES`) is computed over the concatenation
     ``retain + forget`` in that order (the public code's ``ConcatDataset``), since it depends
-    on the batches.
+    on the batches. ``implementation`` computes the per-sample gradients (see
+    :func:`~unlearnkit.importance.importances`); the cache key does not depend on it.
     """
-    kwargs = {"mode": mode, "batch_size": batch_size, "device": device, "progress": progress}
+    kwargs = {"mode": mode, "batch_size": batch_size, "device": device, "progress": progress,
+              "implementation": implementation}
     data = retain if reference == "retain" else _concat(retain, forget)
     key = importance_cache_key(model, data, mode=mode, batch_size=batch_size) if (
         data is not None) else None
@@ -169,6 +174,10 @@ class SSD(UnlearningMethod):
       sample-weighted mean of the forget and retain Fishers (exact for a mean of per-sample
       terms); the public code passes over D_f and then over all of D.
     * ``reference="retain"`` (importances on D_r instead of D) is an option of ours.
+    * **Per-sample gradients** (``importance="fisher"``; the batch variant has none) are
+      computed by per-layer hooks in one batched pass, or, where those cannot read the model,
+      by torch.func's vmap or one backward pass per sample (``implementation``; the same
+      numbers to float tolerance).
     * The unused knobs of the public ``ParameterPerturber`` (``exponent``, ``lower_bound``,
       ``min_layer``/``max_layer``...) are fixed at the values the paper uses (1, 1, all layers).
 
@@ -189,12 +198,16 @@ class SSD(UnlearningMethod):
                          "batch-squared-grad)", low=1)
     reference: str = hp("train", "data of I_D: the training set (forget + retain) or the "
                         "retain set", choices=("train", "retain"))
+    implementation: str = hp("auto", "per-sample gradients: auto (hooks, else torch.func vmap, "
+                             "else a per-sample loop), hooks, vmap or loop",
+                             choices=IMPLEMENTATIONS)
 
     def importances(self, model: nn.Module, request: Request) -> tuple[Importances, Importances]:
         """``(I_D, I_f)`` for ``model`` and the request's data."""
         assert request.forget is not None and request.retain is not None
         kwargs = {"mode": self.importance, "batch_size": self.batch_size,
-                  "device": request.device, "progress": request.progress}
+                  "device": request.device, "progress": request.progress,
+                  "implementation": self.implementation}
         f_total, f_count = importance_sums(model, request.forget, **kwargs)
         forget = from_sums(f_total, f_count, mode=self.importance)
         ref = reference_importances(model, forget=request.forget, retain=request.retain,

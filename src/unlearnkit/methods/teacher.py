@@ -81,7 +81,7 @@ class StochasticTeacher(FineTuning, UnlearningMethod):
 
         def rebuild(student: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             with torch.no_grad(), eval_mode(original):
-                o = original(x)
+                o = forward(original, x)
             out = forward(student, x)
             return F.cross_entropy(out, y) + self.alpha * kl_to(o, out)
 

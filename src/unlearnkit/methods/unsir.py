@@ -15,7 +15,8 @@ from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.data.splits import Data
 from unlearnkit.methods._distill import labels_of, mix, sample_shape, take
 from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
-from unlearnkit.training import Recipe, eval_mode, fit
+from unlearnkit.models.adapters import forward
+from unlearnkit.training import Recipe, eval_mode, fit, iter_batches
 
 __all__ = ["UNSIR"]
 
@@ -83,6 +84,7 @@ class UNSIR(UnlearningMethod):
     summary = "learn error-maximising noise per forget class, impair with it, repair on retain"
     scenarios = ("class",)
     other_scenarios = "refuse"
+    needs_float_inputs = "learns error-maximising noise in the input space"
 
     noise_samples: int = hp(3, "noise inputs learned per forget class", low=1)
     noise_steps: int = hp(40, "Adam steps of the noise optimisation", low=0)
@@ -99,19 +101,21 @@ class UNSIR(UnlearningMethod):
 
     # ------------------------------------------------------------------------ pieces
     def noise(self, model: nn.Module, cls: int, shape: Sequence[int], *,
-              generator: torch.Generator, device: torch.device) -> torch.Tensor:
-        """The error-maximising noise for class ``cls``: ``(noise_samples, *shape)``, detached.
+              generator: torch.Generator, device: torch.device,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The error-maximising noise for class ``cls``: ``(noise_samples, *shape)``, detached,
+        of the inputs' ``dtype``.
 
         Starts from ``torch.randn`` drawn from ``generator`` (on the CPU); ``model`` is only read.
         """
-        start = torch.randn((self.noise_samples, *shape), generator=generator)
+        start = torch.randn((self.noise_samples, *shape), generator=generator).to(dtype)
         noise = start.to(device).requires_grad_(True)
         target = torch.full((self.noise_samples,), int(cls), dtype=torch.int64, device=device)
         opt = torch.optim.Adam([noise], lr=self.noise_lr)
         dims = tuple(range(1, noise.ndim))
         with eval_mode(model):
             for _ in range(self.noise_steps):
-                loss = (-F.cross_entropy(model(noise), target)
+                loss = (-F.cross_entropy(forward(model, noise), target)
                         + self.lambd * noise.square().sum(dim=dims).mean())
                 (grad,) = torch.autograd.grad(loss, noise)
                 noise.grad = grad
@@ -137,11 +141,13 @@ class UNSIR(UnlearningMethod):
         assert request.forget is not None and request.retain is not None
         classes = torch.unique(labels_of(request.forget)).tolist()
         shape = sample_shape(request.forget)
+        x, _ = next(iter_batches(request.forget, 1, shuffle=False))
         gen = torch.Generator().manual_seed(request.seed)
         parts: list[tuple[Data, torch.Tensor | None]] = []
         for c in tqdm(classes, desc="unsir: noise", disable=not request.progress,
                       file=sys.stderr, leave=False):
-            n = self.noise(model, c, shape, generator=gen, device=request.device).cpu()
+            n = self.noise(model, c, shape, generator=gen, device=request.device,
+                           dtype=x.dtype).cpu()
             copies = n.repeat(self.noise_copies, *([1] * len(shape)))
             parts.append((ArrayDataset(copies, torch.full((len(copies),), c)), None))
         retain_sub = self.retain_subset(request.retain, classes, request.seed)

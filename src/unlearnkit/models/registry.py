@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
 
-from unlearnkit.exceptions import InvalidParameterError, ModelError
+from unlearnkit.exceptions import InvalidParameterError
 from unlearnkit.models.architectures import ARCHITECTURES
-from unlearnkit.models.info import ModelInfo, get_info, set_info
+from unlearnkit.models.fresh import fresh_copy
+from unlearnkit.models.info import ModelInfo, set_info
 from unlearnkit.registry import Registry, did_you_mean
 
 __all__ = ["MODELS", "build_model", "fresh_copy", "register_model"]
@@ -57,31 +57,3 @@ def build_model(
             input_shape=tuple(int(s) for s in input_shape),
         ),
     )
-
-
-def fresh_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with newly initialised weights (under the current torch seed).
-
-    Works for any module whose layers implement ``reset_parameters()``, as every built-in
-    torch layer does. The copy keeps the original's :class:`ModelInfo` minus its history.
-    """
-    new = copy.deepcopy(model)
-    reset = 0
-    for m in new.modules():
-        fn = getattr(m, "reset_parameters", None)
-        if callable(fn):
-            fn()
-            reset += 1
-        if hasattr(m, "reset_running_stats") and callable(m.reset_running_stats):
-            m.reset_running_stats()
-    if reset == 0 and any(True for _ in new.parameters()):
-        raise ModelError(
-            "Cannot re-initialise this model: none of its modules has reset_parameters(). "
-            "Give each custom layer a reset_parameters() method."
-        )
-    info = get_info(model)
-    if info is not None:
-        set_info(new, ModelInfo(arch=info.arch, arch_kwargs=info.arch_kwargs,
-                                num_classes=info.num_classes, input_shape=info.input_shape,
-                                dataset=info.dataset, recipe=info.recipe))
-    return new

@@ -1,0 +1,127 @@
+"""The on-disk cache of importances: safetensors files under ``cache_root() / "importance"``.
+
+A file's key (:func:`importance_cache_key`) is the model's weights, the data, the mode and, for
+the batch modes only, the batch size; never the implementation, since they all agree. For the
+other modes, whose value depends neither on the order of the samples nor on their labels when
+the mode does not read them, the data key does not either, so that the same training set
+reached through another split hits the cache. Only an :class:`ArrayDataset` is hashed; its
+input may be a tensor, a dict or a tuple of tensors of any dtype (token ids included).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from unlearnkit._cache import cache_root, hash_model, hash_tensors
+from unlearnkit.data.batches import Inputs, take, to_device
+from unlearnkit.data.containers import ArrayDataset
+from unlearnkit.data.splits import Data
+from unlearnkit.importance._common import Importances, trainable
+from unlearnkit.importance.modes import BATCH_MODES, DEFAULT_BATCH_SIZE, LABEL_FREE_MODES
+from unlearnkit.models.checkpoint import atomic_write
+from unlearnkit.training import model_device
+
+CACHE_FORMAT = 1
+
+
+def importance_cache_key(
+    model: nn.Module, data: Data, *, mode: str, batch_size: int = DEFAULT_BATCH_SIZE
+) -> str | None:
+    """The cache key of ``(model, data, mode, batch size)``, or ``None`` if ``data`` is not an
+    :class:`ArrayDataset` (only those are hashed)."""
+    if not isinstance(data, ArrayDataset):
+        return None
+    if mode in LABEL_FREE_MODES:  # the labels are not read: relabelled data hits the cache
+        data = ArrayDataset(data.x, torch.zeros_like(data.y))
+    spec = {
+        "format": CACHE_FORMAT,
+        "model": hash_model(model),
+        "data": hash_data(data, ordered=mode in BATCH_MODES),
+        "mode": mode,
+        "batch_size": batch_size if mode in BATCH_MODES else None,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def cache_path(key: str) -> Path:
+    return cache_root() / "importance" / f"{key}.safetensors"
+
+
+def load_cached_importances(
+    key: str, model: nn.Module, *, device: torch.device | None = None
+) -> Importances | None:
+    """The importances stored under ``key``, or ``None`` when absent, unreadable, or not
+    matching ``model``'s trainable parameters (the caller then recomputes and overwrites)."""
+    path = cache_path(key)
+    if not path.is_file():
+        return None
+    expected = {name: p.shape for p, name in trainable(model).items()}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            out = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except Exception:  # a corrupt or truncated file is a cache miss
+        return None
+    if set(out) != set(expected) or any(out[k].shape != expected[k] for k in out):
+        return None
+    dev = device if device is not None else model_device(model)
+    return {k: v.to(dev) for k, v in out.items()}
+
+
+def save_cached_importances(key: str, imps: Importances) -> Path:
+    """Store ``imps`` under ``key``, atomically."""
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in imps.items()}
+    return atomic_write(cache_path(key), lambda tmp: save_file(tensors, tmp))
+
+
+# ---------------------------------------------------------------------------- data hashing
+def _named_tensors(x: Inputs) -> tuple[str, list[tuple[str, torch.Tensor]]]:
+    """The input's form and its tensors, named (a dict's sorted by key), on the CPU."""
+    if isinstance(x, torch.Tensor):
+        form, items = "tensor", [("", x)]
+    elif isinstance(x, Mapping):
+        form, items = "dict", [(str(k), x[k]) for k in sorted(x)]
+    else:
+        form, items = "tuple", [(str(i), t) for i, t in enumerate(x)]
+    return form, [(k, t.detach().cpu().contiguous()) for k, t in items
+                  if isinstance(t, torch.Tensor)]
+
+
+def _hash_ordered(x: Inputs, y: torch.Tensor) -> str:
+    form, items = _named_tensors(x)
+    if form == "tensor":  # the key of a tensor input, as before dict inputs existed
+        return hash_tensors(items[0][1], y)
+    h = hashlib.sha256(form.encode())
+    for key, t in items:
+        h.update(key.encode())
+        hash_tensors(t, h=h)
+    return hash_tensors(y, h=h)
+
+
+def _row_bytes(t: torch.Tensor) -> np.ndarray:
+    """``(N, bytes)``: each sample's bytes (any dtype)."""
+    flat = t.reshape(len(t), -1)
+    return flat.view(torch.uint8).numpy() if flat.shape[1] else np.zeros((len(t), 0), np.uint8)
+
+
+def hash_data(data: ArrayDataset, *, ordered: bool) -> str:
+    """SHA-256 of the samples and labels; with ``ordered=False``, of their multiset."""
+    x, y = data.x, data.y.detach().cpu().contiguous()
+    if ordered:
+        return _hash_ordered(x, y)
+    _, items = _named_tensors(x)
+    rows = np.concatenate([_row_bytes(t) for _, t in items]
+                          + [y.reshape(-1, 1).view(torch.uint8).numpy()], axis=1)
+    rows = np.ascontiguousarray(rows)
+    keys = rows.view(np.dtype((np.void, rows.shape[1]))).ravel()
+    order = torch.from_numpy(np.argsort(keys, kind="stable"))
+    return "multiset:" + _hash_ordered(take(to_device(x, "cpu"), order), y[order])
+
