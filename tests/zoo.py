@@ -362,26 +362,58 @@ def run_cell(model: nn.Module, split: uk.Split, name: str) -> Outcome:
     return Outcome("ok", "", time.perf_counter() - start, model=out)
 
 
+#: how the matrix writes a cell's outcome
+_MARKS = {"scenario": "S", "inputs": "I"}
+
+
 def print_matrix(kinds: list[str] | None = None, methods: list[str] | None = None,
                  file=sys.stdout) -> int:
-    """Print the matrix (kind x method x scenario); return the number of crashes."""
-    crashes = 0
-    for kname in kinds or list(ZOO):
+    """Print the matrix, one row per method and one column per model kind, each cell the
+    outcome for the class and the random request (``ok``; ``S``: refused, a scenario the method
+    does not support; ``I``: refused, it needs float inputs; ``X``: a crash or a changed input
+    model), then every refusal's message once. Return the number of bad cells (crashes,
+    unexpected refusals, changed inputs)."""
+    kinds = kinds or list(ZOO)
+    methods = methods or uk.METHODS.names()
+    grid: dict[tuple[str, str], str] = {}
+    notes: dict[str, str] = {}
+    bad = 0
+    for kname in kinds:
         kind = ZOO[kname]
         model, splits = make_model(kind), make_splits(kind)
-        print(f"\n## {describe(kind, model)}", file=file)
-        for name in methods or uk.METHODS.names():
-            cells = []
+        print(describe(kind, model), file=file)
+        for name in methods:
+            marks = []
             for scenario in ("class", "random"):
                 before = copy.deepcopy(model.state_dict())
                 o = run_cell(model, splits[scenario], name)
                 after = model.state_dict()
                 touched = any(not torch.equal(before[k], after[k]) for k in before)
-                crashes += o.status == "crash" or touched
-                text = o.status if o.status == "ok" else f"{o.status} ({o.reason})"
-                cells.append(f"{scenario}: {text}{' INPUT MODEL CHANGED' if touched else ''}")
-            print(f"{name:18s} " + " | ".join(cells), file=file)
-    return crashes
+                expected = expected_refusal(kind, name, scenario)
+                if o.status == "ok" and not touched and expected is None:
+                    marks.append("ok")
+                elif o.status == "refused" and not touched and expected is not None:
+                    marks.append(_MARKS[expected])
+                    notes.setdefault(f"{name} ({_MARKS[expected]})", o.reason)
+                else:
+                    marks.append("X")
+                    bad += 1
+                    what = "changed the input model" if touched else o.reason
+                    notes[f"{name} on {kname}, {scenario} (X)"] = what
+            grid[name, kname] = "/".join(marks)
+    width = max(len(m) for m in methods) + 2
+    cols = [max(len(k), 5) + 2 for k in kinds]
+    print("\ncells: class request / random request", file=file)
+    head = "".join(k.ljust(c) for k, c in zip(kinds, cols, strict=True))
+    print(("method".ljust(width) + head).rstrip(), file=file)
+    for name in methods:
+        cells = "".join(grid[name, k].ljust(c) for k, c in zip(kinds, cols, strict=True))
+        print((name.ljust(width) + cells).rstrip(), file=file)
+    print("\nok: ran, finite model, caller's model untouched; S: refused, a scenario the method "
+          "does not support; I: refused, needs float inputs; X: crash or changed input", file=file)
+    for key, reason in notes.items():
+        print(f"  {key}: {reason}", file=file)
+    return bad
 
 
 __all__ = ["CHEAP", "ZOO", "Kind", "Outcome", "cheap_params", "expected_refusal", "make_model",
