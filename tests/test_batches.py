@@ -226,3 +226,14 @@ def test_join_keeps_arrays_in_memory_and_reads_other_batches_by_their_rule():
                                input=1, target=2))
     x, y = next(iter_batches(mixed, 6, shuffle=False))
     assert torch.equal(x, X) and torch.equal(y, Y)
+
+
+def test_predict_reads_a_shuffling_loader_in_order_with_its_own_batch_size():
+    sizes: list[int] = []
+    model = nn.Linear(4, 3)
+    model.register_forward_hook(lambda m, args, out: sizes.append(len(out)))
+    loader = DataLoader(TensorDataset(X, Y), batch_size=4, shuffle=True)
+    logits, labels = uk.predict(model, loader)
+    assert torch.equal(labels, Y)
+    assert torch.allclose(logits, model(X).detach())
+    assert sizes[-2:] == [4, 2]

@@ -83,7 +83,7 @@ def relearn_steps(
         eval_data: the data its accuracy is checked on after each step (normally D_f too).
         target_acc: accuracy to reach, in ``[0, 1]``.
         lr: Adam's learning rate.
-        batch_size: mini-batch size (a DataLoader's own batch size and order win).
+        batch_size: mini-batch size (a DataLoader is re-batched with it and the seeded order).
         max_epochs: at most this many passes over ``relearn_data``.
         seed: seeds the shuffling and any randomness in the model (dropout).
         device: where to run; defaults to the device of ``model``'s parameters.

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from unlearnkit.data.batches import Inputs, loader_batches, take, to_device
+from unlearnkit.data.batches import Inputs, loader_batches, own_batch_size, take, to_device
 from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.data.splits import Data
 from unlearnkit.exceptions import InvalidParameterError, ModelError
@@ -393,10 +393,18 @@ def predict(
     data: Data,
     *,
     device: str | torch.device | None = None,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (float32, on the CPU) and labels of ``model`` over ``data``, in eval mode."""
+    """Logits (float32, on the CPU) and labels of ``model`` over ``data``, in eval mode, in
+    the data's order (a shuffling DataLoader is read in order, so that two models' outputs
+    line up sample by sample).
+
+    ``batch_size`` defaults to a DataLoader's own batch size (the user's choice for their
+    memory), else 1024.
+    """
     dev = resolve_device(device) if device is not None else model_device(model)
+    if batch_size is None:
+        batch_size = own_batch_size(data) or 1024
     outs, labels = [], []
     with eval_mode(model):
         for x, y in iter_batches(data, batch_size, shuffle=False, device=dev):

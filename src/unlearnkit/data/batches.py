@@ -44,6 +44,7 @@ __all__ = [
     "is_floating",
     "loader_batches",
     "num_samples",
+    "own_batch_size",
     "samples",
     "take",
     "to_device",
@@ -296,6 +297,14 @@ def unpack(batch: Any, rule: Unpack = default_unpack) -> tuple[Inputs, torch.Ten
             "and the target."
         )
     return x, y
+
+
+def own_batch_size(data: Any) -> int | None:
+    """The batch size of a DataLoader (or of the DataLoader inside a :class:`Batches`), else
+    ``None``."""
+    if isinstance(data, Batches):
+        data = data.data
+    return data.batch_size if isinstance(data, DataLoader) else None
 
 
 _WARNED: set[int] = set()

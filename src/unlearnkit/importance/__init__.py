@@ -148,7 +148,8 @@ def importances(
             squared gradient), ``"batch-squared-grad"`` (squared gradient of each batch's mean
             loss, averaged over batches: it depends on ``batch_size``), ``"true-fisher"``,
             ``"output-norm"``, ``"batch-output-norm"`` or ``"saliency"``.
-        batch_size: mini-batch size (a DataLoader's own batch size wins).
+        batch_size: mini-batch size (a DataLoader is re-batched with it, see
+            :func:`~unlearnkit.data.batches.loader_batches`).
         device: where to compute (default: where the model is).
         progress: show a progress bar over batches on stderr.
         implementation: for the per-sample modes (``"fisher"``, ``"true-fisher"``,

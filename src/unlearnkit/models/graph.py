@@ -32,7 +32,7 @@ from torch.utils._pytree import tree_leaves
 from unlearnkit.data.batches import Inputs
 from unlearnkit.data.splits import Data
 from unlearnkit.exceptions import ModelError, UnsupportedModelError
-from unlearnkit.models.adapters import forward
+from unlearnkit.models.adapters import forward, logits_of
 
 __all__ = ["Layer", "forward_order", "output_module", "sample_input"]
 
@@ -101,17 +101,6 @@ def _func_name(func: Any) -> str:
     return name
 
 
-def _tensor_of(out: Any) -> torch.Tensor | None:
-    if isinstance(out, torch.Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    if isinstance(out, dict) and isinstance(out.get("logits"), torch.Tensor):
-        return out["logits"]
-    return None
-
-
 def _trace(model: nn.Module, x: Inputs) -> _Trace:
     from unlearnkit.training import eval_mode  # unlearnkit.training imports models
 
@@ -123,7 +112,10 @@ def _trace(model: nn.Module, x: Inputs) -> _Trace:
     def hook(name: str):
         def fn(module: nn.Module, args: Any, out: Any) -> None:
             trace.finished[name] = next(clock)
-            t = _tensor_of(out)
+            try:  # the logits of a model are the output tensor of the layer that made them
+                t: torch.Tensor | None = logits_of(out)
+            except ModelError:
+                t = None
             if t is not None:
                 trace.outputs[name] = weakref.ref(t)
             else:
