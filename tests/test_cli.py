@@ -214,8 +214,11 @@ def test_methods_json_lists_every_registered_method():
         assert set(hps) == set(cls().params())
         for key, default in cls().params().items():
             assert hps[key]["default"] == default
+        assert d["needs_float_inputs"] == cls.needs_float_inputs
     code, out, _ = run("methods")
     assert code == 0 and all(name in out for name in uk.METHODS.names())
+    float_only = [n for n, c in uk.METHODS.items() if c.needs_float_inputs]
+    assert float_only and out.count("inputs: float tensors only") == len(float_only)
 
 
 def test_datasets_json_lists_every_registered_dataset():

@@ -122,6 +122,7 @@ def test_random_models_redraw_every_trainable_parameter(kind, zoo_models):
     _assert_untouched(model, snap, "fresh_copy")
 
 
+@pytest.mark.filterwarnings("ignore:fresh_copy:UserWarning")  # zrf's random ViT: tested above
 @pytest.mark.parametrize("kind", KINDS)
 def test_evaluate_on_every_model_kind(kind, zoo_models):
     """The metrics read every kind's inputs and outputs (dicts, ModelOutput, float64)."""

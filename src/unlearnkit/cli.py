@@ -671,6 +671,8 @@ def _method_text(d: dict[str, Any]) -> str:
     lines = [f"{d['name']}: {d['summary']}",
              f"  needs: {', '.join(needs) or 'nothing'} set; scenarios: {scen}",
              f"  paper: {d['paper']}"]
+    if d.get("needs_float_inputs"):
+        lines.insert(2, f"  inputs: float tensors only (it {d['needs_float_inputs']})")
     for h in d["hyperparameters"]:
         extra = f", one of {list(h['choices'])}" if h.get("choices") else ""
         lines.append(f"  --param {h['name']}={h['default']}  ({h['type']}{extra}) {h['help']}")
