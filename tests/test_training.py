@@ -159,9 +159,9 @@ def test_schedules(data, lrs, schedule, epochs, factors):
 @pytest.mark.parametrize(
     ("changes", "pattern"),
     [
-        ({"epochs": -1}, r"'epochs'.*\[0, inf\).*Got -1"),
+        ({"epochs": -1}, r"'epochs'.*\[0, 1000000000\].*Got -1"),
         ({"epochs": 2.0}, r"'epochs'.*int.*Got 2.0"),
-        ({"batch_size": 0}, r"'batch_size'.*\[1, inf\).*Got 0"),
+        ({"batch_size": 0}, r"'batch_size'.*\[1, 1000000000\].*Got 0"),
         ({"lr": 0.0}, r"'lr'.*\(0.0, inf\].*Got 0.0"),
         ({"lr": float("nan")}, r"'lr'.*Got nan"),
         ({"lr": "0.1"}, r"'lr'.*Got '0.1'"),

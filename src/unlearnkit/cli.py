@@ -3,7 +3,10 @@
 Every command accepts ``--json`` and then prints exactly one JSON object on stdout; progress
 bars and log lines go to stderr. A user's mistake ends the command with one line
 ``unlearnkit: error: ...`` on stderr and exit code 2; output files are written atomically, so
-an error never leaves a half-written one.
+an error never leaves a half-written one, and ``train``'s and ``forget``'s ``--out`` is
+replaced last, once the metrics are computed and the output rendered, so that an error or
+Ctrl-C before then leaves the previous file as it was. An ``--out`` that is not a regular file
+(a directory, a link, a FIFO, a device) is refused before any work.
 """
 
 from __future__ import annotations
@@ -41,12 +44,17 @@ from unlearnkit.exceptions import (
     UnlearnkitError,
 )
 from unlearnkit.methods.base import METHODS, coerce_param, get_method
-from unlearnkit.models.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
+from unlearnkit.models.checkpoint import (
+    check_output_path,
+    load_checkpoint,
+    read_checkpoint_info,
+    save_checkpoint,
+)
 from unlearnkit.models.info import ModelInfo, get_info
 from unlearnkit.models.registry import MODELS
 from unlearnkit.pools import cached_original, pool_cache_dir, retrained_pool, unlearned_pool
 from unlearnkit.registry import did_you_mean
-from unlearnkit.training import Recipe, accuracy, resolve_device
+from unlearnkit.training import MAX_COUNT, Recipe, accuracy, resolve_device, short_repr
 
 __all__ = ["build_parser", "main"]
 
@@ -77,6 +85,25 @@ def _literal(text: str) -> Any:
         except ValueError:
             pass
     return text
+
+
+_MAX_SEED = 2**63 - 1
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an int in ``[low, high]`` (else a one-line usage error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an int; got {short_repr(text)}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be an int in the range [{low}, {high}]; got {short_repr(value)}")
+        return value
+
+    return parse
 
 
 def _options(pairs: Sequence[str] | None, what: str) -> dict[str, Any]:
@@ -216,11 +243,37 @@ def _split(args: argparse.Namespace, data: DataBundle) -> Split:
         return split_random(data, fraction=args.forget_fraction, seed=args.split_seed)
     if args.forget_count is not None:
         return split_random(data, count=args.forget_count, seed=args.split_seed)
-    return split_indices(data, read_indices(args.forget_indices))
+    return split_indices(data, read_indices(args.forget_indices, num_samples=len(data.train)))
+
+
+#: (key, check, what it must be) for the forget request a checkpoint records.
+_SPLIT_KEYS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("scenario", lambda v: isinstance(v, str), "a string"),
+    ("classes", lambda v: isinstance(v, list) and all(
+        isinstance(c, (int, str)) and not isinstance(c, bool) for c in v),
+     "a list of class numbers or names"),
+    ("fraction", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+     "a number"),
+    ("count", lambda v: isinstance(v, int) and not isinstance(v, bool), "an int"),
+    ("seed", lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= _MAX_SEED,
+     f"an int in the range [0, {2**63 - 1}]"),
+    ("forget_sha256", lambda v: isinstance(v, str), "a string"),
+    ("n_forget", lambda v: isinstance(v, int) and not isinstance(v, bool), "an int"),
+)
+
+
+def _check_split_record(desc: dict, checkpoint: str) -> None:
+    for key, ok, expected in _SPLIT_KEYS:
+        if desc.get(key) is not None and not ok(desc[key]):
+            raise CheckpointError(
+                f"{checkpoint!r} has unreadable unlearnkit metadata: the forget request's "
+                f"{key!r} must be {expected}; got {short_repr(desc[key])}."
+            )
 
 
 def _split_from_record(desc: dict, data: DataBundle, checkpoint: str) -> Split:
     """Rebuild the forget request a checkpoint records, and check it is the same one."""
+    _check_split_record(desc, checkpoint)
     if desc.get("scenario") == "class" and desc.get("classes"):
         split = split_by_class(data, desc["classes"])
     elif "fraction" in desc or "count" in desc:
@@ -251,6 +304,8 @@ def _load_retrained(path: str | None, split: Split, data: DataBundle) -> torch.n
         return None
     info = read_checkpoint_info(path)
     if info is not None:
+        if info.split:
+            _check_split_record(info.split, path)
         if info.num_classes is not None and info.num_classes != data.num_classes:
             raise CheckpointError(
                 f"The retrained checkpoint {path!r} has {info.num_classes} classes but "
@@ -296,18 +351,25 @@ def _recipe(args: argparse.Namespace, arch: str) -> Recipe:
     return default_recipe(arch).replace(**changes)
 
 
+#: The key of a command's result that holds its output file's writer: :func:`_run` calls it
+#: once everything else is done (metrics computed, output rendered), so that an error or
+#: Ctrl-C before that leaves the previous ``--out`` as it was.
+_WRITE = "_write"
+
+
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    check_output_path(args.out)  # a FIFO, a device, a directory or a link: refused up front
     device = _device(args.device)
     data = _load_data(args)
     recipe = _recipe(args, args.model)
     arch_kwargs = _model_args(args.model, args.model_arg)
     model = train_model(data, arch=args.model, recipe=recipe, seed=args.seed, device=device,
                         progress=_bars(), **arch_kwargs)
-    path = save_checkpoint(model, args.out)
     info = get_info(model)
     return {
+        _WRITE: lambda: save_checkpoint(model, args.out),
         "command": "train",
-        "out": str(path),
+        "out": str(Path(args.out)),
         "dataset": data.name,
         "arch": args.model,
         "arch_kwargs": arch_kwargs,
@@ -320,6 +382,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_forget(args: argparse.Namespace) -> dict[str, Any]:
+    check_output_path(args.out)  # a FIFO, a device, a directory or a link: refused up front
     device = _device(args.device)
     params = _method_params(args.method, args.param)
     method = get_method(args.method, **params)  # every check before any work
@@ -329,18 +392,19 @@ def cmd_forget(args: argparse.Namespace) -> dict[str, Any]:
     retrained = _load_retrained(args.retrained, split, data)
     model = load_checkpoint(args.checkpoint, device=resolve_device(device))
     unlearned = unlearn(model, split, method, seed=args.seed, device=device, progress=_bars())
-    path = save_checkpoint(unlearned, args.out)
+    metrics = evaluate(unlearned, split, retrained=retrained, original=model,
+                       relearn=not args.no_relearn)
     return {
+        _WRITE: lambda: save_checkpoint(unlearned, args.out),
         "command": "forget",
         "checkpoint": args.checkpoint,
-        "out": str(path),
+        "out": str(Path(args.out)),
         "method": method.name,
         "params": method.json_params(),
         "seed": args.seed,
         "split": _split_summary(split, data),
         "retrained": args.retrained,
-        "metrics": evaluate(unlearned, split, retrained=retrained, original=model,
-                            relearn=not args.no_relearn),
+        "metrics": metrics,
     }
 
 
@@ -514,7 +578,10 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
             "bench takes a CONFIG.yaml file or --preset NAME (one of them, not both).")
     if args.workers is not None and args.workers < 1:
         raise InvalidParameterError(f"--workers must be at least 1. Got {args.workers}.")
-    config = preset(args.preset) if args.preset else load_config(args.config)
+    if args.max_runs is not None and args.max_runs < 1:
+        raise InvalidParameterError(f"--max-runs must be at least 1. Got {args.max_runs}.")
+    config = (preset(args.preset, max_runs=args.max_runs) if args.preset
+              else load_config(args.config, max_runs=args.max_runs))
     plan = expand(config)
     device = _device(args.device)
     head = {"command": "bench", "config": config.name, "dry_run": bool(args.dry_run)}
@@ -734,13 +801,13 @@ def _add_split(p: argparse.ArgumentParser, *, required: bool) -> None:
                     help="N random training samples")
     ex.add_argument("--forget-indices", metavar="FILE",
                     help="training-set indices (text, .json or .npy)")
-    g.add_argument("--split-seed", type=int, default=0, metavar="S",
+    g.add_argument("--split-seed", type=_int_in(0, _MAX_SEED), default=0, metavar="S",
                    help="seed of a random split (default: 0)")
 
 
 def _add_common(p: argparse.ArgumentParser, *, seed: bool = True, device: bool = True) -> None:
     if seed:
-        p.add_argument("--seed", type=int, default=0, metavar="S",
+        p.add_argument("--seed", type=_int_in(0, _MAX_SEED), default=0, metavar="S",
                        help="random seed (default: 0)")
     if device:
         p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
@@ -791,7 +858,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "activation_distance, avg_gap")
     p.add_argument("--original", metavar="FILE",
                    help="the model before unlearning: adds anamnesis (with --retrained)")
-    p.add_argument("--n-models", type=int, default=0, metavar="N",
+    p.add_argument("--n-models", type=_int_in(0, MAX_COUNT), default=0, metavar="N",
                    help="with --original: build or reuse pools of N unlearned (the "
                         "checkpoint's method) and N retrained models; adds mia_lira, "
                         "forgetting_quality, competition_score")
@@ -818,7 +885,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "originals trained with N seeds)")
     p.add_argument("--param", action="append", metavar="K=V",
                    help="a hyper-parameter of the method; repeatable")
-    p.add_argument("--n-models", type=int, default=32, metavar="N",
+    p.add_argument("--n-models", type=_int_in(0, MAX_COUNT), default=32, metavar="N",
                    help="models per pool (default: 32; the competition used 512)")
     p.add_argument("--no-cache", action="store_true",
                    help="train every pool model afresh and store nothing")
@@ -850,7 +917,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a random fraction to forget; each is its own request")
     g.add_argument("--forget-count", action="append", type=int, metavar="N",
                    help="N random samples to forget; each is its own request")
-    g.add_argument("--split-seed", type=int, default=0, metavar="S",
+    g.add_argument("--split-seed", type=_int_in(0, _MAX_SEED), default=0, metavar="S",
                    help="seed of random requests (default: 0)")
     p.add_argument("--methods", default="all", metavar="all|M1,M2",
                    help="methods to compare (default: all registered)")
@@ -858,7 +925,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a method's hyper-parameter, e.g. ssd.alpha=5; repeatable")
     p.add_argument("--out-dir", metavar="DIR",
                    help="save every checkpoint and results.json here")
-    p.add_argument("--n-models", type=int, default=0, metavar="N",
+    p.add_argument("--n-models", type=_int_in(0, MAX_COUNT), default=0, metavar="N",
                    help="also the competition's F and score and mia_lira, from pools of N "
                         "models per method (cached; default: 0, none)")
     p.add_argument("--no-relearn", action="store_true", help="skip anamnesis (relearning)")
@@ -888,6 +955,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the Ray cluster to join (default: $RAY_ADDRESS, else a local one)")
     p.add_argument("--report", metavar="DIR",
                    help="then write the report (as `unlearnkit report`) to DIR")
+    p.add_argument("--max-runs", type=int, metavar="N",
+                   help="refuse a plan of more than N runs (default: the config's max_runs, "
+                        "else 10000)")
     _add_common(p, seed=False)
     p.set_defaults(func=cmd_bench)
 
@@ -918,10 +988,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def _run(func: Callable[[argparse.Namespace], dict[str, Any]], args: argparse.Namespace) -> int:
     result = func(args)
-    if args.json:
-        print(json.dumps(jsonable(result), allow_nan=False))
-    else:
-        print(_text(result))
+    write = result.pop(_WRITE, None)
+    text = json.dumps(jsonable(result), allow_nan=False) if args.json else _text(result)
+    if write is not None:  # the output file replaces the old one last, in one step
+        write()
+    print(text)
     return 0
 
 

@@ -37,7 +37,7 @@ from torch import nn
 
 from unlearnkit import metrics as M
 from unlearnkit.data.splits import Data, Split
-from unlearnkit.exceptions import InvalidParameterError, ModelError
+from unlearnkit.exceptions import InvalidParameterError, InvalidSplitError, ModelError
 from unlearnkit.methods.base import get_method
 from unlearnkit.metrics.accuracy import accuracy_from_logits, speedup
 from unlearnkit.metrics.divergence import DEFAULT_GAP_KEYS
@@ -51,7 +51,7 @@ from unlearnkit.pools import (
     retrained_pool,
     unlearned_pool,
 )
-from unlearnkit.training import model_device, predict, resolve_device, seeded
+from unlearnkit.training import data_size, model_device, predict, resolve_device, seeded
 
 __all__ = [
     "MIN_MIA_SAMPLES",
@@ -277,6 +277,10 @@ def _mias(o: Outputs, split: Split) -> dict[str, float | None]:
     return out
 
 
+_EMPTY_FORGET = ("The forget set is empty: there is nothing to evaluate forgetting on. Give a "
+                 "split whose forget set holds at least one sample.")
+
+
 def evaluate(
     model: nn.Module,
     split: Split,
@@ -314,9 +318,17 @@ def evaluate(
         seed: seeds the attacks' subsampling and the random model of ``zrf``.
         device: where to compute (default: where each model is).
     """
+    try:
+        n_forget = data_size(split.forget)
+    except TypeError:  # a dataset without a length: counted once its outputs are computed
+        n_forget = None
+    if n_forget == 0:
+        raise InvalidSplitError(_EMPTY_FORGET)
     check_finite(model, "The model to evaluate")
     dev = resolve_device(device) if device is not None else None
     o = Outputs.of(model, split, dev)
+    if len(o.forget[1]) == 0:
+        raise InvalidSplitError(_EMPTY_FORGET)
     out: dict[str, Any] = {
         "retain_acc": _acc(o.retain),
         "forget_acc": _acc(o.forget),

@@ -26,6 +26,7 @@ from unlearnkit.exceptions import InvalidParameterError, ModelError
 from unlearnkit.models.adapters import forward
 
 __all__ = [
+    "MAX_COUNT",
     "LossFn",
     "Recipe",
     "accuracy",
@@ -50,6 +51,11 @@ EpochWatcher = Callable[[str, int, nn.Module], None]
 _WATCHERS: contextvars.ContextVar[tuple[EpochWatcher, ...]] = contextvars.ContextVar(
     "unlearnkit_epoch_watchers", default=())
 
+#: The largest value an integer count (epochs, batch size, steps, samples) may take, in a
+#: :class:`Recipe` and in every method's int hyper-parameter without its own upper bound: a
+#: billion epochs or steps never ends, and a larger int would overflow torch's C integers.
+MAX_COUNT = 10**9
+
 _OPTIMIZERS = ("sgd", "adam", "adamw")
 _SCHEDULES = ("constant", "cosine", "step")
 
@@ -59,6 +65,7 @@ class Recipe:
     """How to train: optimiser, learning rate and its schedule, regularisation, batches, epochs.
 
     ``schedule="step"`` multiplies the learning rate by 0.1 at 50 % and 75 % of the epochs.
+    ``epochs`` and ``batch_size`` are at most :data:`MAX_COUNT`; floats must be finite.
     """
 
     epochs: int = 30
@@ -103,12 +110,22 @@ class Recipe:
         return replace(self, **changes)
 
 
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+def _check_int(name: str, value: object, low: int, high: int = MAX_COUNT) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidParameterError(
-            f"The {name!r} parameter must be an int in the range [{low}, inf). Got {value!r} "
-            "instead."
+            f"The {name!r} parameter must be an int in the range [{low}, {high}]. Got "
+            f"{short_repr(value)} instead."
         )
+
+
+def short_repr(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (an error message stays one short line,
+    even for a 5000-digit int, whose ``repr`` Python itself refuses)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too large to convert to a string
+        return "<an int of thousands of digits>"
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def _check_float(

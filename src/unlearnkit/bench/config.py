@@ -15,7 +15,8 @@
       teacher:                       # a list of grids: their union (one sweep per parameter)
         - {forget_lr: [1.0e-6, 1.0e-4]}
         - {forget_epochs: [5, 30]}
-    seeds: [0, 1, 2]
+    seeds: [0, 1, 2]                 # ints in [0, 2**32 - 1]
+    max_runs: 20000                  # refuse larger plans (default: 10,000; or --max-runs)
     relearn: false                   # compute anamnesis (default: true)
     mia: true                        # the membership-inference attacks (default: true)
     curves: true                     # accuracy on D_r, D_f and test per epoch (default: false)
@@ -27,7 +28,15 @@
 Each run is identified by a hash of everything that determines its result
 (:mod:`unlearnkit.bench.plan`).
 
-Every mistake raises :class:`~unlearnkit.exceptions.InvalidParameterError` naming the key.
+Every mistake raises :class:`~unlearnkit.exceptions.InvalidParameterError` naming the key,
+before anything is trained or written: the model's arguments are tried on PyTorch's ``meta``
+device (no memory), and the plan's size is computed from the grids' lengths before any run is
+materialised (at most :data:`MAX_RUNS` runs unless ``max_runs`` raises the limit).
+
+YAML is read as YAML 1.1 (PyYAML), except that a number with an exponent is a float with or
+without a dot or a sign in the exponent (``1e-5``, ``1E5``; YAML 1.1 reads them as strings).
+A config must be UTF-8 text of at most :data:`MAX_CONFIG_BYTES` bytes; every integer in it must
+fit in 64 bits.
 """
 
 from __future__ import annotations
@@ -35,24 +44,31 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import itertools
+import math
 import os
+import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from unlearnkit.api import default_recipe
 from unlearnkit.data.registry import DATASETS
 from unlearnkit.exceptions import InvalidParameterError, UnlearnkitError
 from unlearnkit.methods.base import METHODS, get_method
-from unlearnkit.models.registry import MODELS
+from unlearnkit.models.registry import MODELS, build_model
 from unlearnkit.registry import did_you_mean
 from unlearnkit.training import Recipe
 
 __all__ = [
+    "MAX_CONFIG_BYTES",
+    "MAX_RUNS",
     "PRESETS",
+    "SEED_MAX",
     "BenchConfig",
     "MethodGrid",
     "Scenario",
@@ -62,7 +78,21 @@ __all__ = [
 ]
 
 _TOP_KEYS = ("name", "dataset", "model", "recipe", "scenarios", "methods", "seeds", "relearn",
-             "mia", "curves", "original", "score")
+             "mia", "curves", "original", "score", "max_runs")
+
+#: A plan of more runs is refused unless the config's ``max_runs`` (or ``--max-runs``) allows it.
+MAX_RUNS = 10_000
+
+#: The largest config file read (a config is a few lines; this bounds the parser's memory).
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+#: The largest seed (seeds are in [0, SEED_MAX]: every RNG and the store take them).
+SEED_MAX = 2**32 - 1
+
+#: The most values a config may hold once YAML aliases are expanded.
+_MAX_VALUES = 1_000_000
+
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -99,6 +129,12 @@ class MethodGrid:
     name: str
     grid: Grid = ()
     sweeps: tuple[Grid, ...] = ()
+
+    def size(self) -> int:
+        """How many points :meth:`points` returns at most (repeated points count once there),
+        computed from the grids' lengths without building any point."""
+        return sum(math.prod(len(values) for _, values in grid)
+                   for grid in (self.grid, *self.sweeps))
 
     def points(self) -> list[dict[str, Any]]:
         """Every combination of every grid, as the method's full parameters (defaults filled
@@ -213,19 +249,35 @@ def _scenarios(value: Any) -> tuple[Scenario, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _methods(value: Any) -> tuple[MethodGrid, ...]:
+def _in_method(name: Any, check: Any) -> Any:
+    """``check()``, its errors prefixed with ``In methods.NAME:`` (once)."""
+    try:
+        return check()
+    except UnlearnkitError as exc:
+        if str(exc).startswith(("The 'methods", f"In methods.{name}")):
+            raise
+        raise InvalidParameterError(f"In methods.{name}: {exc}") from None
+
+
+def _method_grids(value: Any) -> tuple[MethodGrid, ...]:
+    """The ``methods`` key as grids; their points are not built yet (:func:`parse_config`
+    counts them first)."""
     if value == "all":
         return tuple(MethodGrid(name) for name in METHODS.names())
     if isinstance(value, list):  # a list of names: each at its defaults
-        value = {name: {} for name in _nonempty_list("methods", value)}
+        names = _nonempty_list("methods", value)
+        bad = next((n for n in names if not isinstance(n, str)), None)
+        if bad is not None:
+            raise _err("methods", "a list of method names", bad)
+        value = {name: {} for name in names}
     m = _mapping("methods", value)
     if not m:
         raise _err("methods", "a non-empty mapping {method: {param: [values]}} or 'all'", value)
     out = []
     for name, spec in m.items():
-        try:
+        def grids(name: Any = name, spec: Any = spec) -> MethodGrid:
             METHODS.get(str(name))
-            grids = []
+            found = []
             specs = spec if isinstance(spec, list) and spec else [spec]
             for k, grid in enumerate(specs):
                 where = f"methods.{name}" + (f"[{k}]" if isinstance(spec, list) else "")
@@ -235,21 +287,136 @@ def _methods(value: Any) -> tuple[MethodGrid, ...]:
                     values = values if isinstance(values, list) else [values]
                     values = _nonempty_list(f"{where}.{param}", values)
                     items.append((str(param), tuple(_freeze(v) for v in values)))
-                grids.append(tuple(items))
-            mg = MethodGrid(str(name), grids[0], tuple(grids[1:]))
-            mg.points()  # every value of the grid is checked by the method itself
-        except UnlearnkitError as exc:
-            if str(exc).startswith(("The 'methods", f"In methods.{name}")):
-                raise
-            raise InvalidParameterError(f"In methods.{name}: {exc}") from None
-        out.append(mg)
+                found.append(tuple(items))
+            return MethodGrid(str(name), found[0], tuple(found[1:]))
+
+        out.append(_in_method(name, grids))
     return tuple(out)
 
 
-def parse_config(raw: Any, *, name: str = "config") -> BenchConfig:
-    """Validate a parsed YAML document (a mapping) into a :class:`BenchConfig`."""
+def _plan_size(scenarios: int, grids: tuple[MethodGrid, ...],
+               seeds: int, original: bool, limit: int) -> None:
+    """Refuse a plan of more than ``limit`` runs, from the grids' lengths (nothing built)."""
+    points = int(original) + sum(g.size() for g in grids)
+    total = scenarios * points * seeds
+    if total <= limit:
+        return
+    raise InvalidParameterError(
+        f"The benchmark config plans up to {total:,} runs ({scenarios:,} scenario(s) x "
+        f"{points:,} method settings x {seeds:,} seed(s)), more than the limit of {limit:,}. "
+        "Shrink the grids, or raise the limit with 'max_runs: N' in the config or --max-runs N."
+    )
+
+
+def _positive_limit(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _err(key, "a positive int", value)
+    return value
+
+
+def _check_values(raw: Any) -> None:
+    """Every integer fits in 64 bits; no alias refers to itself; at most :data:`_MAX_VALUES`
+    values once aliases are expanded (YAML aliases can nest a document exponentially)."""
+    sizes: dict[int, int] = {}
+    busy: set[int] = set()
+
+    def size(value: Any, path: str) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not _INT64[0] <= value <= _INT64[1]:
+                raise InvalidParameterError(
+                    f"The {path!r} key of the benchmark config is {value}, outside the range of "
+                    "a 64-bit integer (-2**63 to 2**63 - 1).")
+            return 1
+        if not isinstance(value, Mapping | list):
+            return 1
+        if id(value) in sizes:
+            return sizes[id(value)]
+        if id(value) in busy:
+            raise InvalidParameterError(
+                f"The {path!r} key of the benchmark config contains itself (a YAML alias to "
+                "one of its own parents).")
+        busy.add(id(value))
+        if isinstance(value, list):
+            n = 1 + sum(size(v, f"{path}[{i}]") for i, v in enumerate(value))
+        else:
+            n = 1 + sum(size(v, f"{path}.{k}" if path else str(k)) for k, v in value.items())
+        busy.discard(id(value))
+        if n > _MAX_VALUES:
+            raise InvalidParameterError(
+                f"The benchmark config holds more than {_MAX_VALUES:,} values once its YAML "
+                f"aliases are expanded (at {path or 'the top level'!r}).")
+        sizes[id(value)] = n
+        return n
+
+    size(raw, "")
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_model(arch: str, kwargs: Mapping[str, Any], dataset: str,
+                 options: Mapping[str, Any]) -> None:
+    """Build the model on the ``meta`` device (no memory): every argument is checked as the
+    run will check it, and a model larger than this machine's memory is refused."""
+    spec = DATASETS.get(dataset)
+    shape = spec.input_shape
+    if shape is None:  # an image folder: its size, or a stand-in (only the arguments matter)
+        size = options.get("image_size")
+        channels = 1 if options.get("grayscale") else 3
+        if isinstance(size, int) and not isinstance(size, bool) and 0 < size <= 4096:
+            shape = (channels, size, size)
+        elif (isinstance(size, list | tuple) and len(size) == 2
+              and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 4096
+                      for v in size)):
+            shape = (channels, *size)
+        else:
+            shape = (channels, 32, 32)
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")
+            model = build_model(arch, num_classes=spec.num_classes or 10, input_shape=shape,
+                                **kwargs)
+    except UnlearnkitError as exc:
+        raise InvalidParameterError(f"In model.kwargs: {exc}") from None
+    except Exception as exc:  # an argument the architecture does not check itself
+        lines = [x for x in str(exc).splitlines() if x.strip()]
+        raise InvalidParameterError(
+            f"In model.kwargs: model {arch!r} cannot be built with {args or 'its defaults'}: "
+            f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")) from None
+    n = sum(p.numel() for p in model.parameters())
+    memory = _physical_memory()
+    if memory and n * 4 > memory:
+        raise InvalidParameterError(
+            f"In model.kwargs: model {arch!r} with {args or 'its defaults'} has {n:,} "
+            f"parameters ({n * 4 / 2**30:,.1f} GiB as float32), more than this machine's "
+            f"memory ({memory / 2**30:,.1f} GiB).")
+
+
+def parse_config(raw: Any, *, name: str = "config", max_runs: int | None = None
+                 ) -> BenchConfig:
+    """Validate a parsed YAML document (a mapping) into a :class:`BenchConfig`.
+
+    ``max_runs`` (default: the config's ``max_runs``, else :data:`MAX_RUNS`): a plan of more
+    runs is refused, before its runs are built.
+    """
     m = _mapping("(top level)", raw)
     _unknown("the benchmark config", m, _TOP_KEYS)
+    seeds = _nonempty_list("seeds", m.get("seeds", [0]))
+    for i, s in enumerate(seeds):
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= SEED_MAX:
+            raise InvalidParameterError(
+                f"The 'seeds' key of the benchmark config must be a list of ints in "
+                f"[0, {SEED_MAX}]. Got {s!r} (item {i}) instead.")
+    _check_values(m)
+    if max_runs is not None:
+        limit = _positive_limit("max_runs", max_runs)
+    else:
+        limit = _positive_limit("max_runs", m.get("max_runs", MAX_RUNS))
     for key in ("dataset", "model", "scenarios", "methods"):
         if key not in m:
             raise InvalidParameterError(f"The benchmark config lacks the required key {key!r}.")
@@ -276,6 +443,13 @@ def parse_config(raw: Any, *, name: str = "config") -> BenchConfig:
                               or value < 1):
             raise _err(f"dataset.{key}", "a positive int", value)
         options[f"_{key}"] = value
+    valid_options = tuple(DATASETS.get(ds["name"]).options())
+    for key in options:
+        if not str(key).startswith("_") and key not in valid_options:
+            raise InvalidParameterError(
+                f"Unknown key {key!r} in dataset.options (of {ds['name']!r})."
+                f"{did_you_mean(str(key), valid_options)} "
+                f"Valid keys: {', '.join(valid_options) or '(none)'}.")
 
     model = m["model"]
     if isinstance(model, str):
@@ -293,6 +467,7 @@ def parse_config(raw: Any, *, name: str = "config") -> BenchConfig:
     valid = tuple(p for p in inspect.signature(MODELS.get(arch)).parameters
                   if p not in ("self", "input_shape", "num_classes"))
     _unknown(f"model.kwargs (of {arch!r})", kwargs, valid)
+    _check_model(arch, kwargs, ds["name"], options)
 
     recipe = default_recipe(arch)
     if m.get("recipe") is not None:
@@ -302,17 +477,19 @@ def parse_config(raw: Any, *, name: str = "config") -> BenchConfig:
         except (UnlearnkitError, TypeError) as exc:
             raise InvalidParameterError(f"In recipe: {exc}") from None
 
-    seeds = _nonempty_list("seeds", m.get("seeds", [0]))
-    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-        raise _err("seeds", "a list of non-negative ints", seeds)
-
     flags = {}
     for key, default in (("relearn", True), ("mia", True), ("curves", False),
                          ("original", True)):
         flags[key] = m.get(key, default)
         if not isinstance(flags[key], bool):
             raise _err(key, "true or false", flags[key])
-    methods = _methods(m["methods"])
+    scenarios = _scenarios(m["scenarios"])
+    _check_classes(scenarios, ds["name"])
+    grids = _method_grids(m["methods"])
+    _plan_size(len(scenarios), grids, len(dict.fromkeys(seeds)), flags["original"], limit)
+    for mg in grids:  # every value of the grid is checked by the method itself
+        _in_method(mg.name, mg.points)
+    methods = grids
     score_models, score_runs = _score(m.get("score"), methods)
 
     return BenchConfig(
@@ -322,13 +499,26 @@ def parse_config(raw: Any, *, name: str = "config") -> BenchConfig:
         arch=arch,
         arch_kwargs=tuple(sorted((str(k), _freeze(v)) for k, v in kwargs.items())),
         recipe=recipe,
-        scenarios=_scenarios(m["scenarios"]),
+        scenarios=scenarios,
         methods=methods,
         seeds=tuple(dict.fromkeys(seeds)),
         score_models=score_models,
         score_runs=score_runs,
         **flags,
     )
+
+
+def _check_classes(scenarios: tuple[Scenario, ...], dataset: str) -> None:
+    """Class numbers beyond the dataset's classes (names are checked when the data is read)."""
+    n = DATASETS.get(dataset).num_classes
+    if not n:
+        return
+    for i, s in enumerate(x for x in scenarios if x.kind == "class"):
+        for c in s.classes:
+            if isinstance(c, int) and not 0 <= c < n:
+                raise InvalidParameterError(
+                    f"scenarios.classes[{i}] names class {c}, but dataset {dataset!r} has "
+                    f"classes 0-{n - 1}.")
 
 
 def _score(value: Any, methods: tuple[MethodGrid, ...]) -> tuple[int, tuple[Any, ...]]:
@@ -360,14 +550,78 @@ def _score(value: Any, methods: tuple[MethodGrid, ...]) -> tuple[int, tuple[Any,
     return n, tuple(runs)
 
 
-def load_config(path: str | os.PathLike) -> BenchConfig:
-    """Read and validate a YAML benchmark config."""
-    p = Path(path)
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that ``1e-5``, ``1E5`` and ``1.0e5`` are floats (YAML 1.1
+    wants a dot and a signed exponent, so PyYAML reads them as strings; YAML 1.2 does not)."""
+
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _FLOAT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_FLOAT_TAG, re.compile(r"""^(?:
+     [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+
+
+def _yaml_error(where: str, text: str, exc: yaml.YAMLError) -> InvalidParameterError:
+    """A YAML error as one line: the file, line and column, and the problem."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return InvalidParameterError(
+            f"{where} line {line} is not valid YAML: unacceptable character #x{char:04x} "
+            f"({exc.reason}).")
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if problem is None:
+        problem, mark, context = context, context_mark, None
+    if problem is None:
+        lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+        problem = lines[0] if lines else type(exc).__name__
+    at = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    if context:
+        where_context = (f" at line {context_mark.line + 1}, column {context_mark.column + 1}"
+                         if context_mark is not None else "")
+        problem += f" ({context}{where_context})"
+    return InvalidParameterError(f"{where}{at} is not valid YAML: {problem}.")
+
+
+def _load_yaml(text: str, where: str) -> Any:
     try:
-        raw = yaml.safe_load(p.read_text())
+        return yaml.load(text, Loader=_Loader)  # a safe loader (SafeLoader, floats as 1.2)
     except yaml.YAMLError as exc:
-        raise InvalidParameterError(f"{str(p)!r} is not valid YAML: {exc}") from None
-    return parse_config(raw, name=p.stem)
+        raise _yaml_error(where, text, exc) from None
+    except RecursionError:
+        raise InvalidParameterError(f"{where} is not valid YAML: it nests too deeply.") from None
+
+
+def load_config(path: str | os.PathLike, *, max_runs: int | None = None) -> BenchConfig:
+    """Read and validate a YAML benchmark config (UTF-8, at most :data:`MAX_CONFIG_BYTES`);
+    ``max_runs`` as in :func:`parse_config`."""
+    p = Path(path)
+    where = repr(str(p))
+    with p.open("rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise InvalidParameterError(
+            f"{where} is larger than {MAX_CONFIG_BYTES // 2**20} MiB: not a benchmark config.")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InvalidParameterError(
+            f"{where} line {line}, column {column} is not UTF-8 text: byte "
+            f"0x{data[exc.start]:02x} cannot be decoded. Save the config as UTF-8.") from None
+    return parse_config(_load_yaml(text, where), name=p.stem, max_runs=max_runs)
 
 
 #: The built-in configurations, as YAML.
@@ -424,11 +678,12 @@ score:                                    # the competition score of perturbatio
 }
 
 
-def preset(name: str) -> BenchConfig:
-    """A built-in configuration (:data:`PRESETS`)."""
+def preset(name: str, *, max_runs: int | None = None) -> BenchConfig:
+    """A built-in configuration (:data:`PRESETS`); ``max_runs`` as in :func:`parse_config`."""
     if name not in PRESETS:
         raise InvalidParameterError(
             f"Unknown preset {name!r}.{did_you_mean(name, PRESETS)} "
             f"Valid presets: {', '.join(PRESETS)}."
         )
-    return parse_config(yaml.safe_load(PRESETS[name]), name=name)
+    return parse_config(_load_yaml(PRESETS[name], f"preset {name!r}"), name=name,
+                        max_runs=max_runs)

@@ -1,22 +1,30 @@
 """Executing a plan: originals and references first (cached), then every run as a task.
 
 The parent process trains (or loads from the cache) every original and reference the pending
-runs need, sequentially, so workers never race on the cache. Each run is then an independent
-task (:func:`execute`), given the paths of its two cached checkpoints: in-process with
-``workers=1``, else in a local process pool (spawned processes, one torch thread each). Workers
-return rows; the parent alone writes them to the store, one transaction per row, as they
+runs need, sequentially, so workers never race on the cache; then it opens the store (creating
+it only now, so that a plan that fails this early leaves no file). Each run is then an
+independent task (:func:`execute`), given the paths of its two cached checkpoints: in-process
+with ``workers=1``, else in a local process pool (spawned processes, one torch thread each).
+Workers return rows; the parent alone writes them to the store, one transaction per row, as they
 finish. Each run logs to ``<db>.logs/<run_id>.log``.
+
+Before running a run the parent claims it in the store (a lease, see
+:mod:`unlearnkit.bench.store`), as many at a time as it has workers; so benchmarks started on
+one store at once share its runs, and each run is executed once. A benchmark whose remaining
+runs are all held by others waits for them (their rows, or their leases' death) before it
+returns. A benchmark that fails before it stores any row deletes the store it created.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 import traceback
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import nullcontext
 from datetime import datetime, timezone
 from multiprocessing import get_context
@@ -29,13 +37,13 @@ from unlearnkit.api import unlearn
 from unlearnkit.bench.artefacts import curve_watcher, model_artefacts
 from unlearnkit.bench.config import Scenario
 from unlearnkit.bench.plan import ORIGINAL, Plan, Run
-from unlearnkit.bench.store import ResultStore, read_rows
+from unlearnkit.bench.store import FINISHED, ResultStore, read_rows, read_states
 from unlearnkit.compare import jsonable
 from unlearnkit.data.containers import DataBundle
 from unlearnkit.data.registry import load_dataset
 from unlearnkit.data.splits import Split, split_by_class, split_random
 from unlearnkit.evaluation import evaluate
-from unlearnkit.exceptions import InvalidParameterError, UnlearnkitError
+from unlearnkit.exceptions import DataError, InvalidParameterError, UnlearnkitError
 from unlearnkit.methods.base import get_method
 from unlearnkit.models.checkpoint import load_checkpoint
 from unlearnkit.pools import (
@@ -48,10 +56,13 @@ from unlearnkit.pools import (
 )
 from unlearnkit.training import resolve_device, watch_epochs
 
-__all__ = ["EXECUTORS", "describe", "execute", "log_dir", "run_plan"]
+__all__ = ["EXECUTORS", "POLL_SECONDS", "describe", "execute", "log_dir", "run_plan"]
 
 #: Where runs execute: a local process pool, or Ray.
 EXECUTORS = ("process", "ray")
+
+#: How often (seconds) a benchmark whose remaining runs are held by others looks again.
+POLL_SECONDS = 1.0
 
 
 def log_dir(db: str | os.PathLike) -> Path:
@@ -72,7 +83,15 @@ def _data(name: str, options: dict[str, Any]) -> DataBundle:
     key = repr((name, sorted(options.items())))
     if key not in _DATA:
         opts = {k: v for k, v in options.items() if not k.startswith("_")}
-        data = load_dataset(name, root=options.get("_root"), **opts)
+        try:
+            data = load_dataset(name, root=options.get("_root"), **opts)
+        except (TypeError, ValueError) as exc:  # an option the loader does not check itself
+            if isinstance(exc, UnlearnkitError):
+                raise
+            lines = [x for x in str(exc).splitlines() if x.strip()]
+            raise InvalidParameterError(
+                f"Cannot load dataset {name!r} with options {opts}: "
+                f"{lines[0] if lines else type(exc).__name__}") from None
         if options.get("_train_per_class") or options.get("_test_per_class"):
             data = data.per_class(train=options.get("_train_per_class"),
                                   test=options.get("_test_per_class"))
@@ -201,6 +220,23 @@ def _prepare(plan: Plan, runs: list[Run], *, device: str | None, progress: bool,
     return paths
 
 
+def _check_writable(db: str | os.PathLike) -> None:
+    """Refuse, before anything is trained, a results path that cannot be a store file."""
+    p = Path(db)
+    if p.exists():
+        if not p.is_file():
+            raise DataError(f"{str(p)!r} is not a file: it cannot be a results store.")
+        if not os.access(p, os.R_OK | os.W_OK):
+            raise DataError(f"{str(p)!r} cannot be read and written (permissions).")
+        return
+    parent = p.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(f"Cannot create the results store {str(p)!r}: {str(parent)!r} is not "
+                        "a writable folder.")
+
+
 def run_plan(
     plan: Plan,
     db: str | os.PathLike,
@@ -217,6 +253,8 @@ def run_plan(
     Args:
         plan: from :func:`unlearnkit.bench.expand`.
         db: the SQLite results file (created if missing; see :mod:`unlearnkit.bench.store`).
+            Other benchmarks may use it at the same time: each run is claimed before it runs,
+            and executed once.
         workers: processes (default: the CPU count); 1 runs in this process, sequentially.
         device: where to compute (default: CUDA, then MPS, then the CPU).
         progress: a progress bar over runs, with an ETA, on stderr.
@@ -224,13 +262,20 @@ def run_plan(
         executor: ``"process"`` (a local process pool; ``workers=1`` runs in this process) or
             ``"ray"`` (Ray tasks, one CPU each, on a local Ray instance or the cluster at
             ``ray_address``; needs the ``ray`` extra; see
-            :mod:`unlearnkit.bench.ray_executor`).
+            :mod:`unlearnkit.bench.ray_executor`). With Ray, every run that no other
+            benchmark holds is claimed at once.
         ray_address: the Ray cluster to join (default: ``$RAY_ADDRESS``, else a local one).
 
     Returns:
         ``{"db", "total", "ran", "reused", "skipped", "failed", "seconds", "runs"}``:
-        ``reused`` = already in the store; ``skipped`` = the method refuses the scenario;
+        ``ran`` = the runs this call executed; ``reused`` = already in the store, or stored
+        meanwhile by another benchmark; ``skipped`` = the method refuses the scenario;
         ``runs`` = one ``{run_id, scenario, method, params, seed, status}`` per run.
+
+    Raises:
+        DataError: ``db`` is not a results store, lacks a column or holds a corrupt row.
+
+    If it fails before any row is stored, a store this call created is deleted.
     """
     n_workers = (os.cpu_count() or 1) if workers is None else workers
     if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
@@ -247,68 +292,150 @@ def run_plan(
     start = time.perf_counter()
     logs = log_dir(db)
     status: dict[str, str] = {}
-    with ResultStore(db) as store:
-        done = store.finished_ids()
-        for rid in done:
-            status[rid] = "reused"
-        pending = [r for r in plan.runs if r.run_id not in done]
+    _check_writable(db)
+    states = read_states(db)  # a bad store is refused here, before anything is trained
+    done = {rid for rid, state in states.items() if state[0] in FINISHED}
+    for rid in done:
+        status[rid] = "reused"
+    pending = [r for r in plan.runs if r.run_id not in done]
+    todo = [r for r in pending if not r.refused]
+    paths = _prepare(plan, todo, device=device, progress=progress, say=say) if todo else {}
+    retry = {rid: state for rid, state in states.items() if state[0] not in FINISHED}
+    by_id = {r.run_id: r for r in todo}
+    logs_existed = logs.exists()
+    counts = {"ran": 0, "wrote": 0, "finished": 0}
+    bar = None
+    store = ResultStore(db)
+    try:
         for run in (r for r in pending if r.refused):
-            store.write(_row(run, "skipped", error=run.refused, started=_now(),
-                             finished=_now()))
-            status[run.run_id] = "skipped"
-        todo = [r for r in pending if not r.refused]
-        paths = _prepare(plan, todo, device=device, progress=progress, say=say) if todo else {}
-        tasks = [{"run": r, "original": str(paths[r.seed]),
-                  "reference": str(paths[(r.scenario, r.seed)]),
-                  "log": str(logs / f"{r.run_id}.log"), "device": device} for r in todo]
-        if tasks:
-            say(f"{len(tasks)} runs to do ({len(plan.runs) - len(tasks)} done or skipped), "
-                f"{min(n_workers, len(tasks))} worker(s); logs in {logs}")
-        bar = None
-        if progress and tasks:
+            row = _row(run, "skipped", error=run.refused, started=_now(), finished=_now())
+            wrote = store.write(row)
+            counts["wrote"] += wrote
+            status[run.run_id] = "skipped" if wrote else "reused"
+        if todo:
+            say(f"{len(todo)} runs to do ({len(plan.runs) - len(todo)} done or skipped), "
+                f"{min(n_workers, len(todo))} worker(s); logs in {logs}")
+        if progress and todo:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(tasks), desc="bench", unit="run", file=sys.stderr)
+            bar = tqdm(total=len(todo), desc="bench", unit="run", file=sys.stderr)
 
-        def finished(row: dict[str, Any], k: int) -> None:
-            store.write(row)
-            status[row["run_id"]] = row["status"]
+        def task(rid: str) -> dict[str, Any]:
+            r = by_id[rid]
+            return {"run": r, "original": str(paths[r.seed]),
+                    "reference": str(paths[(r.scenario, r.seed)]),
+                    "log": str(logs / f"{r.run_id}.log"), "device": device}
+
+        def finished(row: dict[str, Any], k: int = 0) -> None:
+            counts["finished"] += 1
+            rid = row["run_id"]
+            if store.write(row):
+                counts["wrote"] += 1
+                status[rid] = row["status"]
+                extra = f": {row['error']}" if row["error"] else ""
+            else:  # another benchmark took the run over (this one looked dead) and stored it
+                status[rid] = "reused"
+                extra = " (discarded: another benchmark stored this run first)"
             if bar is not None:
                 bar.update(1)
-            what = f"{row['scenario']} / {row['method']} seed {row['seed']} ({row['run_id']})"
-            extra = f": {row['error']}" if row["error"] else ""
-            say(f"[{k}/{len(tasks)}] {what}: {row['status']}{extra}")
+            what = f"{row['scenario']} / {row['method']} seed {row['seed']} ({rid})"
+            say(f"[{counts['finished']}/{len(todo)}] {what}: {row['status']}{extra}")
 
-        try:
-            if executor == "ray" and tasks:
-                from unlearnkit.bench.ray_executor import run_tasks_ray
+        def resolved(found: dict[str, str]) -> None:
+            for rid, state in found.items():
+                status[rid] = "reused" if state in FINISHED else state
+                counts["finished"] += 1
+                if bar is not None:
+                    bar.update(1)
+                r = by_id[rid]
+                say(f"[{counts['finished']}/{len(todo)}] {r.scenario.label} / {r.method} seed "
+                    f"{r.seed} ({rid}): {state}, by another benchmark")
 
-                run_tasks_ray(tasks, finished, workers=n_workers, address=ray_address)
-            elif n_workers == 1 or len(tasks) <= 1:
-                for k, task in enumerate(tasks, 1):
-                    finished(execute(task), k)
-            elif tasks:
-                with ProcessPoolExecutor(max_workers=min(n_workers, len(tasks)),
-                                         mp_context=get_context("spawn"),
-                                         initializer=_init_worker) as pool:
-                    futures = [pool.submit(execute, t) for t in tasks]
-                    try:
-                        for k, fut in enumerate(as_completed(futures), 1):
-                            finished(fut.result(), k)
-                    except BaseException:
-                        pool.shutdown(wait=False, cancel_futures=True)
-                        raise
-        finally:
-            if bar is not None:
-                bar.close()
+        remaining = [r.run_id for r in todo]
+
+        def claim(n: int) -> list[str]:
+            nonlocal remaining
+            got, found = store.claim(remaining, n, retry)
+            resolved(found)
+            taken = set(got) | set(found)
+            remaining = [rid for rid in remaining if rid not in taken]
+            counts["ran"] += len(got)
+            return got
+
+        waiting = False
+
+        def wait_for_others() -> None:
+            nonlocal waiting
+            if not waiting:
+                say(f"{len(remaining)} run(s) held by another benchmark; waiting for them")
+                waiting = True
+            time.sleep(POLL_SECONDS)
+
+        if executor == "ray":
+            from unlearnkit.bench.ray_executor import run_tasks_ray
+
+            while remaining:
+                got = claim(len(remaining))
+                if got:
+                    run_tasks_ray([task(rid) for rid in got], finished, workers=n_workers,
+                                  address=ray_address)
+                elif remaining:
+                    wait_for_others()
+        elif n_workers == 1 or len(todo) <= 1:
+            while remaining:
+                got = claim(1)
+                if got:
+                    finished(execute(task(got[0])))
+                elif remaining:
+                    wait_for_others()
+        elif todo:
+            with ProcessPoolExecutor(max_workers=min(n_workers, len(todo)),
+                                     mp_context=get_context("spawn"),
+                                     initializer=_init_worker) as pool:
+                running: dict[Future, str] = {}
+                try:
+                    while remaining or running:
+                        if remaining and len(running) < n_workers:
+                            for rid in claim(n_workers - len(running)):
+                                running[pool.submit(execute, task(rid))] = rid
+                        if running:
+                            ready, _ = wait(list(running), return_when=FIRST_COMPLETED,
+                                            timeout=POLL_SECONDS if remaining else None)
+                            for fut in ready:
+                                del running[fut]
+                                finished(fut.result())
+                        elif remaining:
+                            wait_for_others()
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+    except BaseException:
+        if bar is not None:
+            bar.close()
+            bar = None
+        deleted = False
+        if not counts["wrote"]:  # failed before storing anything: no file left behind
+            with contextlib.suppress(Exception):  # never hide the error itself
+                deleted = store.discard()
+        if deleted:
+            for rid in by_id:
+                (logs / f"{rid}.log").unlink(missing_ok=True)
+            if not logs_existed:
+                with contextlib.suppress(OSError):
+                    logs.rmdir()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        store.close()
     runs = [{"run_id": r.run_id, "scenario": r.scenario.label, "method": r.method,
              "params": r.params, "seed": r.seed, "status": status.get(r.run_id, "pending")}
             for r in plan.runs]
-    counts = {k: sum(1 for r in runs if r["status"] == v)
-              for k, v in (("ok", "ok"), ("reused", "reused"), ("skipped", "skipped"),
-                           ("failed", "failed"))}
-    return {"db": str(db), "logs": str(logs), "total": len(plan.runs), "ran": len(tasks),
-            **counts, "seconds": time.perf_counter() - start, "runs": runs}
+    summary = {k: sum(1 for r in runs if r["status"] == v)
+               for k, v in (("ok", "ok"), ("reused", "reused"), ("skipped", "skipped"),
+                            ("failed", "failed"))}
+    return {"db": str(db), "logs": str(logs), "total": len(plan.runs), "ran": counts["ran"],
+            **summary, "seconds": time.perf_counter() - start, "runs": runs}
 
 
 def describe(plan: Plan, db: str | os.PathLike) -> dict[str, Any]:

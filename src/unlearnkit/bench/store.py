@@ -4,26 +4,46 @@ Table ``runs`` holds one row per run (its spec, status and metrics). Table ``art
 holds, per finished run, a JSON document of what the report draws beyond the metrics (see
 :data:`ARTEFACT_KEYS`); it is written in the same transaction as the run's row.
 
-The database is in WAL mode and every row is written in its own transaction by one writer
-(the benchmark's parent process), so a benchmark killed at any moment leaves every finished
-row intact and no partial one; rerunning it skips the run_ids already stored (failed runs
-are retried, and their row replaced).
+The database is in WAL mode and every row is written in its own transaction, so a benchmark
+killed at any moment leaves every finished row intact and no partial one; rerunning it skips
+the run_ids already stored (failed runs are retried, and their row replaced).
+
+Several benchmarks can share one store (``unlearnkit bench`` twice on one ``--out``, on one
+machine or on several that see the file): each claims a run before running it, in table
+``leases`` (the run_id, the owner's pid, host and a random token, and a heartbeat), in a
+``BEGIN IMMEDIATE`` transaction, so each run is executed once. The owner refreshes its
+heartbeat every :data:`HEARTBEAT_SECONDS` while it runs; a lease is dead, and its run claimed
+again, when its heartbeat is older than :data:`LEASE_TIMEOUT` seconds or when its owner ran
+on this host and its process no longer exists (a killed benchmark blocks nothing). Hosts that
+share a store must agree on the time within the timeout.
+
+A file that is not such a store (no table ``runs``, a column missing, a row whose JSON is
+corrupt) is refused with :class:`~unlearnkit.exceptions.DataError`, naming the file and the
+problem, and is never modified.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import secrets
+import socket
 import sqlite3
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from unlearnkit.compare import jsonable
+from unlearnkit.exceptions import DataError
+from unlearnkit.training import short_repr
 
-__all__ = ["ARTEFACT_KEYS", "FINISHED", "METRIC_COLUMNS", "SPEC_COLUMNS", "ResultStore",
-           "read_artefacts", "read_rows"]
+__all__ = ["ARTEFACT_KEYS", "FINISHED", "HEARTBEAT_SECONDS", "LEASE_TIMEOUT", "METRIC_COLUMNS",
+           "SPEC_COLUMNS", "ResultStore", "check_store", "read_artefacts", "read_rows",
+           "read_states"]
 
 #: The metrics stored as REAL columns (``NULL`` where absent); every metric is also in the
 #: ``metrics`` JSON column.
@@ -80,9 +100,86 @@ CREATE TABLE IF NOT EXISTS artefacts (
     run_id TEXT PRIMARY KEY,
     payload TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS leases (
+    run_id TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    heartbeat REAL NOT NULL
+);
 """
 _COLUMNS = ("run_id", *SPEC_COLUMNS, "status", *METRIC_COLUMNS, "metrics", "warnings", "spec",
             "started", "finished", "error")
+_TABLES = {"runs": _COLUMNS, "artefacts": ("run_id", "payload"),
+           "leases": ("run_id", "token", "pid", "host", "heartbeat")}
+#: the JSON columns of ``runs`` and the type each holds (``None`` allowed where marked)
+_JSON = {"params": (dict, False), "metrics": (dict, True), "warnings": (list, True),
+         "spec": (dict, False)}
+
+#: How often (seconds) a benchmark refreshes the heartbeat of the runs it holds.
+HEARTBEAT_SECONDS = 10.0
+
+#: A lease whose heartbeat is older than this (seconds) is dead: its run is claimed again.
+LEASE_TIMEOUT = 60.0
+
+# PRAGMA user_version of a store that its creator is deleting (it failed before any row):
+# whoever opened it meanwhile opens the path again
+_DISCARDED = 0x756B6463
+
+
+def _host() -> str:
+    """This host, as leases name it: the hostname, and on Linux the PID namespace (two
+    containers with one hostname do not see each other's processes)."""
+    name = socket.gethostname()
+    with contextlib.suppress(OSError):
+        name += f"/pidns:{os.stat('/proc/self/ns/pid').st_ino}"
+    return name
+
+
+_HOST = _host()
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host exists (a zombie does not)."""
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT: trust the heartbeat only
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[:1] not in (["Z"], ["X"])
+
+
+def _store_error(path: str | os.PathLike, problem: str) -> DataError:
+    return DataError(f"{str(path)!r} is not an unlearnkit results store: {problem}.")
+
+
+def _check_schema(conn: sqlite3.Connection, path: str | os.PathLike) -> bool:
+    """Whether ``conn`` holds a results store (``False``: an empty database); raises
+    :class:`DataError` for any other database or a store that lacks a column."""
+    tables = {name for (name,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "runs" not in tables:
+        if tables:
+            raise _store_error(path, "it has no table 'runs' (it holds "
+                                     f"{', '.join(map(repr, sorted(tables)))})")
+        return False
+    for table, columns in _TABLES.items():
+        if table not in tables:
+            continue  # an older store: created when it is opened for writing
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column not in have:
+                raise _store_error(path, f"table {table!r} lacks column {column!r}")
+    return True
 
 
 def _real(value: Any) -> float | None:
@@ -102,25 +199,111 @@ class ResultStore:
     >>> store = ResultStore(os.path.join(tempfile.mkdtemp(), "results.sqlite"))
     >>> store.finished_ids()
     set()
+
+    Args:
+        path: the SQLite file.
+        lease_timeout: seconds after which a lease without a heartbeat is dead.
+        heartbeat: seconds between two heartbeats of the leases this store holds.
+
+    Raises:
+        DataError: ``path`` is another SQLite database, or not one, or a store that lacks a
+            column (the file is left as it is).
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, lease_timeout: float = LEASE_TIMEOUT,
+                 heartbeat: float = HEARTBEAT_SECONDS) -> None:
         self.path = Path(path)
+        self.lease_timeout = float(lease_timeout)
+        self.heartbeat = float(heartbeat)
+        #: this store's owner token in table ``leases``
+        self.token = secrets.token_hex(8)
+        #: whether this store created the file (only then may :meth:`discard` delete it)
+        self.created = False
+        self._conn: sqlite3.Connection | None = None
+        self._beat: tuple[threading.Thread, threading.Event] | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(_SCHEMA)
+        self._open()
 
+    # ------------------------------------------------------------------ opening
+    def _open(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            pass
+        else:
+            os.close(fd)
+            self.created = True
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        try:
+            for attempt in range(50):  # another process may be creating the store
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or attempt == 49:
+                        raise
+                    time.sleep(0.1)
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _check_schema(conn, self.path)
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise _store_error(self.path, str(exc)) from None
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise DataError(f"The results store {str(self.path)!r} is closed.")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on an error); if the store's
+        creator is deleting the file meanwhile, the path is opened again first."""
+        for _ in range(200):
+            self.conn.execute("BEGIN IMMEDIATE")
+            if self.conn.execute("PRAGMA user_version").fetchone()[0] != _DISCARDED:
+                break
+            self.conn.execute("ROLLBACK")
+            self.conn.close()
+            self._conn = None
+            time.sleep(0.05)
+            self._open()
+        else:
+            raise DataError(f"The results store {str(self.path)!r} is being deleted by "
+                            "another process; run the benchmark again.")
+        try:
+            yield self.conn
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise
+
+    # ------------------------------------------------------------------ rows
     def finished_ids(self) -> set[str]:
         """The run_ids that are not run again (status in :data:`FINISHED`)."""
         marks = ",".join("?" * len(FINISHED))
-        cur = self._conn.execute(f"SELECT run_id FROM runs WHERE status IN ({marks})", FINISHED)
+        cur = self.conn.execute(f"SELECT run_id FROM runs WHERE status IN ({marks})", FINISHED)
         return {r[0] for r in cur}
 
-    def write(self, row: Mapping[str, Any]) -> None:
+    def write(self, row: Mapping[str, Any]) -> bool:
         """Store one run's row and its ``artefacts`` (if any), in one transaction (replacing a
-        failed attempt)."""
+        failed attempt), and release this store's lease on the run. Returns ``False``, and
+        writes nothing, if the store already holds a finished row of the run (another
+        benchmark's, whose lease this one outlived)."""
         metrics = dict(row.get("metrics") or {})
         values = {
             "run_id": row["run_id"],
@@ -135,34 +318,162 @@ class ResultStore:
             "finished": row.get("finished"),
             "error": row.get("error"),
         }
+        artefacts = (json.dumps(jsonable(row["artefacts"]), allow_nan=False)
+                     if row.get("artefacts") else None)
         sql = (f"INSERT INTO runs ({', '.join(_COLUMNS)}) "
                f"VALUES ({', '.join('?' * len(_COLUMNS))})")
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute("DELETE FROM runs WHERE run_id = ? AND status = 'failed'",
-                         (values["run_id"],))
+        rid = values["run_id"]
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM leases WHERE run_id = ? AND token = ?", (rid, self.token))
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ? AND status != 'failed'",
+                            (rid,)).fetchone():
+                return False
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (rid,))
             conn.execute(sql, [values[c] for c in _COLUMNS])
-            conn.execute("DELETE FROM artefacts WHERE run_id = ?", (values["run_id"],))
-            if row.get("artefacts"):
+            conn.execute("DELETE FROM artefacts WHERE run_id = ?", (rid,))
+            if artefacts is not None:
                 conn.execute("INSERT INTO artefacts (run_id, payload) VALUES (?, ?)",
-                             (values["run_id"], json.dumps(jsonable(row["artefacts"]),
-                                                           allow_nan=False)))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+                             (rid, artefacts))
+        return True
 
     def rows(self) -> list[dict[str, Any]]:
         """Every stored row, as dicts (``params``, ``metrics``, ``warnings``, ``spec`` parsed)."""
-        return _rows(self._conn)
+        return list(_rows(self.conn, self.path))
 
     def artefacts(self) -> dict[str, dict[str, Any]]:
         """Every stored artefacts document, by run_id."""
-        return _artefacts(self._conn)
+        return _artefacts(self.conn, self.path)
+
+    # ------------------------------------------------------------------ leases
+    def _alive(self, pid: int, host: str, heartbeat: float, now: float) -> bool:
+        if now - heartbeat > self.lease_timeout:
+            return False
+        return host != _HOST or _pid_alive(pid)
+
+    def claim(self, run_ids: Sequence[str], n: int,
+              retry: Mapping[str, Any] | None = None) -> tuple[list[str], dict[str, str]]:
+        """Claim up to ``n`` of ``run_ids``, in order, in one transaction.
+
+        A run is claimed if no live lease holds it and the store holds no row of it, or the
+        failed row that ``retry`` maps it to (``read_states``' value when the benchmark
+        started: a failed run is retried once per benchmark, not once per process).
+
+        Returns:
+            ``(claimed, resolved)``: the run_ids now leased to this store, and the run_ids
+            that another benchmark ran meanwhile, with the status of their row.
+        """
+        retry = retry or {}
+        claimed: list[str] = []
+        resolved: dict[str, str] = {}
+        now = time.time()
+        with self._transaction() as conn:
+            states = {rid: state for rid, *state in conn.execute(
+                "SELECT run_id, status, started, finished FROM runs")}
+            leases = {rid: rest for rid, *rest in conn.execute(
+                "SELECT run_id, token, pid, host, heartbeat FROM leases")}
+            for rid in run_ids:
+                if len(claimed) >= n:
+                    break
+                state = states.get(rid)
+                if state is not None and tuple(state) != tuple(retry.get(rid) or ()):
+                    resolved[rid] = state[0]
+                    continue
+                lease = leases.get(rid)
+                if lease is not None and lease[0] != self.token and self._alive(*lease[1:], now):
+                    continue
+                conn.execute("INSERT OR REPLACE INTO leases (run_id, token, pid, host, "
+                             "heartbeat) VALUES (?, ?, ?, ?, ?)",
+                             (rid, self.token, os.getpid(), _HOST, now))
+                claimed.append(rid)
+        if claimed:
+            self._start_heartbeat()
+        return claimed, resolved
+
+    def release(self, run_ids: Iterable[str] | None = None) -> None:
+        """Give up this store's leases (on ``run_ids``, or all)."""
+        conn = self._conn
+        if conn is None:
+            return
+        conn.execute("BEGIN IMMEDIATE")  # not _transaction: a deleted store stays deleted
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] != _DISCARDED:
+                if run_ids is None:
+                    conn.execute("DELETE FROM leases WHERE token = ?", (self.token,))
+                else:
+                    conn.executemany("DELETE FROM leases WHERE run_id = ? AND token = ?",
+                                     [(rid, self.token) for rid in run_ids])
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
+    def _start_heartbeat(self) -> None:
+        if self._beat is not None:
+            return
+        stop = threading.Event()
+        uri = f"{self.path.resolve().as_uri()}?mode=rw"
+        token, every = self.token, self.heartbeat
+
+        def beat() -> None:
+            while not stop.wait(every):
+                with contextlib.suppress(sqlite3.Error):  # busy or gone: the next beat
+                    conn = sqlite3.connect(uri, uri=True, timeout=every)
+                    try:
+                        with conn:
+                            conn.execute("UPDATE leases SET heartbeat = ? WHERE token = ?",
+                                         (time.time(), token))
+                    finally:
+                        conn.close()
+
+        thread = threading.Thread(target=beat, name="unlearnkit-lease-heartbeat", daemon=True)
+        thread.start()
+        self._beat = (thread, stop)
+
+    def _stop_heartbeat(self) -> None:
+        if self._beat is not None:
+            thread, stop = self._beat
+            stop.set()
+            thread.join()
+            self._beat = None
+
+    # ------------------------------------------------------------------ closing
+    def discard(self) -> bool:
+        """Delete the store if this object created it and it holds no row and no other
+        benchmark's lease (a benchmark that failed before it stored anything leaves no empty
+        file behind); whether it did. The store is closed either way."""
+        if self._conn is None:
+            return False
+        self._stop_heartbeat()
+        deleted = False
+        if self.created:
+            with self._transaction() as conn:
+                used = (conn.execute("SELECT 1 FROM runs LIMIT 1").fetchone()
+                        or conn.execute("SELECT 1 FROM artefacts LIMIT 1").fetchone()
+                        or conn.execute("SELECT 1 FROM leases WHERE token != ? LIMIT 1",
+                                        (self.token,)).fetchone())
+                if not used:  # whoever opens it from now on opens the path again
+                    conn.execute("DELETE FROM leases")
+                    conn.execute(f"PRAGMA user_version = {_DISCARDED}")
+                    deleted = True
+        if not deleted:
+            self.close()
+            return False
+        self.conn.close()
+        self._conn = None
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        return True
 
     def close(self) -> None:
+        """Release this store's leases and close it."""
+        self._stop_heartbeat()
+        if self._conn is None:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self.release()
         self._conn.close()
+        self._conn = None
 
     def __enter__(self) -> ResultStore:
         return self
@@ -171,42 +482,97 @@ class ResultStore:
         self.close()
 
 
-def _rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    cur = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs ORDER BY rowid")
-    out = []
-    for values in cur:
+def _parse(path: str | os.PathLike, rowid: int, run_id: Any, key: str, text: Any) -> Any:
+    kind, nullable = _JSON[key]
+    if text is None and nullable:
+        return None
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        why = getattr(exc, "msg", None) or str(exc)
+        raise _store_error(path, f"row {rowid} (run {run_id!r}) holds corrupt {key} JSON "
+                                 f"({why})") from None
+    if not isinstance(value, kind) and not (value is None and nullable):
+        raise _store_error(path, f"row {rowid} (run {run_id!r}) holds {key} JSON that is not "
+                                 f"a {'mapping' if kind is dict else 'list'}")
+    return value
+
+
+def _rows(conn: sqlite3.Connection, path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    if not _check_schema(conn, path):
+        return
+    cur = conn.execute(f"SELECT rowid, {', '.join(_COLUMNS)} FROM runs ORDER BY rowid")
+    for rowid, *values in cur:
         row = dict(zip(_COLUMNS, values, strict=True))
-        for key in ("params", "metrics", "warnings", "spec"):
-            row[key] = json.loads(row[key]) if row[key] is not None else None
-        out.append(row)
-    return out
+        for key in _JSON:
+            row[key] = _parse(path, rowid, row["run_id"], key, row[key])
+        _check_types(path, rowid, row)
+        yield row
 
 
-def _artefacts(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+def _check_types(path: str | os.PathLike, rowid: int, row: dict[str, Any]) -> None:
+    """Every plain column holds what the store writes there: text, an integer seed, numbers
+    (or NULL) in the metric columns."""
+    def bad(key: str, what: str) -> DataError:
+        return _store_error(path, f"row {rowid} (run {row['run_id']!r}) holds "
+                                  f"{type(row[key]).__name__} {short_repr(row[key])} in column "
+                                  f"{key!r}, which holds {what}")
+
+    for key in ("run_id", *(c for c in SPEC_COLUMNS if c != "seed" and c not in _JSON),
+                "status"):
+        if not isinstance(row[key], str):
+            raise bad(key, "text")
+    if isinstance(row["seed"], bool) or not isinstance(row["seed"], int):
+        raise bad("seed", "an integer")
+    for key in METRIC_COLUMNS:
+        if row[key] is not None and (isinstance(row[key], bool)
+                                     or not isinstance(row[key], (int, float))):
+            raise bad(key, "a number or NULL")
+
+
+def _artefacts(conn: sqlite3.Connection, path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    if not _check_schema(conn, path):
+        return {}
     found = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type='table' AND name='artefacts'").fetchone()
     if not found:  # a database from before artefacts existed
         return {}
-    return {rid: json.loads(payload)
-            for rid, payload in conn.execute("SELECT run_id, payload FROM artefacts")}
+    out = {}
+    for rowid, rid, payload in conn.execute("SELECT rowid, run_id, payload FROM artefacts"):
+        try:
+            value = json.loads(payload)
+        except (TypeError, ValueError) as exc:
+            why = getattr(exc, "msg", None) or str(exc)
+            raise _store_error(path, f"the artefacts of run {rid!r} (artefacts row {rowid}) "
+                                     f"hold corrupt JSON ({why})") from None
+        if not isinstance(value, dict):
+            raise _store_error(path, f"the artefacts of run {rid!r} (artefacts row {rowid}) "
+                                     "are not a JSON mapping")
+        out[rid] = value
+    return out
 
 
-def _read_only(path: str | os.PathLike, read: Any, empty: Any) -> Any:
-    """``read(conn)`` on a read-only connection to ``path``; ``empty`` if there is no file."""
+def _read_only(path: str | os.PathLike, read: Callable[[sqlite3.Connection], Any],
+               empty: Any) -> Any:
+    """``read(conn)`` on a read-only connection to ``path``; ``empty`` if there is no file.
+    :class:`DataError` if the file is not a results store."""
     p = Path(path)
     if not p.is_file():
         return empty
-    conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        return read(conn)
-    finally:
-        conn.close()
+        conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return read(conn)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise _store_error(p, str(exc)) from None
 
 
 def read_artefacts(path: str | os.PathLike, run_ids: Iterable[str] | None = None
                    ) -> dict[str, dict[str, Any]]:
     """The artefacts documents of an existing results database, by run_id (read-only)."""
-    out = _read_only(path, _artefacts, {})
+    out = _read_only(path, lambda conn: _artefacts(conn, path), {})
     if run_ids is not None:
         wanted = set(run_ids)
         out = {k: v for k, v in out.items() if k in wanted}
@@ -215,9 +581,36 @@ def read_artefacts(path: str | os.PathLike, run_ids: Iterable[str] | None = None
 
 def read_rows(path: str | os.PathLike, run_ids: Iterable[str] | None = None
               ) -> list[dict[str, Any]]:
-    """The rows of an existing results database, read-only (all, or those of ``run_ids``)."""
-    rows = _read_only(path, _rows, [])
-    if run_ids is not None:
-        wanted = set(run_ids)
-        rows = [r for r in rows if r["run_id"] in wanted]
-    return rows
+    """The rows of an existing results database, read-only (all, or those of ``run_ids``).
+
+    Raises:
+        DataError: the file is not a results store, lacks a column, or a row's JSON is
+            corrupt (the message names the file, the row and the problem).
+    """
+    wanted = set(run_ids) if run_ids is not None else None
+    return _read_only(path, lambda conn: [r for r in _rows(conn, path)
+                                          if wanted is None or r["run_id"] in wanted], [])
+
+
+def read_states(path: str | os.PathLike) -> dict[str, tuple[str, str | None, str | None]]:
+    """``{run_id: (status, started, finished)}`` of an existing results database (read-only;
+    ``{}`` if there is no file), after :func:`check_store`."""
+    def read(conn: sqlite3.Connection) -> dict[str, tuple[str, str | None, str | None]]:
+        if not _check_schema(conn, path):
+            return {}
+        return {rid: (status, started, finished) for rid, status, started, finished in
+                conn.execute("SELECT run_id, status, started, finished FROM runs")}
+
+    check_store(path)
+    return _read_only(path, read, {})
+
+
+def check_store(path: str | os.PathLike) -> None:
+    """Read every row of an existing results database (without keeping them):
+    :class:`DataError` naming the file and the problem if it is not a results store, lacks
+    a column, or holds corrupt JSON. Nothing if there is no file."""
+    def read(conn: sqlite3.Connection) -> None:
+        for _ in _rows(conn, path):
+            pass
+
+    _read_only(path, read, None)

@@ -47,6 +47,9 @@ CIFAR10_CLASSES = (
 )
 
 _BASES = ("https://www.cs.toronto.edu/~kriz/",)
+#: The largest batch file read from an archive (CIFAR-100's ``train`` is about 150 MB); a larger
+#: member is refused before it is read or extracted.
+MAX_BATCH_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -177,9 +180,12 @@ def _batch_folder(root: Path, spec: _CifarSpec) -> tuple[Path, list[str]]:
 def _read_official_archive(path: Path, spec: _CifarSpec, labels: str) -> DataBundle:
     wanted = set(spec.files)
     found: dict[str, bytes] = {}
-    for parts, data in iter_tar_files(path):
-        if parts[-1] in wanted and len(parts) >= 2 and parts[-2] == spec.folder:
-            found[parts[-1]] = data
+
+    def is_batch(parts: tuple[str, ...]) -> bool:  # other members are skipped, never read
+        return parts[-1] in wanted and len(parts) >= 2 and parts[-2] == spec.folder
+
+    for parts, data in iter_tar_files(path, is_batch, max_member_bytes=MAX_BATCH_BYTES):
+        found[parts[-1]] = data
     missing = sorted(wanted - set(found))
     if missing:
         raise DataError(
@@ -257,7 +263,7 @@ def _load(
                 "train/<class>/*, test/<class>/*."
             ),
         )
-    safe_extract(archive, root)
+    safe_extract(archive, root, max_member_bytes=MAX_BATCH_BYTES)
     folder, missing = _batch_folder(root, spec)
     if missing:
         raise DataError(

@@ -228,9 +228,9 @@ def _folder_files(
 def _archive_files(path: Path) -> Iterator[tuple[str, str, str, bytes]]:
     """``(split, class, relative name, bytes)`` for every image member of an archive."""
     prefix: tuple[str, ...] | None = None
-    for parts, data in iter_tar_files(path):
+    for parts, data in iter_tar_files(path, _is_tree_image):  # others are skipped, never read
         hit = _split_position(parts)
-        if hit is None or not _is_image(parts):
+        if hit is None:  # not reached: _is_tree_image selected it
             continue
         if prefix is None:
             prefix = parts[:hit]
@@ -241,6 +241,11 @@ def _archive_files(path: Path) -> Iterator[tuple[str, str, str, bytes]]:
                 "Expected one train/ and one test/ tree."
             )
         yield parts[hit], parts[hit + 1], "/".join(parts[hit + 2 :]), data
+
+
+def _is_tree_image(parts: tuple[str, ...]) -> bool:
+    """Whether an archive member is an image under ``train|test/<class>/``."""
+    return _split_position(parts) is not None and _is_image(parts)
 
 
 def _split_position(parts: tuple[str, ...]) -> int | None:

@@ -11,8 +11,11 @@ Three builders, one result type:
 
 from __future__ import annotations
 
+import array
 import hashlib
+import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,8 @@ from unlearnkit.data.containers import ArrayDataset, DataBundle
 from unlearnkit.exceptions import InvalidSplitError
 
 __all__ = [
+    "INDEX_FILE_BYTES_PER_SAMPLE",
+    "INDEX_FILE_SLACK",
     "Data",
     "Scenario",
     "Split",
@@ -249,19 +254,14 @@ def split_random(
 def split_indices(ds: DataBundle, indices: Iterable[int] | np.ndarray) -> Split:
     """Forget the training samples at ``indices`` (0-based positions in ``ds.train``)."""
     raw = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
-    if raw.size and not np.issubdtype(raw.dtype, np.integer):
-        if np.issubdtype(raw.dtype, np.floating) and np.all(raw == np.round(raw)):
-            raw = raw.astype(np.int64)
-        else:
-            raise InvalidSplitError(f"Forget indices must be integers; got dtype {raw.dtype}.")
-    idx = raw.astype(np.int64).ravel()
     n = len(ds.train)
-    bad = idx[(idx < 0) | (idx >= n)]
-    if bad.size:
+    if raw.size > n:
         raise InvalidSplitError(
-            f"Forget indices out of range for {ds.name!r} ({n} training samples, valid 0-{n - 1}):"
-            f" {bad[:10].tolist()}{' ...' if bad.size > 10 else ''}."
+            f"{raw.size} forget indices for {ds.name!r}, which has {n} training samples: some are "
+            f"repeated or out of range (valid 0-{n - 1}, each listed once)."
         )
+    idx = _as_indices(raw, n, f"Forget indices out of range for {ds.name!r} ({n} training "
+                              f"samples, valid 0-{n - 1}):")
     uniq, counts = np.unique(idx, return_counts=True)
     if (counts > 1).any():
         raise InvalidSplitError(
@@ -271,24 +271,304 @@ def split_indices(ds: DataBundle, indices: Iterable[int] | np.ndarray) -> Split:
     return _build(ds, uniq, "random", {"scenario": "random", "source": "indices"})
 
 
-def read_indices(path: str | os.PathLike) -> np.ndarray:
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _show(value: object, limit: int = 24) -> str:
+    """A value for a message: quoted if a string, cut to ``limit`` characters if longer."""
+    text = str(value)
+    cut = f"{text[: limit - 4]}..." if len(text) > limit else text
+    shown = repr(cut) if isinstance(value, str) else cut
+    return f"{shown} ({len(text)} characters)" if len(text) > limit else shown
+
+
+def _as_indices(
+    raw: np.ndarray, n: int | None, out_of_range: str, context: str = ""
+) -> np.ndarray:
+    """``raw`` as a flat int64 array of indices in ``[0, n)`` (``[0, 2**63)`` if ``n`` is None).
+
+    Values are compared in their own type, so a uint64 or a float beyond int64 is reported as
+    itself, never as the integer it would wrap to.
+
+    Raises:
+        InvalidSplitError: not whole numbers (the message names the value and the dtype), or
+            out of range (``out_of_range`` followed by up to ten offending values).
+    """
+    raw = raw.ravel()
+    top = _INT64_MAX if n is None else n - 1
+    kind = raw.dtype.kind
+    if raw.size and kind == "O":
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                   for v in raw):
+            bad = next(v for v in raw if not isinstance(v, (int, np.integer))
+                       or isinstance(v, (bool, np.bool_)))
+            raise InvalidSplitError(
+                f"{context}Forget indices must be integers; got {_show(bad)} (dtype object)."
+            )
+        values = [int(v) for v in raw]
+        bad_values = [v for v in values if not 0 <= v <= top]
+        if bad_values:
+            shown = ", ".join(_show(v) for v in bad_values[:10])
+            more = " ..." if len(bad_values) > 10 else ""
+            raise InvalidSplitError(f"{out_of_range} [{shown}]{more}.")
+        return np.asarray(values, dtype=np.int64)
+    if raw.size and kind == "f":
+        whole = np.isfinite(raw) & (raw == np.round(raw))
+        if not whole.all():
+            raise InvalidSplitError(
+                f"{context}Forget indices must be integers; got {_show(raw[~whole][0].item())} "
+                f"(dtype {raw.dtype})."
+            )
+    elif raw.size and kind not in "iu":
+        raise InvalidSplitError(
+            f"{context}Forget indices must be integers; got dtype {raw.dtype}."
+        )
+    if not raw.size:
+        return np.zeros(0, dtype=np.int64)
+    outside = (raw < 0) | (raw > top)
+    if outside.any():
+        bad = raw[outside]
+        shown = ", ".join(_show(int(v) if kind in "iu" or abs(v) < 2**63 else float(v))
+                          for v in bad[:10].tolist())
+        raise InvalidSplitError(f"{out_of_range} [{shown}]{' ...' if bad.size > 10 else ''}.")
+    return raw.astype(np.int64)
+
+
+#: Bytes a forget-indices file may take per training sample when :func:`read_indices` knows the
+#: training set's size (an index, a separator and a comment), above :data:`INDEX_FILE_SLACK`.
+INDEX_FILE_BYTES_PER_SAMPLE = 64
+#: Bytes a forget-indices file may always take, whatever the training set's size.
+INDEX_FILE_SLACK = 1 << 20
+
+_CHUNK = 1 << 20
+_MAX_TOKEN = 64
+_COMMENT = re.compile(r"#[^\n]*")
+_TOKEN = re.compile(r"[^\s,]+")
+_TRAILING_TOKEN = re.compile(r"[^\s,]*\Z")
+
+
+def read_indices(path: str | os.PathLike, num_samples: int | None = None) -> np.ndarray:
     """Read forget indices from a text file (whitespace or comma separated, ``#`` comments),
-    a ``.npy`` file, or a JSON list."""
+    a ``.npy`` file, or a JSON list.
+
+    Indices are whole numbers; in a text file they are written with the ASCII digits 0-9 only
+    (no sign, no decimal point). A UTF-8 byte-order mark and Windows line endings are fine. A
+    text file is read in chunks, so a huge file takes memory for its indices only.
+
+    Args:
+        path: the file.
+        num_samples: the size of the training set, if known: indices must then be below it, and
+            the file may hold at most that many indices and
+            ``INDEX_FILE_BYTES_PER_SAMPLE * num_samples + INDEX_FILE_SLACK`` bytes.
+
+    Returns:
+        The indices, int64, in file order.
+
+    Raises:
+        InvalidSplitError: a missing, unreadable, empty or oversized file, or a value that is not
+            a valid index (the message names the file, the value and what is valid).
+    """
     p = Path(path)
     if not p.is_file():
         raise InvalidSplitError(f"Forget-indices file not found: {str(p)!r}.")
+    if num_samples is not None:
+        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
+                or num_samples < 1:
+            raise InvalidSplitError(
+                f"The 'num_samples' parameter must be a positive int. Got {num_samples!r} instead."
+            )
+        num_samples = int(num_samples)
+    where = f"Could not read forget indices from {str(p)!r}"
     try:
-        if p.suffix == ".npy":
-            return np.load(p, allow_pickle=False)
-        text = p.read_text()
-        if p.suffix == ".json":
-            import json
+        size = p.stat().st_size
+        if num_samples is not None:
+            limit = INDEX_FILE_BYTES_PER_SAMPLE * num_samples + INDEX_FILE_SLACK
+            if size > limit:
+                raise InvalidSplitError(
+                    f"{where}: the file is {size} bytes, more than a list of indices into "
+                    f"{num_samples} training samples takes (at most {limit} bytes)."
+                )
+        suffix = p.suffix.lower()
+        if suffix == ".npy":
+            idx = _read_npy(p, num_samples, where)
+        elif suffix == ".json":
+            idx = _read_json(p, num_samples, where)
+        else:
+            idx = _read_text(p, num_samples, where)
+    except InvalidSplitError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise InvalidSplitError(
+            f"{where}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at position "
+            f"{exc.start}). Write one index per line, a JSON list, or a .npy array."
+        ) from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise InvalidSplitError(f"{where}: {' '.join(str(exc).split())}") from None
+    if idx.size == 0:
+        raise InvalidSplitError(f"{where}: the file holds no index, so there is nothing to forget.")
+    return idx
 
-            return np.asarray(json.loads(text))
-        tokens = []
-        for line in text.splitlines():
-            line = line.split("#", 1)[0]
-            tokens.extend(t for t in line.replace(",", " ").split() if t)
-        return np.asarray([int(t) for t in tokens], dtype=np.int64)
-    except (ValueError, OSError) as exc:
-        raise InvalidSplitError(f"Could not read forget indices from {str(p)!r}: {exc}") from exc
+
+def _valid(num_samples: int | None) -> str:
+    if num_samples is None:
+        return "whole numbers from 0 to the training set's size minus 1"
+    return f"whole numbers 0-{num_samples - 1}, for {num_samples} training samples"
+
+
+def _too_many(where: str, num_samples: int) -> InvalidSplitError:
+    return InvalidSplitError(
+        f"{where}: the file lists more than {num_samples} indices, the size of the training set "
+        "(each sample is listed at most once)."
+    )
+
+
+def _checked(values: np.ndarray, num_samples: int | None, where: str) -> np.ndarray:
+    if num_samples is not None and values.size > num_samples:
+        raise _too_many(where, num_samples)
+    return _as_indices(values, num_samples,
+                       f"{where}: not valid indices (valid: {_valid(num_samples)}):", f"{where}: ")
+
+
+def _read_npy(p: Path, num_samples: int | None, where: str) -> np.ndarray:
+    values = np.load(p, allow_pickle=False)
+    if values.dtype.kind not in "iuf":
+        raise InvalidSplitError(
+            f"{where}: the array has dtype {values.dtype}; forget indices are integers."
+        )
+    return _checked(values, num_samples, where)
+
+
+class _LongLiteral(Exception):
+    """A JSON number too long to be an index (raised before ``int()`` parses it)."""
+
+
+def _json_int(literal: str) -> int:
+    if len(literal) > 24:
+        raise _LongLiteral(literal)
+    return int(literal)
+
+
+def _read_json(p: Path, num_samples: int | None, where: str) -> np.ndarray:
+    import json
+
+    text = p.read_text(encoding="utf-8-sig")
+    example = "such as [3, 17, 42]"
+    if not text.strip().startswith("["):
+        raise InvalidSplitError(
+            f"{where}: expected a JSON list of indices {example}; got {_show(text.strip(), 16)}."
+        )
+    if text.count("[") != 1 or "{" in text:  # also keeps json's recursion shallow
+        raise InvalidSplitError(
+            f"{where}: expected a flat JSON list of indices {example}; the file nests lists or "
+            "objects."
+        )
+    try:
+        values = json.loads(text, parse_int=_json_int)
+    except _LongLiteral as exc:
+        raise InvalidSplitError(
+            f"{where}: {_show(exc.args[0])} is not a valid index (valid: {_valid(num_samples)})."
+        ) from None
+    if not isinstance(values, list):
+        raise InvalidSplitError(f"{where}: expected a JSON list of indices {example}.")
+    if num_samples is not None and len(values) > num_samples:
+        raise _too_many(where, num_samples)
+    ints = []
+    for v in values:
+        if isinstance(v, float) and math.isfinite(v) and v.is_integer() and abs(v) < 2**63:
+            v = int(v)  # 3.0 is read as 3; -0.0 as 0
+        if isinstance(v, bool) or not isinstance(v, int):
+            shown = _show(v) if isinstance(v, float) else _show(json.dumps(v))
+            raise InvalidSplitError(
+                f"{where}: {shown} is not a valid index (valid: {_valid(num_samples)})."
+            )
+        ints.append(v)
+    return _checked(np.asarray(ints, dtype=object), num_samples, where)
+
+
+def _read_text(p: Path, num_samples: int | None, where: str) -> np.ndarray:
+    found = array.array("q")  # grows in place: no second copy of the indices at the end
+    count = 0
+    line = 1
+    carry = ""
+    skipping = False  # inside a comment whose line has not ended yet
+    with open(p, encoding="utf-8-sig", newline="") as f:
+        while True:
+            chunk = f.read(_CHUNK)
+            final = not chunk
+            if skipping and not final:
+                newline = chunk.find("\n")
+                if newline < 0:
+                    continue
+                chunk, skipping = chunk[newline:], False
+            text = carry + chunk
+            if final:
+                body, carry = text, ""
+            else:
+                cut = text.rfind("\n") + 1
+                body, carry = text[:cut], text[cut:]
+                hash_at = carry.find("#")
+                if hash_at >= 0:  # the rest of this line is a comment
+                    body, carry, skipping = body + carry[:hash_at], "", True
+                else:  # keep only a possibly cut token for the next chunk
+                    start = _TRAILING_TOKEN.search(carry).start()
+                    body, carry = body + carry[:start], carry[start:]
+                    if carry.startswith("00"):  # leading zeros are fine, however many
+                        carry = "0" + carry.lstrip("0")
+                    if len(carry) > _MAX_TOKEN:
+                        raise InvalidSplitError(
+                            f"{where}: line {line + body.count(chr(10))}: a value starting "
+                            f"{carry[:16]!r} runs over {_MAX_TOKEN} characters; it is not an "
+                            f"index (valid: {_valid(num_samples)})."
+                        )
+            values = _parse_tokens(_COMMENT.sub("", body), line, num_samples, where)
+            count += values.size
+            if num_samples is not None and count > num_samples:
+                raise _too_many(where, num_samples)
+            found.frombytes(values.tobytes())
+            line += body.count("\n")
+            if final:
+                break
+    return np.frombuffer(found, dtype=np.int64) if found else np.zeros(0, dtype=np.int64)
+
+
+def _too_large(token: str) -> bool:
+    """Whether a token of ASCII digits is beyond int64 (leading zeros allowed)."""
+    digits = token.lstrip("0")
+    return len(digits) > 19 or (len(digits) == 19 and int(digits) > _INT64_MAX)
+
+
+def _parse_tokens(text: str, line: int, num_samples: int | None, where: str) -> np.ndarray:
+    """The indices written in ``text`` (comments removed), which starts at line ``line``."""
+    tokens = text.replace(",", " ").split()
+    if not tokens:
+        return np.zeros(0, dtype=np.int64)
+    joined = "".join(tokens)
+    long = max(map(len, tokens)) > 18
+    if not (joined.isascii() and joined.isdigit()) or (long and any(map(_too_large, tokens))):
+        for match in _TOKEN.finditer(text):
+            token = match.group()
+            if not (token.isascii() and token.isdigit()):
+                what = "is not an index"
+                if token[0] in "+-" and token[1:].isascii() and token[1:].isdigit():
+                    what = "has a sign"
+            elif _too_large(token):
+                what = "is too large"
+            else:
+                continue
+            at = line + text.count("\n", 0, match.start())
+            raise InvalidSplitError(
+                f"{where}: line {at}: {_show(token)} {what} (valid: {_valid(num_samples)}, "
+                "written with the digits 0-9)."
+            )
+    if long:  # int() refuses strings of over 4300 digits, leading zeros included
+        tokens = [t.lstrip("0") or "0" for t in tokens]
+    values = np.fromiter(map(int, tokens), dtype=np.int64, count=len(tokens))
+    if num_samples is not None and (values >= num_samples).any():
+        bad = values[values >= num_samples][0]
+        match = next(m for m in _TOKEN.finditer(text)
+                     if m.group().isdigit() and int(m.group().lstrip("0") or "0") == bad)
+        at = line + text.count("\n", 0, match.start())
+        raise InvalidSplitError(
+            f"{where}: line {at}: {bad} is out of range (valid: {_valid(num_samples)})."
+        )
+    return values

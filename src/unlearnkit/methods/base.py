@@ -34,7 +34,15 @@ from unlearnkit.exceptions import (
 )
 from unlearnkit.models.info import ModelInfo, check_finite, get_info, set_info
 from unlearnkit.registry import Registry, did_you_mean
-from unlearnkit.training import data_size, iter_batches, resolve_device, seeded, warm_up
+from unlearnkit.training import (
+    MAX_COUNT,
+    data_size,
+    iter_batches,
+    resolve_device,
+    seeded,
+    short_repr,
+    warm_up,
+)
 
 __all__ = [
     "METHODS",
@@ -353,6 +361,8 @@ def _validate_field(method: str, f: dataclasses.Field, value: Any) -> None:
             f"{where} must be one of {list(choices)}. Got {value!r} instead."
         )
     low, high, low_open = m.get("low"), m.get("high"), m.get("low_open")
+    if kind is int and high is None:  # an int without its own bound is a count: bounded too
+        high = MAX_COUNT
     if ok and kind in (int, float):
         if low is not None and (value < low or (low_open and value == low)):
             ok = False
@@ -366,7 +376,7 @@ def _validate_field(method: str, f: dataclasses.Field, value: Any) -> None:
         rng = f" in the range {bracket}{lo}, {hi}{close}" if kind in (int, float) else ""
         name = kind.__name__ if kind else "value"
         raise InvalidParameterError(f"{where} must be {'an' if name == 'int' else 'a'} {name}"
-                                    f"{rng}. Got {value!r} instead.")
+                                    f"{rng}. Got {short_repr(value)} instead.")
 
 
 METHODS: Registry[type[UnlearningMethod]] = Registry("method")
@@ -416,13 +426,13 @@ def coerce_param(cls: type[UnlearningMethod], key: str, text: str) -> Any:
                 return False
             raise ValueError(text)
         if kind is int:
-            return int(text)
+            return int(text)  # its range is checked by the method (at most MAX_COUNT)
         if kind is float:
-            return float(text)
-    except ValueError:
+            return float(text)  # nan and inf are refused by the method's range check
+    except ValueError:  # not a number, or an int of more digits than Python converts
         raise InvalidParameterError(
             f"The {key!r} parameter of {cls.name!r} must be {_article(kind.__name__)} "
-            f"{kind.__name__}. Got {text!r}."
+            f"{kind.__name__}. Got {short_repr(text)}."
         ) from None
     return text
 

@@ -10,7 +10,44 @@ from torch import nn
 
 from unlearnkit.exceptions import InvalidParameterError
 
-__all__ = ["CNN", "MLP", "ResNet18"]
+__all__ = ["CNN", "MAX_WIDTH", "MLP", "ResNet18"]
+
+#: The most units or channels one layer may have: larger sizes overflow torch's integers long
+#: before they fit in memory (the model's total size is bounded by ``build_model`` too).
+MAX_WIDTH = 2**24
+
+
+def _sizes(arch: str, name: str, value: object) -> tuple[int, ...]:
+    """``value`` as a tuple of layer sizes, each an int in [1, MAX_WIDTH]; else a one-line
+    :class:`InvalidParameterError`."""
+    items = value if isinstance(value, (tuple, list)) else None
+    if items is None or not all(_is_size(v) for v in items):
+        raise InvalidParameterError(
+            f"The {name!r} argument of model {arch!r} must be a list of layer sizes, each an int "
+            f"in the range [1, {MAX_WIDTH}]. Got {_short(value)} instead."
+        )
+    return tuple(int(v) for v in items)
+
+
+def _size(arch: str, name: str, value: object) -> int:
+    if not _is_size(value):
+        raise InvalidParameterError(
+            f"The {name!r} argument of model {arch!r} must be an int in the range "
+            f"[1, {MAX_WIDTH}]. Got {_short(value)} instead."
+        )
+    return int(value)  # type: ignore[call-overload]
+
+
+def _is_size(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_WIDTH
+
+
+def _short(value: object, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an int too large to convert to a string
+        return "<an int of thousands of digits>"
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 class MLP(nn.Module):
@@ -20,7 +57,7 @@ class MLP(nn.Module):
         self, *, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 128)
     ) -> None:
         super().__init__()
-        dims = [math.prod(input_shape), *hidden]
+        dims = [math.prod(input_shape), *_sizes("mlp", "hidden", hidden)]
         layers: list[nn.Module] = [nn.Flatten()]
         for a, b in itertools.pairwise(dims):
             layers += [nn.Linear(a, b), nn.ReLU()]
@@ -55,6 +92,8 @@ class CNN(nn.Module):
         c_in, h, w = input_shape
         if min(h, w) < 4:
             raise InvalidParameterError(f"'cnn' needs images of at least 4x4; got {h}x{w}.")
+        channels = _sizes("cnn", "channels", channels)
+        hidden = _size("cnn", "hidden", hidden)
         blocks: list[nn.Module] = []
         for c in channels:
             blocks += [
@@ -108,9 +147,16 @@ class ResNet18(nn.Module):
             raise InvalidParameterError(
                 f"'resnet18' needs image inputs shaped (C, H, W); got {tuple(input_shape)}."
             )
-        if not width > 0:
-            raise InvalidParameterError(f"The 'width' parameter must be > 0. Got {width!r}.")
+        if (isinstance(width, bool) or not isinstance(width, (int, float))
+                or not math.isfinite(width) or not width > 0):
+            raise InvalidParameterError(
+                f"The 'width' parameter must be > 0. Got {_short(width)}"
+                f"{' (it must be a finite number)' if width == math.inf else ''}.")
         widths = [max(1, round(c * width)) for c in (64, 128, 256, 512)]
+        if widths[-1] > MAX_WIDTH:
+            raise InvalidParameterError(
+                f"The 'width' parameter of model 'resnet18' must be at most "
+                f"{MAX_WIDTH / 512:g} (at most {MAX_WIDTH} channels a layer). Got {width!r}.")
         self.conv1 = nn.Conv2d(input_shape[0], widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU()

@@ -7,14 +7,16 @@ rebuilt from the file alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from unlearnkit.exceptions import ModelError
+from unlearnkit.exceptions import CheckpointError, ModelError
 
 __all__ = ["INFO_ATTR", "ModelInfo", "check_finite", "check_finite_tensors", "get_info", "set_info"]
 
@@ -69,11 +71,75 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
+        """The info a dict (a checkpoint's JSON metadata) records, its types checked: a value
+        of the wrong JSON type raises :class:`CheckpointError` naming the key and the type."""
+        if not isinstance(d, dict):
+            raise CheckpointError(
+                f"the metadata must be a JSON object; got {_json_type(d)}."
+            )
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
+        for key, ok, expected in _CHECKS:
+            value = kwargs.get(key)
+            if value is not None and not ok(value):
+                raise CheckpointError(
+                    f"the metadata key {key!r} must be {expected}; got {_json_type(value)} "
+                    f"{_short(value)}."
+                )
+        if kwargs.get("arch_kwargs", ...) is None:
+            kwargs["arch_kwargs"] = {}
         if kwargs.get("input_shape") is not None:
             kwargs["input_shape"] = tuple(kwargs["input_shape"])
         return cls(**kwargs)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _has(d: dict[str, Any], key: str, ok: Callable[[Any], bool]) -> bool:
+    return d.get(key) is None or ok(d[key])
+
+
+#: (key, check, what it must be) for every field of a checkpoint's metadata.
+_CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("arch", lambda v: isinstance(v, str), "a string"),
+    ("arch_kwargs", lambda v: isinstance(v, dict), "a JSON object"),
+    ("num_classes", lambda v: _is_int(v) and v >= 1, "a positive int"),
+    ("input_shape", lambda v: isinstance(v, list) and all(_is_int(s) and s >= 1 for s in v),
+     "a list of positive ints"),
+    ("dataset", lambda v: isinstance(v, dict) and _has(v, "name", lambda n: isinstance(n, str))
+     and _has(v, "options", lambda o: isinstance(o, dict)),
+     'a JSON object {"name": string, "options": object}'),
+    ("split", lambda v: isinstance(v, dict), "a JSON object"),
+    ("recipe", lambda v: isinstance(v, dict), "a JSON object"),
+    ("seconds", lambda v: _is_number(v) and math.isfinite(v) and v >= 0,
+     "a finite number >= 0"),
+    ("method", lambda v: isinstance(v, dict) and isinstance(v.get("name"), str)
+     and _has(v, "params", lambda o: isinstance(o, dict)) and _has(v, "seed", _is_int),
+     'a JSON object {"name": string, "params": object, "seed": int}'),
+    ("seed", _is_int, "an int"),
+)
+
+
+def _json_type(value: Any) -> str:
+    for kind, name in ((bool, "a boolean"), (dict, "an object"), (list, "a list"),
+                       (str, "a string"), (int, "an int"), (float, "a number")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = "..."
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def _json_form(value: Any) -> Any:
