@@ -18,3 +18,12 @@ def run(*argv: str | os.PathLike) -> tuple[int, str, str]:
         except SystemExit as exc:  # argparse's usage errors
             code = int(exc.code or 0)
     return code, out.getvalue(), err.getvalue()
+
+
+def assert_one_error_line(err: str, *fragments: str) -> None:
+    """stderr holds exactly one line, the ``unlearnkit: error:`` line, with ``fragments``."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("unlearnkit: error: "), err
+    assert "Traceback" not in err
+    for f in fragments:
+        assert f in lines[0], err

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import unlearnkit as uk
-from _cli import run
+from _cli import assert_one_error_line, run
 
 MIAS = {"mia_loss_cv", "mia_entropy", "mia_confidence"}
 METRICS_CLASS = {"retain_acc", "forget_acc", "test_acc", "test_retain_acc", "test_forget_acc",
@@ -29,14 +29,6 @@ def run_json(*argv: str | os.PathLike) -> dict:
     code, out, err = run(*argv, "--json")
     assert code == 0, err
     return json.loads(out)  # exactly one JSON object: json.loads refuses trailing text
-
-
-def assert_one_error_line(err: str, *fragments: str) -> None:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("unlearnkit: error: "), err
-    assert "Traceback" not in err
-    for f in fragments:
-        assert f in lines[0], err
 
 
 @pytest.fixture(scope="module")

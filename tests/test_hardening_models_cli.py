@@ -20,20 +20,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import unlearnkit as uk
-from _cli import run
+from _cli import assert_one_error_line, run
 from unlearnkit.compare import write_json
 from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.exceptions import CheckpointError, InvalidParameterError, InvalidSplitError
 from unlearnkit.methods.base import coerce_param, get_method
 from unlearnkit.models.checkpoint import atomic_write
-
-
-def assert_one_error_line(err: str, *fragments: str) -> None:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("unlearnkit: error: "), err
-    assert "Traceback" not in err
-    for f in fragments:
-        assert f in lines[0], err
 
 
 def _small_model():

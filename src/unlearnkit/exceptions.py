@@ -20,7 +20,18 @@ __all__ = [
     "UnlearnkitError",
     "UnsupportedModelError",
     "UnsupportedScenarioWarning",
+    "short_repr",
 ]
+
+
+def short_repr(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters, for error messages: a message stays one
+    short line, even for a 5000-digit int, whose ``repr`` Python itself refuses."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too large to convert to a string
+        return "<an int of thousands of digits>"
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 class UnlearnkitError(Exception):

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from unlearnkit.data.batches import Inputs, loader_batches, own_batch_size, take, to_device
 from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.data.splits import Data
-from unlearnkit.exceptions import InvalidParameterError, ModelError
+from unlearnkit.exceptions import InvalidParameterError, ModelError, short_repr
 from unlearnkit.models.adapters import forward
 
 __all__ = [
@@ -116,16 +116,6 @@ def _check_int(name: str, value: object, low: int, high: int = MAX_COUNT) -> Non
             f"The {name!r} parameter must be an int in the range [{low}, {high}]. Got "
             f"{short_repr(value)} instead."
         )
-
-
-def short_repr(value: object, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters (an error message stays one short line,
-    even for a 5000-digit int, whose ``repr`` Python itself refuses)."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int too large to convert to a string
-        return "<an int of thousands of digits>"
-    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def _check_float(

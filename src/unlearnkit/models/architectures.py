@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from unlearnkit.exceptions import InvalidParameterError
+from unlearnkit.exceptions import InvalidParameterError, short_repr
 
 __all__ = ["CNN", "MAX_WIDTH", "MLP", "ResNet18"]
 
@@ -24,7 +24,7 @@ def _sizes(arch: str, name: str, value: object) -> tuple[int, ...]:
     if items is None or not all(_is_size(v) for v in items):
         raise InvalidParameterError(
             f"The {name!r} argument of model {arch!r} must be a list of layer sizes, each an int "
-            f"in the range [1, {MAX_WIDTH}]. Got {_short(value)} instead."
+            f"in the range [1, {MAX_WIDTH}]. Got {short_repr(value)} instead."
         )
     return tuple(int(v) for v in items)
 
@@ -33,21 +33,13 @@ def _size(arch: str, name: str, value: object) -> int:
     if not _is_size(value):
         raise InvalidParameterError(
             f"The {name!r} argument of model {arch!r} must be an int in the range "
-            f"[1, {MAX_WIDTH}]. Got {_short(value)} instead."
+            f"[1, {MAX_WIDTH}]. Got {short_repr(value)} instead."
         )
     return int(value)  # type: ignore[call-overload]
 
 
 def _is_size(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_WIDTH
-
-
-def _short(value: object, limit: int = 60) -> str:
-    try:
-        text = repr(value)
-    except ValueError:  # an int too large to convert to a string
-        return "<an int of thousands of digits>"
-    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 class MLP(nn.Module):
@@ -150,7 +142,7 @@ class ResNet18(nn.Module):
         if (isinstance(width, bool) or not isinstance(width, (int, float))
                 or not math.isfinite(width) or not width > 0):
             raise InvalidParameterError(
-                f"The 'width' parameter must be > 0. Got {_short(width)}"
+                f"The 'width' parameter must be > 0. Got {short_repr(width)}"
                 f"{' (it must be a finite number)' if width == math.inf else ''}.")
         widths = [max(1, round(c * width)) for c in (64, 128, 256, 512)]
         if widths[-1] > MAX_WIDTH:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from unlearnkit.exceptions import InvalidParameterError, UnlearnkitError
+from unlearnkit.exceptions import InvalidParameterError, UnlearnkitError, short_repr
 from unlearnkit.models.architectures import ARCHITECTURES, MAX_WIDTH
 from unlearnkit.models.fresh import fresh_copy
 from unlearnkit.models.info import ModelInfo, set_info
@@ -109,7 +109,7 @@ def _check_arguments(
         big = isinstance(num_classes, int) and num_classes > 2
         most = f" and at most {MAX_WIDTH}" if big else ""
         raise InvalidParameterError(
-            f"The 'num_classes' parameter must be an int >= 2{most}. Got {_short(num_classes)} "
+            f"The 'num_classes' parameter must be an int >= 2{most}. Got {short_repr(num_classes)} "
             "instead."
         )
     dims = list(input_shape) if isinstance(input_shape, Sequence) and not isinstance(
@@ -119,14 +119,6 @@ def _check_arguments(
             or math.prod(int(d) for d in dims) > MAX_INPUT_SIZE):
         raise InvalidParameterError(
             "The 'input_shape' parameter must be a non-empty list of positive ints (of at most "
-            f"{MAX_INPUT_SIZE} values in all). Got {_short(input_shape)} instead."
+            f"{MAX_INPUT_SIZE} values in all). Got {short_repr(input_shape)} instead."
         )
     return tuple(int(d) for d in dims)
-
-
-def _short(value: object, limit: int = 60) -> str:
-    try:
-        text = repr(value)
-    except ValueError:  # an int too large to convert to a string
-        return "<an int of thousands of digits>"
-    return text if len(text) <= limit else f"{text[:limit - 3]}..."
