@@ -343,6 +343,27 @@ def test_a_store_lacking_a_column_is_refused_and_left_alone(tmp_path, monkeypatc
         ResultStore(db)
 
 
+def test_a_store_from_before_a_metric_column_existed_is_read_and_migrated(tmp_path):
+    """A metric column added by a later unlearnkit reads as NULL in an older store, and is
+    added when the store is opened for writing: old results stay usable."""
+    from unlearnkit.bench.store import METRIC_COLUMNS, read_rows
+
+    db = tmp_path / "older.sqlite"
+    crafted_store(db)
+    newest = METRIC_COLUMNS[-1]
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(f"ALTER TABLE runs DROP COLUMN {newest}")
+    conn.close()
+    rows = read_rows(db)
+    assert [r["run_id"] for r in rows] == ["a", "b"] and all(r[newest] is None for r in rows)
+    with ResultStore(db) as store:
+        assert store.finished_ids() == {"a", "b"}
+    conn = sqlite3.connect(db)
+    assert newest in {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    conn.close()
+
+
 def test_corrupt_json_in_a_store_is_refused_naming_the_row(tmp_path, monkeypatch):
     db = tmp_path / "r.sqlite"
     crafted_store(db)

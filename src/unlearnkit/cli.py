@@ -42,6 +42,7 @@ from unlearnkit.exceptions import (
     InvalidParameterError,
     InvalidSplitError,
     UnlearnkitError,
+    short_repr,
 )
 from unlearnkit.methods.base import METHODS, coerce_param, get_method
 from unlearnkit.models.checkpoint import (
@@ -54,7 +55,7 @@ from unlearnkit.models.info import ModelInfo, get_info
 from unlearnkit.models.registry import MODELS
 from unlearnkit.pools import cached_original, pool_cache_dir, retrained_pool, unlearned_pool
 from unlearnkit.registry import did_you_mean
-from unlearnkit.training import MAX_COUNT, Recipe, accuracy, resolve_device, short_repr
+from unlearnkit.training import MAX_COUNT, Recipe, accuracy, resolve_device
 
 __all__ = ["build_parser", "main"]
 

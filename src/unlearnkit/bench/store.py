@@ -38,8 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearnkit.compare import jsonable
-from unlearnkit.exceptions import DataError
-from unlearnkit.training import short_repr
+from unlearnkit.exceptions import DataError, short_repr
 
 __all__ = ["ARTEFACT_KEYS", "FINISHED", "HEARTBEAT_SECONDS", "LEASE_TIMEOUT", "METRIC_COLUMNS",
            "SPEC_COLUMNS", "ResultStore", "check_store", "read_artefacts", "read_rows",
@@ -175,11 +174,24 @@ def _check_schema(conn: sqlite3.Connection, path: str | os.PathLike) -> bool:
     for table, columns in _TABLES.items():
         if table not in tables:
             continue  # an older store: created when it is opened for writing
-        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        have = _columns(conn, table)
         for column in columns:
-            if column not in have:
+            # a metric column added by a later unlearnkit: NULL when read, added on writing
+            if column not in have and not (table == "runs" and column in METRIC_COLUMNS):
                 raise _store_error(path, f"table {table!r} lacks column {column!r}")
     return True
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _add_metric_columns(conn: sqlite3.Connection) -> None:
+    """Give a store from an older unlearnkit the metric columns it lacks (NULL in old rows)."""
+    have = _columns(conn, "runs")
+    for column in METRIC_COLUMNS:
+        if column not in have:
+            conn.execute(f"ALTER TABLE runs ADD COLUMN {column} REAL")
 
 
 def _real(value: Any) -> float | None:
@@ -250,6 +262,7 @@ class ResultStore:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                _add_metric_columns(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -501,7 +514,9 @@ def _parse(path: str | os.PathLike, rowid: int, run_id: Any, key: str, text: Any
 def _rows(conn: sqlite3.Connection, path: str | os.PathLike) -> Iterator[dict[str, Any]]:
     if not _check_schema(conn, path):
         return
-    cur = conn.execute(f"SELECT rowid, {', '.join(_COLUMNS)} FROM runs ORDER BY rowid")
+    have = _columns(conn, "runs")
+    select = ", ".join(c if c in have else f"NULL AS {c}" for c in _COLUMNS)
+    cur = conn.execute(f"SELECT rowid, {select} FROM runs ORDER BY rowid")
     for rowid, *values in cur:
         row = dict(zip(_COLUMNS, values, strict=True))
         for key in _JSON:

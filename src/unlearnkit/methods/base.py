@@ -31,6 +31,7 @@ from unlearnkit.exceptions import (
     InvalidParameterError,
     UnsupportedModelError,
     UnsupportedScenarioWarning,
+    short_repr,
 )
 from unlearnkit.models.info import ModelInfo, check_finite, get_info, set_info
 from unlearnkit.registry import Registry, did_you_mean
@@ -40,7 +41,6 @@ from unlearnkit.training import (
     iter_batches,
     resolve_device,
     seeded,
-    short_repr,
     warm_up,
 )
 
