@@ -12,7 +12,7 @@ import unlearnkit as uk
 from unlearnkit.exceptions import InvalidParameterError, ModelError, UnknownNameError
 
 ACCURACIES = {"retain_acc", "forget_acc", "test_acc"}
-CLASS_ONLY = {"test_retain_acc", "test_forget_acc"}
+CLASS_ONLY = {"test_retain_acc", "test_forget_acc", "probe_forget_acc"}
 FORGETTING = {"mia_loss_cv", "mia_entropy", "mia_confidence", "zrf"}  # the model alone allows
 
 
@@ -122,7 +122,7 @@ def test_evaluate_with_retrained(unlearned, retrained, class_split):
     scores = uk.evaluate(unlearned, class_split, retrained=retrained)
     assert set(scores) == ACCURACIES | CLASS_ONLY | FORGETTING | {
         "seconds", "retrain_seconds", "speedup", "js_divergence", "activation_distance",
-        "avg_gap"}
+        "avg_gap", "cka_retrained"}
     assert scores["retrain_seconds"] == uk.get_info(retrained).seconds > 0
     assert scores["speedup"] == pytest.approx(scores["retrain_seconds"] / scores["seconds"])
 

@@ -20,9 +20,9 @@ from _cli import assert_one_error_line, run
 
 MIAS = {"mia_loss_cv", "mia_entropy", "mia_confidence"}
 METRICS_CLASS = {"retain_acc", "forget_acc", "test_acc", "test_retain_acc", "test_forget_acc",
-                 "seconds", "zrf"} | MIAS
+                 "seconds", "zrf", "probe_forget_acc"} | MIAS
 WITH_REFERENCE = {"retrain_seconds", "speedup", "js_divergence", "activation_distance",
-                  "avg_gap"}
+                  "avg_gap", "cka_retrained"}
 
 
 def run_json(*argv: str | os.PathLike) -> dict:
@@ -60,7 +60,7 @@ def test_forget_evaluate_round_trip(work):
     assert res["params"]["epochs"] == 2
     assert res["split"]["scenario"] == "class" and res["split"]["classes"] == [3]
     assert res["out"] == str(out) and out.is_file()
-    assert set(res["metrics"]) == METRICS_CLASS | WITH_REFERENCE | {"anamnesis"}
+    assert set(res["metrics"]) == METRICS_CLASS | WITH_REFERENCE | {"anamnesis", "cka_original"}
     assert all(isinstance(v, float) for v in res["metrics"].values())
 
     info = uk.models.read_checkpoint_info(out)

@@ -17,10 +17,17 @@ accuracies, seconds    the model                                   :func:`evalua
 ``activation_distance``                                            :func:`activation_distance`
 ``avg_gap``            a retrained model                           :func:`evaluate`
 ``anamnesis``          the original and a retrained model          :func:`anamnesis`
+``probe_forget_acc``   the model (class unlearning)                :func:`probe_forget_acc`
+``cka_retrained``      a retrained model                           :func:`cka_retrained`
+``cka_original``       the original model                          :func:`cka_original`
 ``forgetting_quality``,  pools of unlearned and retrained models   :func:`pool_metrics`
 ``competition_score``,   (:mod:`unlearnkit.pools`)
 ``mia_lira``
 =====================  ==========================================  ===========================
+
+The representation metrics read each model's penultimate features (:func:`penultimate_features`,
+the input of the output layer) and judge whether forgetting reached the features, not only the
+output layer (Kim et al., "Are We Truly Forgetting?", 2025).
 """
 
 from __future__ import annotations
@@ -36,12 +43,16 @@ import torch
 from torch import nn
 
 from unlearnkit import metrics as M
+from unlearnkit.data.batches import own_batch_size
 from unlearnkit.data.splits import Data, Split
 from unlearnkit.exceptions import InvalidParameterError, InvalidSplitError, ModelError
 from unlearnkit.methods.base import get_method
 from unlearnkit.metrics.accuracy import accuracy_from_logits, speedup
 from unlearnkit.metrics.divergence import DEFAULT_GAP_KEYS
 from unlearnkit.metrics.lira import mia_lira
+from unlearnkit.metrics.representation import PROBE_MAX_SAMPLES
+from unlearnkit.models import graph
+from unlearnkit.models.adapters import forward
 from unlearnkit.models.info import check_finite, get_info
 from unlearnkit.models.registry import fresh_copy
 from unlearnkit.pools import (
@@ -51,7 +62,15 @@ from unlearnkit.pools import (
     retrained_pool,
     unlearned_pool,
 )
-from unlearnkit.training import data_size, model_device, predict, resolve_device, seeded
+from unlearnkit.training import (
+    data_size,
+    eval_mode,
+    iter_batches,
+    model_device,
+    predict,
+    resolve_device,
+    seeded,
+)
 
 __all__ = [
     "MIN_MIA_SAMPLES",
@@ -59,12 +78,16 @@ __all__ = [
     "Outputs",
     "activation_distance",
     "anamnesis",
+    "cka_original",
+    "cka_retrained",
     "evaluate",
     "js_divergence",
     "mia_confidence",
     "mia_entropy",
     "mia_loss_cv",
+    "penultimate_features",
     "pool_metrics",
+    "probe_forget_acc",
     "random_model",
     "score",
     "zrf",
@@ -227,6 +250,108 @@ def anamnesis(unlearned: nn.Module, original: nn.Module, retrained: nn.Module, s
     return _anamnesis(unlearned, original, retrained, split, **kwargs)
 
 
+# ---------------------------------------------------------------------- representation
+def _features_and_labels(model: nn.Module, data: Data, *, layer: str | None = None,
+                         device: str | torch.device | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`penultimate_features` of ``model`` on ``data``, and the data's labels."""
+    dev = resolve_device(device) if device is not None else model_device(model)
+    if layer is None:
+        _, module = graph.output_module(model, graph.sample_input(data, dev))
+    else:
+        modules = dict(model.named_modules())
+        if layer not in modules:
+            raise InvalidParameterError(
+                f"The model has no module named {layer!r}; give a name from "
+                "model.named_modules(), e.g. " + repr([n for n in modules if n][:5]) + ".")
+        module = modules[layer]
+    seen: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        value = output if layer is not None else (inputs[0] if inputs else None)
+        if layer is not None and not isinstance(value, torch.Tensor):
+            value = next((v for v in (value if isinstance(value, (tuple, list)) else ())
+                          if isinstance(v, torch.Tensor)), getattr(value, "last_hidden_state",
+                                                                   None))
+        if not isinstance(value, torch.Tensor):
+            raise ModelError(
+                f"The {'output' if layer is not None else 'input'} of module "
+                f"{type(_m).__name__} is not a tensor; give another layer.")
+        seen.append(value)
+
+    feats, labels = [], []
+    handle = module.register_forward_hook(hook)
+    try:
+        with eval_mode(model), torch.no_grad():
+            for x, y in iter_batches(data, own_batch_size(data) or 1024, shuffle=False,
+                                     device=dev):
+                seen.clear()
+                forward(model, x)
+                if not seen:
+                    raise ModelError(f"The module {type(module).__name__} was not called in the "
+                                     "model's forward pass; give another layer.")
+                f = seen[-1]
+                feats.append(f.reshape(f.shape[0], -1).double().cpu())
+                labels.append(y.cpu())
+    finally:
+        handle.remove()
+    if not feats:
+        return np.empty((0, 0)), np.empty(0, dtype=np.int64)
+    return torch.cat(feats).numpy(), torch.cat(labels).numpy()
+
+
+def penultimate_features(model: nn.Module, data: Data, *, layer: str | None = None,
+                         device: str | torch.device | None = None) -> np.ndarray:
+    """The features ``model`` feeds its output layer, one row per sample of ``data``.
+
+    By default, the input of the output layer, found by data flow
+    (:func:`unlearnkit.models.graph.output_module`); with ``layer`` (a qualified name from
+    ``model.named_modules()``), the output of that module instead (its first tensor, or a Hugging
+    Face output's ``last_hidden_state``). Read with a forward hook, in eval mode without
+    gradients, in the data's order; flattened to ``(N, D)`` float64 on the CPU.
+    """
+    return _features_and_labels(model, data, layer=layer, device=device)[0]
+
+
+def _cka(features: np.ndarray, other: nn.Module, split: Split, layer: str | None,
+         device: str | torch.device | None) -> float:
+    return M.linear_cka(features, penultimate_features(other, split.forget, layer=layer,
+                                                       device=device))
+
+
+def cka_retrained(model: nn.Module, retrained: nn.Module, split: Split, *,
+                  layer: str | None = None, device: str | torch.device | None = None) -> float:
+    """``cka_retrained``: :func:`unlearnkit.metrics.linear_cka` on D_f between the penultimate
+    features of ``model`` and of ``retrained`` (higher: closer to retraining in the features)."""
+    return _cka(penultimate_features(model, split.forget, layer=layer, device=device),
+                retrained, split, layer, device)
+
+
+def cka_original(model: nn.Module, original: nn.Module, split: Split, *,
+                 layer: str | None = None, device: str | torch.device | None = None) -> float:
+    """``cka_original``: :func:`unlearnkit.metrics.linear_cka` on D_f between the penultimate
+    features of ``model`` and of ``original`` (1: the features of D_f did not change, up to a
+    rotation and scale)."""
+    return _cka(penultimate_features(model, split.forget, layer=layer, device=device),
+                original, split, layer, device)
+
+
+def probe_forget_acc(model: nn.Module, split: Split, *, seed: int = 0,
+                     layer: str | None = None, max_samples: int | None = PROBE_MAX_SAMPLES,
+                     device: str | torch.device | None = None) -> float:
+    """``probe_forget_acc``: :func:`unlearnkit.metrics.probe_accuracy` of a linear probe on
+    ``model``'s penultimate features of the training data (D_r + D_f), on the forgotten
+    classes. Class unlearning only; compare with the retrained model's value."""
+    if split.scenario != "class" or not split.forget_classes:
+        raise InvalidParameterError("probe_forget_acc needs a class-unlearning split (it "
+                                    "measures how well the forgotten classes are recognised).")
+    fr, yr = _features_and_labels(model, split.retain, layer=layer, device=device)
+    ff, yf = _features_and_labels(model, split.forget, layer=layer, device=device)
+    feats = ff if not len(yr) else np.concatenate([fr, ff])
+    return M.probe_accuracy(feats, np.concatenate([yr, yf]), split.forget_classes, seed=seed,
+                            max_samples=max_samples)
+
+
 # ---------------------------------------------------------------------- pools
 def pool_metrics(unlearned: PoolOutputs, retrained: PoolOutputs) -> dict[str, Any]:
     """The NeurIPS 2023 competition's figures, and ``mia_lira``, from two pools of models.
@@ -298,24 +423,28 @@ def evaluate(
     Always: ``retain_acc``, ``forget_acc``, ``test_acc`` (and ``test_retain_acc``,
     ``test_forget_acc`` for class unlearning); ``seconds`` (the unlearning step's wall-clock,
     ``None`` for a model that records none); ``zrf``; with ``mia`` and a test set of at least
-    :data:`MIN_MIA_SAMPLES`, ``mia_loss_cv``, ``mia_entropy`` and ``mia_confidence``.
+    :data:`MIN_MIA_SAMPLES`, ``mia_loss_cv``, ``mia_entropy`` and ``mia_confidence``; for
+    class unlearning, ``probe_forget_acc`` (a linear probe on the model's penultimate features
+    of the training data, its accuracy on the forgotten classes).
 
     With ``retrained``: ``retrain_seconds``, ``speedup``, ``js_divergence``,
-    ``activation_distance`` and ``avg_gap`` (SalUn's, over forget/retain/test accuracy and
-    ``mia_confidence``). With ``original`` too: ``anamnesis`` (relearning; skip it with
-    ``relearn=False``). With ``pools`` = ``(unlearned_pool, retrained_pool)`` from
-    :mod:`unlearnkit.pools`: :func:`pool_metrics` (``forgetting_quality``,
-    ``competition_score``, ``mia_lira`` ...).
+    ``activation_distance``, ``avg_gap`` (SalUn's, over forget/retain/test accuracy and
+    ``mia_confidence``) and ``cka_retrained`` (linear CKA of the penultimate features on D_f).
+    With ``original``: ``cka_original`` (the same, against the original); with both:
+    ``anamnesis`` (relearning; skip it with ``relearn=False``). With ``pools`` =
+    ``(unlearned_pool, retrained_pool)`` from :mod:`unlearnkit.pools`: :func:`pool_metrics`
+    (``forgetting_quality``, ``competition_score``, ``mia_lira`` ...).
 
     Args:
         model: the model to judge (an unlearned one, or the original, or a retrained one).
         split: the forget request.
         retrained: the retrained reference model.
-        original: the model before unlearning (for ``anamnesis``).
+        original: the model before unlearning (for ``cka_original`` and ``anamnesis``).
         pools: the pools for the competition's figures.
         mia: compute the membership-inference attacks.
         relearn: compute ``anamnesis`` (default: when ``original`` and ``retrained`` are given).
-        seed: seeds the attacks' subsampling and the random model of ``zrf``.
+        seed: seeds the attacks' subsampling, the random model of ``zrf`` and the probe's
+            subsample and folds.
         device: where to compute (default: where each model is).
     """
     try:
@@ -344,8 +473,13 @@ def evaluate(
     if mia:
         out.update(_mias(o, split))
     out["zrf"] = zrf(model, split, seed=seed, device=dev)
+    if split.scenario == "class" and split.forget_classes:
+        out["probe_forget_acc"] = probe_forget_acc(model, split, seed=seed, device=dev)
+    if retrained is not None or original is not None:
+        fu = penultimate_features(model, split.forget, device=dev)
     if retrained is not None:
         check_finite(retrained, "The retrained model")
+        out["cka_retrained"] = _cka(fu, retrained, split, None, dev)
         rinfo = get_info(retrained)
         out["retrain_seconds"] = rinfo.seconds if rinfo is not None else None
         out["speedup"] = speedup(out["seconds"], out["retrain_seconds"])
@@ -362,6 +496,9 @@ def evaluate(
         if original is not None and (relearn or relearn is None):
             out["anamnesis"] = anamnesis(model, original, retrained, split, seed=seed,
                                          device=dev)
+    if original is not None:
+        check_finite(original, "The original model")
+        out["cka_original"] = _cka(fu, original, split, None, dev)
     if pools is not None:
         out.update(pool_metrics(*pools))
     return {k: v for k, v in out.items() if v is not None or k == "seconds"}

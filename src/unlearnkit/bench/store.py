@@ -52,6 +52,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "mia_loss_cv", "mia_entropy", "mia_confidence", "mia_lira",
     "js_divergence", "activation_distance", "zrf", "avg_gap", "anamnesis",
     "forgetting_quality", "competition_score",
+    "cka_retrained", "cka_original", "probe_forget_acc",
 )
 
 #: The keys of a run's artefacts document (each optional):

@@ -23,6 +23,7 @@ from unlearnkit.metrics.mia import (
     mia_loss_cv,
     per_sample_loss,
 )
+from unlearnkit.metrics.representation import linear_cka, probe_accuracy
 
 __all__ = [
     "accuracy_from_logits",
@@ -34,6 +35,7 @@ __all__ = [
     "epsilons",
     "forgetting_quality",
     "js_divergence",
+    "linear_cka",
     "logit_scaled_confidence",
     "mia_confidence",
     "mia_entropy",
@@ -41,6 +43,7 @@ __all__ = [
     "mia_lira_per_example",
     "mia_loss_cv",
     "per_sample_loss",
+    "probe_accuracy",
     "speedup",
     "zrf",
     "zrf_compat",
