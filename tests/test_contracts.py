@@ -308,12 +308,17 @@ def test_scenarios_as_declared(name, scenario, mlp_model, splits):
 
 # ------------------------------------------------------------------------- (g) provenance
 @pytest.mark.parametrize("name", METHOD_NAMES)
-def test_result_records_method_params_seed_seconds(name, results, mlp_model, tmp_path):
+def test_result_records_method_params_seed_seconds(name, results, mlp_model, splits,
+                                                   tmp_path):
     out = results(name, 1)
     info = uk.get_info(out)
-    m = cheap_method(name)
+    m = cheap_method(name).for_scenario(_split_for(name, splits).scenario)
     assert info.method["name"] == name
     assert info.method["params"] == json.loads(json.dumps(m.params()))
+    scenario = _split_for(name, splits).scenario
+    for h in _cls(name).hyperparameters():  # a per-scenario default is recorded as used
+        if h.per_scenario and h.name not in cheap_params(name):
+            assert info.method["params"][h.name] == h.per_scenario[scenario]
     assert info.method["seed"] == 1
     assert isinstance(info.seconds, float) and 0 < info.seconds < 60
     original = uk.get_info(mlp_model)

@@ -84,16 +84,42 @@ def test_training_set_reference_is_the_fisher_of_forget_plus_retain(mlp_model, c
     i_f = importances(mlp_model, class_split.forget, device="cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # alpha 2 selects; 10 would not (see below)
-        got = uk.unlearn(mlp_model, class_split, "ssd", alpha=2.0, device="cpu")
+        got = uk.unlearn(mlp_model, class_split, "ssd", alpha=2.0, reference="train",
+                         device="cpu")
     want = _expected(mlp_model, i_d, i_f, 2.0, 1.0)
     for p, q in zip(got.parameters(), want.parameters(), strict=True):
         torch.testing.assert_close(p, q)
 
 
+def test_default_reference_is_the_retain_set(mlp_model, class_split):
+    """The founding report's Algorithm 1: I_f > alpha * I_r, with alpha 10 for a class."""
+    got = uk.unlearn(mlp_model, class_split, "ssd", device="cpu")
+    want = uk.unlearn(mlp_model, class_split, "ssd", alpha=10.0, reference="retain",
+                      device="cpu")  # checked against the formula above
+    assert not all(torch.equal(p, q) for p, q in zip(got.parameters(), mlp_model.parameters(),
+                                                      strict=True))
+    assert all(torch.equal(p, q) for p, q in zip(got.parameters(), want.parameters(),
+                                                  strict=True))
+    assert uk.get_info(got).method["params"]["alpha"] == 10.0
+    assert uk.get_info(got).method["params"]["reference"] == "retain"
+
+
+def test_alpha_defaults_by_scenario_and_a_given_alpha_wins(mlp_model, random_split):
+    assert uk.get_method("ssd").alpha is None
+    assert uk.get_method("ssd").for_scenario("class").alpha == 10.0
+    assert uk.get_method("ssd").for_scenario("random").alpha == 0.5
+    out = uk.unlearn(mlp_model, random_split, "ssd", device="cpu")
+    assert uk.get_info(out).method["params"]["alpha"] == 0.5
+    out = uk.unlearn(mlp_model, random_split, "ssd", alpha=3.0, device="cpu")
+    assert uk.get_info(out).method["params"]["alpha"] == 3.0
+    hp = {h.name: h for h in SSD.hyperparameters()}["alpha"]
+    assert hp.default is None and hp.per_scenario == {"class": 10.0, "random": 0.5}
+
+
 def test_nothing_selected_warns_and_explains(mlp_model, class_split):
     # class 3 is 146 of 1437 samples: I_D >= 0.102 * I_f, so alpha = 10 can select nothing
     with pytest.warns(UserWarning, match=r"selected no parameter.*alpha < 9\.84"):
-        out = uk.unlearn(mlp_model, class_split, "ssd")
+        out = uk.unlearn(mlp_model, class_split, "ssd", reference="train")
     for p, q in zip(out.parameters(), mlp_model.parameters(), strict=True):
         assert torch.equal(p, q)
 
@@ -143,7 +169,7 @@ def test_public_code_variant_uses_retain_then_forget_batches(mlp_model, random_s
     kw["device"] = "cpu"
     i_d, i_f = importances(mlp_model, full, **kw), importances(mlp_model, random_split.forget, **kw)
     got = uk.unlearn(mlp_model, random_split, "ssd", importance="batch-squared-grad",
-                     alpha=5.0, device="cpu")
+                     alpha=5.0, reference="train", device="cpu")
     want = _expected(mlp_model, i_d, i_f, 5.0, 1.0)
     for p, q in zip(got.parameters(), want.parameters(), strict=True):
         torch.testing.assert_close(p, q)
@@ -182,6 +208,6 @@ def test_registered_with_paper_and_defaults():
     assert isinstance(m, SSD)
     d = SSD.describe()
     assert "Selective Synaptic Dampening" in d["paper"]
-    assert m.params() == {"alpha": 10.0, "lambd": 1.0, "importance": "fisher",
-                          "batch_size": 64, "reference": "train", "implementation": "auto"}
+    assert m.params() == {"alpha": None, "lambd": 1.0, "importance": "fisher",
+                          "batch_size": 64, "reference": "retain", "implementation": "auto"}
     assert np.isclose(SSD(alpha=5).alpha, 5)

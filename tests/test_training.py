@@ -11,8 +11,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import unlearnkit as uk
+from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.exceptions import InvalidParameterError, ModelError
-from unlearnkit.training import resolve_device
+from unlearnkit.training import Recipe, fit, resolve_device
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +290,54 @@ def test_fit_leaves_a_frozen_batchnorm_backbone_as_it_was():
         assert torch.equal(after[k], before[k]), k
     assert not torch.equal(after["3.running_mean"], before["3.running_mean"])
     assert model.training and frozen[1].training  # flags restored
+
+
+# ------------------------------------------------------------------ augmentation (flip-crop)
+def test_flip_crop_is_a_flip_and_a_shift_of_each_image():
+    from unlearnkit.training import flip_crop
+
+    x = torch.arange(2 * 3 * 6 * 5, dtype=torch.float32).reshape(2, 3, 6, 5) + 1
+    out = flip_crop(x, torch.Generator().manual_seed(0), pad=2)
+    assert out.shape == x.shape
+    for i in range(2):
+        found = []
+        for flip in (False, True):
+            img = x[i].flip(2) if flip else x[i]
+            padded = torch.nn.functional.pad(img, (2, 2, 2, 2))
+            found += [(flip, dy, dx) for dy in range(5) for dx in range(5)
+                      if torch.equal(padded[:, dy:dy + 6, dx:dx + 5], out[i])]
+        assert len(found) == 1  # exactly one flip and shift explains the output
+    again = flip_crop(x, torch.Generator().manual_seed(0), pad=2)
+    assert torch.equal(out, again)
+    draws = {flip_crop(x, torch.Generator().manual_seed(s), pad=2)[0].sum().item()
+             for s in range(20)}
+    assert len(draws) > 1  # the shift changes the visible pixels
+
+
+def test_recipe_augment_is_validated_and_recorded():
+    with pytest.raises(InvalidParameterError, match="'augment' parameter must be one of"):
+        Recipe(augment="mixup")
+    r = Recipe(augment="flip-crop")
+    assert Recipe.from_dict(r.to_dict()) == r
+    assert Recipe.from_dict({k: v for k, v in r.to_dict().items() if k != "augment"}).augment \
+        == "none"  # a recipe recorded before augmentation existed
+
+
+def test_flip_crop_training_differs_and_refuses_non_images():
+    x = torch.randn(32, 1, 8, 8)
+    y = torch.arange(32) % 4
+    data = ArrayDataset(x, y)
+
+    def trained(augment):
+        torch.manual_seed(0)
+        m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
+        fit(m, data, Recipe(epochs=2, batch_size=8, augment=augment), seed=0)
+        return m[1].weight.detach().clone()
+
+    assert not torch.equal(trained("none"), trained("flip-crop"))
+    assert torch.equal(trained("flip-crop"), trained("flip-crop"))
+    tokens = ArrayDataset(torch.randint(0, 5, (8, 6)), torch.zeros(8, dtype=torch.long))
+    model = torch.nn.Sequential(torch.nn.Embedding(5, 4), torch.nn.Flatten(),
+                                torch.nn.Linear(24, 2))
+    with pytest.raises(InvalidParameterError, match=r"augment='flip-crop'.*\(N, C, H, W\)"):
+        fit(model, tokens, Recipe(epochs=1, augment="flip-crop"))

@@ -743,7 +743,11 @@ def _method_text(d: dict[str, Any]) -> str:
         lines.insert(2, f"  inputs: float tensors only (it {d['needs_float_inputs']})")
     for h in d["hyperparameters"]:
         extra = f", one of {list(h['choices'])}" if h.get("choices") else ""
-        lines.append(f"  --param {h['name']}={h['default']}  ({h['type']}{extra}) {h['help']}")
+        default = h["default"]
+        if h.get("per_scenario"):  # the scenario decides: show both values
+            default = "/".join(f"{v}" for v in h["per_scenario"].values())
+            extra += ", by scenario: " + ", ".join(f"{k} {v}" for k, v in h["per_scenario"].items())
+        lines.append(f"  --param {h['name']}={default}  ({h['type']}{extra}) {h['help']}")
     return "\n".join(lines)
 
 

@@ -58,6 +58,9 @@ MAX_COUNT = 10**9
 
 _OPTIMIZERS = ("sgd", "adam", "adamw")
 _SCHEDULES = ("constant", "cosine", "step")
+#: Data augmentation of a :class:`Recipe`: ``"flip-crop"`` is the standard CIFAR one (a random
+#: horizontal flip, then a random crop of the image zero-padded by 4 pixels a side).
+_AUGMENTS = ("none", "flip-crop")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +68,8 @@ class Recipe:
     """How to train: optimiser, learning rate and its schedule, regularisation, batches, epochs.
 
     ``schedule="step"`` multiplies the learning rate by 0.1 at 50 % and 75 % of the epochs.
+    ``augment="flip-crop"`` flips each image batch at random and crops it from a 4-pixel
+    zero padding (images shaped (N, C, H, W) only), seeded like the shuffling.
     ``epochs`` and ``batch_size`` are at most :data:`MAX_COUNT`; floats must be finite.
     """
 
@@ -75,6 +80,7 @@ class Recipe:
     weight_decay: float = 5e-4
     batch_size: int = 64
     schedule: str = "cosine"
+    augment: str = "none"
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 0)
@@ -91,6 +97,11 @@ class Recipe:
             raise InvalidParameterError(
                 f"The 'schedule' parameter must be one of {_SCHEDULES}. Got {self.schedule!r}"
                 " instead."
+            )
+        if self.augment not in _AUGMENTS:
+            raise InvalidParameterError(
+                f"The 'augment' parameter must be one of {_AUGMENTS}. Got "
+                f"{short_repr(self.augment)} instead."
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -254,6 +265,24 @@ def make_optimizer(params: list[nn.Parameter], recipe: Recipe) -> torch.optim.Op
     return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
+def flip_crop(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """A random horizontal flip and a random ``pad``-pixel shifted crop of each image of the
+    batch ``x`` (N, C, H, W), drawn from ``generator`` (on the CPU) and applied on ``x``'s
+    device; the uncovered border is zero."""
+    n, c, h, w = x.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dev = x.device
+    flip, dy, dx = flip.to(dev), dy.to(dev), dx.to(dev)
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    padded = nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+    return padded[torch.arange(n, device=dev)[:, None, None, None],
+                  torch.arange(c, device=dev)[None, :, None, None], rows, cols]
+
+
 def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
@@ -372,6 +401,9 @@ def fit(
                 for x, y in iter_batches(
                     data, recipe.batch_size, shuffle=True, generator=gen, device=dev
                 ):
+                    if recipe.augment == "flip-crop":
+                        x = _augmentable(x, desc)
+                        x = flip_crop(x, gen)
                     optimizer.zero_grad(set_to_none=True)
                     loss = loss_fn(model, x, y)
                     if not torch.isfinite(loss):
@@ -392,6 +424,16 @@ def fit(
         for m, flag in flags:
             m.training = flag
     return history
+
+
+def _augmentable(x: Any, desc: str) -> torch.Tensor:
+    if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_floating_point()):
+        what = (f"a {x.dtype} tensor shaped {tuple(x.shape)}" if isinstance(x, torch.Tensor)
+                else type(x).__name__)
+        raise InvalidParameterError(
+            f"Cannot {desc} with augment='flip-crop': it needs floating-point image batches "
+            f"shaped (N, C, H, W); got {what}. Use augment='none'.")
+    return x
 
 
 @torch.no_grad()

@@ -66,17 +66,28 @@ def hp(
     low_open: bool = False,
     choices: Sequence[Any] | None = None,
     type: type | None = None,
+    per_scenario: dict[str, Any] | None = None,
 ) -> Any:
     """Declare a hyper-parameter: its default, a one-line help, and its valid range.
 
     ``low``/``high`` bound numbers (``low_open`` excludes ``low``); ``choices`` lists valid
     values; ``type`` is needed only when the default is ``None``.
+
+    ``per_scenario={"class": a, "random": b}`` gives a default that depends on the scenario:
+    the field's default is then ``None``, meaning "the request's scenario decides", and
+    :meth:`UnlearningMethod.unlearn` runs with ``a`` for class unlearning and ``b`` for a
+    random subset (and records the value it used). A value the user gives always wins.
     """
+    if per_scenario is not None:
+        if set(per_scenario) != {"class", "random"} or default is not None:
+            raise TypeError("per_scenario needs both 'class' and 'random', and default=None")
+        type = type or builtins_type(per_scenario["class"])
     kind = type if type is not None else builtins_type(default)
     return field(
         default=default,
         metadata={"help": help, "low": low, "high": high, "low_open": low_open,
-                  "choices": tuple(choices) if choices else None, "type": kind},
+                  "choices": tuple(choices) if choices else None, "type": kind,
+                  "per_scenario": dict(per_scenario) if per_scenario else None},
     )
 
 
@@ -97,6 +108,9 @@ class HyperParameter:
     high: float | None = None
     #: whether ``low`` itself is excluded (the range is ``(low, ...`` rather than ``[low, ...``)
     low_open: bool = False
+    #: the default per scenario (``{"class": ..., "random": ...}``) when ``default`` is None
+    #: because the scenario decides it; else None
+    per_scenario: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -167,9 +181,27 @@ class UnlearningMethod(ABC):
                     low=m.get("low"),
                     high=m.get("high"),
                     low_open=bool(m.get("low_open", False)),
+                    per_scenario=m.get("per_scenario"),
                 )
             )
         return out
+
+    def for_scenario(self, scenario: str) -> UnlearningMethod:
+        """This method with every per-scenario default left unset (``None``) replaced by the
+        value for ``scenario`` (see :func:`hp`); ``self`` when there is none to fill in.
+
+        >>> from unlearnkit.methods import get_method
+        >>> get_method("ssd").for_scenario("random").alpha
+        0.5
+        >>> get_method("ssd", alpha=3.0).for_scenario("random").alpha
+        3.0
+        """
+        fill = {}
+        for f in dataclasses.fields(self):
+            table = f.metadata.get("per_scenario")
+            if table and getattr(self, f.name) is None:
+                fill[f.name] = table.get(scenario, table["class"])
+        return dataclasses.replace(self, **fill) if fill else self
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
@@ -229,6 +261,12 @@ class UnlearningMethod(ABC):
         trainable parameter at all is refused up front with an
         :class:`~unlearnkit.exceptions.UnsupportedModelError`.
         """
+        if scenario in ("class", "random"):  # fill in the scenario's defaults, then run
+            method = self.for_scenario(scenario)
+            if method is not self:
+                return method.unlearn(model, forget=forget, retain=retain, test=test,
+                                      scenario=scenario, seed=seed, device=device,
+                                      progress=progress)
         if not isinstance(model, nn.Module):
             raise InvalidParameterError(
                 f"{self.name}: the model must be a torch.nn.Module. Got {type(model).__name__}."

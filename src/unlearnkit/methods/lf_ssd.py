@@ -64,5 +64,9 @@ class LFSSD(SSD):
     summary = ("SSD with a label-free importance: the gradient of the squared L2 norm of the "
                "output")
 
+    # the LF-SSD paper's own rule and defaults, not the founding report's SSD (see SSD)
+    alpha: float = hp(10.0, "selection weighting: dampen where I_f > alpha * I_D", low=0.0)
+    reference: str = hp("train", "data of I_D: the training set (forget + retain, the "
+                        "paper's) or the retain set", choices=("train", "retain"))
     importance: str = hp("output-norm", "importance: mean per-sample |grad ||f(x)||^2|, or the "
                          "public code's |grad| of the batch mean", choices=LF_SSD_IMPORTANCES)

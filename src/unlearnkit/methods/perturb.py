@@ -37,9 +37,11 @@ class Perturb(FineTuning, UnlearningMethod):
     The noise erases information about all the data; fine-tuning restores only what the retain
     set teaches. It needs no forget data.
 
-    Defaults: beta 0.7 and 5 epochs (founding report). The fine-tuning learning rate (SGD, 0.01)
-    is ours: the report does not give it, and the 1e-5 of plain fine-tuning cannot repair the
-    damage of beta 0.7 in 5 epochs.
+    Defaults: the founding report's, beta 0.7 then 5 epochs of its fine-tuning (Adam, lr 1e-5,
+    weight decay 0.01, as ``finetune``). On digits (cnn, seed 0, class 3) that leaves the other
+    classes' test accuracy at 0.960 (original 0.978) and the forget accuracy at 0.836; SGD at
+    lr 0.01 with weight decay 5e-4 (``optimizer="sgd", lr=0.01, weight_decay=5e-4``, our
+    default before the audit) repairs more (0.975) and forgets a little more (0.753).
 
     Paper: the founding report; noise injection as in Golatkar et al. 2020.
     """
@@ -51,9 +53,6 @@ class Perturb(FineTuning, UnlearningMethod):
 
     beta: float = hp(0.7, "noise scale, a multiple of each tensor's std", low=0.0, high=1.0,
                      low_open=True)
-    lr: float = hp(0.01, "fine-tuning learning rate", low=0.0, low_open=True)
-    optimizer: str = hp("sgd", "fine-tuning optimiser", choices=("sgd", "adam", "adamw"))
-    weight_decay: float = hp(5e-4, "fine-tuning weight decay", low=0.0)
 
     def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:
         gen = torch.Generator().manual_seed(request.seed)

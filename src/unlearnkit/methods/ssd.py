@@ -139,25 +139,29 @@ def reference_importances(
 @register_method
 @dataclass(frozen=True, kw_only=True)
 class SSD(UnlearningMethod):
-    """Selective Synaptic Dampening (Foster, Schoepf, Brintrup, AAAI 2024).
+    """Selective Synaptic Dampening (Foster, Schoepf, Brintrup, AAAI 2024), as the founding
+    report's Algorithm 1 specifies it.
 
-    Update rule: with ``I_D`` the diagonal importances on the training set D = D_f + D_r and
-    ``I_f`` those on the forget set, every parameter ``theta_j`` with ``I_f[j] > alpha * I_D[j]``
-    becomes ``theta_j * min(lambd * I_D[j] / I_f[j], 1)``; every other parameter is left
-    bit-for-bit unchanged. No gradient step, no fine-tuning: two importance passes and one
-    multiplication. ``I_D`` is cached on disk (see :mod:`unlearnkit.importance`), so a second
-    request on the same model and training set only passes over D_f.
+    Update rule: with ``I_r`` the diagonal importances on the retain set and ``I_f`` those on
+    the forget set, every parameter ``theta_j`` with ``I_f[j] > alpha * I_r[j]`` becomes
+    ``theta_j * min(lambd * I_r[j] / I_f[j], 1)``; every other parameter is left bit-for-bit
+    unchanged. No gradient step, no fine-tuning: two importance passes and one
+    multiplication. The reference importances are cached on disk (see
+    :mod:`unlearnkit.importance`), so a second request on the same model and data only passes
+    over D_f.
 
-    Defaults are the paper's for ResNet18 on CIFAR: ``alpha=10``, ``lambd=1``, batch size 64.
-    They were chosen where one class is 1 % of the training set (CIFAR-100). Since the Fisher of
-    D is ``p * I_f + (1 - p) * I_r`` for a forget share ``p``, the selection
-    ``I_f > alpha * I_D`` is ``I_f > alpha * (1 - p) / (1 - alpha * p) * I_r``, and nothing
-    can be selected once ``alpha * p >= 1``: with alpha 10, any forget set of 10 % of the data
-    or more (one class of a 10-class set) leaves the model unchanged. The method then warns.
-    ``reference="retain"`` selects by ``I_f > alpha * I_r`` directly, which is what the
-    paper's setting amounts to at ``p = 1 %`` (alpha 10 there is about 11 against I_r). On
-    digits (default cnn, class 3, p = 10.2 %) the defaults do nothing; ``reference="retain"``
-    brings the forget accuracy to 0 with the other classes' test accuracy unchanged.
+    Defaults (the founding report): ``reference="retain"``, ``lambd=1``, batch size 64, and
+    ``alpha`` by scenario: **10 for class unlearning, 0.5 for random samples** (``alpha=None``
+    means "the scenario's value"; the value used is recorded in the model's provenance).
+
+    ``reference="train"`` is the SSD paper's rule, ``I_f > alpha * I_D`` with ``I_D`` on the
+    whole training set D = D_f + D_r. Its alpha 10 was chosen where one class is 1 % of the
+    training set (CIFAR-100). Since the Fisher of D is ``p * I_f + (1 - p) * I_r`` for a
+    forget share ``p``, that selection is ``I_f > alpha * (1 - p) / (1 - alpha * p) * I_r``,
+    and nothing can be selected once ``alpha * p >= 1``: with alpha 10, any forget set of 10 %
+    of the data or more (one class of a 10-class set) leaves the model unchanged, and the
+    method warns. At ``p = 1 %`` the two rules nearly agree (alpha 10 against I_D is about 11
+    against I_r).
 
     Where this implementation deliberately differs from the authors' public code
     (github.com/if-loops/selective-synaptic-dampening, ``ssd.py``):
@@ -173,7 +177,8 @@ class SSD(UnlearningMethod):
     * **One pass over D_r instead of D.** On a cache miss the training set's Fisher is the
       sample-weighted mean of the forget and retain Fishers (exact for a mean of per-sample
       terms); the public code passes over D_f and then over all of D.
-    * ``reference="retain"`` (importances on D_r instead of D) is an option of ours.
+    * ``reference="retain"`` (importances on D_r instead of D), the founding report's rule, is
+      our default; the public code's ``reference="train"`` is an option.
     * **Per-sample gradients** (``importance="fisher"``; the batch variant has none) are
       computed by per-layer hooks in one batched pass, or, where those cannot read the model,
       by torch.func's vmap or one backward pass per sample (``implementation``; the same
@@ -188,16 +193,19 @@ class SSD(UnlearningMethod):
     name = "ssd"
     paper = ("Foster, Schoepf, Brintrup. Fast Machine Unlearning Without Retraining Through "
              "Selective Synaptic Dampening, AAAI 2024")
-    summary = "dampen parameters far more important to the forget set than to the training set"
+    summary = "dampen parameters far more important to the forget set than to the retain set"
 
-    alpha: float = hp(10.0, "selection weighting: dampen where I_f > alpha * I_D", low=0.0)
-    lambd: float = hp(1.0, "dampening constant: factor min(lambd * I_D / I_f, 1)", low=0.0)
+    alpha: float = hp(None, "selection weighting: dampen where I_f > alpha * I_ref "
+                      "(default: 10 for a class, 0.5 for random samples)", low=0.0,
+                      per_scenario={"class": 10.0, "random": 0.5})
+    lambd: float = hp(1.0, "dampening constant: factor min(lambd * I_ref / I_f, 1)", low=0.0)
     importance: str = hp("fisher", "importance: true empirical Fisher, or the public code's "
                          "squared batch-mean gradient", choices=SSD_IMPORTANCES)
     batch_size: int = hp(64, "importance batch size (changes the result only for "
                          "batch-squared-grad)", low=1)
-    reference: str = hp("train", "data of I_D: the training set (forget + retain) or the "
-                        "retain set", choices=("train", "retain"))
+    reference: str = hp("retain", "data of I_D: the retain set (the founding report's "
+                        "Algorithm 1) or the training set, forget + retain (the SSD paper)",
+                        choices=("retain", "train"))
     implementation: str = hp("auto", "per-sample gradients: auto (hooks, else torch.func vmap, "
                              "else a per-sample loop), hooks, vmap or loop",
                              choices=IMPLEMENTATIONS)
