@@ -13,7 +13,8 @@ from unlearnkit.exceptions import InvalidParameterError, ModelError, UnknownName
 
 ACCURACIES = {"retain_acc", "forget_acc", "test_acc"}
 CLASS_ONLY = {"test_retain_acc", "test_forget_acc", "probe_forget_acc"}
-FORGETTING = {"mia_loss_cv", "mia_entropy", "mia_confidence", "zrf"}  # the model alone allows
+FORGETTING = {"mia_loss_cv", "mia_entropy", "mia_confidence", "zrf",  # the model alone allows
+              "mia_loss_cv_power", "mia_entropy_power", "mia_confidence_power"}
 
 
 @pytest.fixture(scope="module")

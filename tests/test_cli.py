@@ -20,7 +20,7 @@ from _cli import assert_one_error_line, run
 
 MIAS = {"mia_loss_cv", "mia_entropy", "mia_confidence"}
 METRICS_CLASS = {"retain_acc", "forget_acc", "test_acc", "test_retain_acc", "test_forget_acc",
-                 "seconds", "zrf", "probe_forget_acc"} | MIAS
+                 "seconds", "zrf", "probe_forget_acc"} | MIAS | {f"{m}_power" for m in MIAS}
 WITH_REFERENCE = {"retrain_seconds", "speedup", "js_divergence", "activation_distance",
                   "avg_gap", "cka_retrained"}
 
@@ -60,7 +60,8 @@ def test_forget_evaluate_round_trip(work):
     assert res["params"]["epochs"] == 2
     assert res["split"]["scenario"] == "class" and res["split"]["classes"] == [3]
     assert res["out"] == str(out) and out.is_file()
-    assert set(res["metrics"]) == METRICS_CLASS | WITH_REFERENCE | {"anamnesis", "cka_original"}
+    assert set(res["metrics"]) == (METRICS_CLASS | WITH_REFERENCE | {"anamnesis", "cka_original"}
+                                   | {f"{m}_separation" for m in MIAS})
     assert all(isinstance(v, float) for v in res["metrics"].values())
 
     info = uk.models.read_checkpoint_info(out)
@@ -76,7 +77,8 @@ def test_forget_evaluate_round_trip(work):
     # ... and measures any other request it is given
     ev = run_json("evaluate", "--checkpoint", work / "original.safetensors",
                   "--forget-fraction", "0.1", "--split-seed", "1")
-    assert set(ev["metrics"]) == {"retain_acc", "forget_acc", "test_acc", "seconds", "zrf"} | MIAS
+    assert set(ev["metrics"]) == ({"retain_acc", "forget_acc", "test_acc", "seconds", "zrf"}
+                                  | MIAS | {f"{m}_power" for m in MIAS})
     assert ev["metrics"]["seconds"] is None  # an original has no unlearning step to time
     assert ev["split"]["scenario"] == "random" and ev["split"]["seed"] == 1
 

@@ -83,6 +83,10 @@ def unlearn(
         method: a registered name (``unlearnkit methods`` lists them) or a method instance.
         seed: seeds the method's randomness.
         **params: the method's hyper-parameters, e.g. ``alpha=10.0`` for ``ssd``.
+
+    The result's ``seconds`` (:func:`unlearnkit.get_info`) is the method's wall-clock, less the
+    time spent in the epoch watchers of :func:`~unlearnkit.training.watch_epochs` (per-epoch
+    evaluations are instrumentation, not the method's cost).
     """
     if not isinstance(split, Split):
         raise InvalidParameterError(

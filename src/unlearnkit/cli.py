@@ -45,6 +45,8 @@ from unlearnkit.exceptions import (
     short_repr,
 )
 from unlearnkit.methods.base import METHODS, coerce_param, get_method
+from unlearnkit.metrics.accuracy import speedup
+from unlearnkit.metrics.mia_power import uninformative_mias
 from unlearnkit.models.checkpoint import (
     check_output_path,
     load_checkpoint,
@@ -55,7 +57,7 @@ from unlearnkit.models.info import ModelInfo, get_info
 from unlearnkit.models.registry import MODELS
 from unlearnkit.pools import cached_original, pool_cache_dir, retrained_pool, unlearned_pool
 from unlearnkit.registry import did_you_mean
-from unlearnkit.training import MAX_COUNT, Recipe, accuracy, resolve_device
+from unlearnkit.training import MAX_COUNT, Recipe, accuracy, resolve_device, warm_up
 
 __all__ = ["build_parser", "main"]
 
@@ -392,9 +394,33 @@ def cmd_forget(args: argparse.Namespace) -> dict[str, Any]:
     split = _split(args, data)
     retrained = _load_retrained(args.retrained, split, data)
     model = load_checkpoint(args.checkpoint, device=resolve_device(device))
+    if args.time_retrain:  # both timed calls start warm, in this process, on this device
+        warm_up(device, model=model, data=split.retain)
     unlearned = unlearn(model, split, method, seed=args.seed, device=device, progress=_bars())
+    timed = None
+    if args.time_retrain:  # retraining measured like the method: here, now, same threads
+        timed = unlearn(model, split, "retrain", seed=args.seed, device=device,
+                        progress=_bars())
+        retrained = retrained if retrained is not None else timed
     metrics = evaluate(unlearned, split, retrained=retrained, original=model,
                        relearn=not args.no_relearn)
+    source, note = None, None
+    if timed is not None:
+        secs = get_info(timed).seconds  # type: ignore[union-attr]
+        metrics["retrain_seconds"] = secs
+        value = speedup(metrics.get("seconds"), secs)
+        if value is not None:
+            metrics["speedup"] = value
+        source = "timed-here"
+        note = (f"retrain_seconds was measured here, retraining right after the method, in "
+                f"this process ({torch.get_num_threads()} torch threads, "
+                f"{resolve_device(device)}): the speedup is like for like.")
+    elif retrained is not None and "retrain_seconds" in metrics:
+        source = "checkpoint"
+        note = ("retrain_seconds is the time recorded in the --retrained checkpoint, measured "
+                "in another process, under another load (perhaps another machine or thread "
+                "count): the speedup is indicative only. Add --time-retrain to retrain here "
+                "and compare like for like.")
     return {
         _WRITE: lambda: save_checkpoint(unlearned, args.out),
         "command": "forget",
@@ -406,6 +432,8 @@ def cmd_forget(args: argparse.Namespace) -> dict[str, Any]:
         "split": _split_summary(split, data),
         "retrained": args.retrained,
         "metrics": metrics,
+        "uninformative_mias": uninformative_mias(metrics),  # MIA figures with no power here
+        **({"retrain_seconds_source": source, "note": note} if source else {}),
     }
 
 
@@ -459,6 +487,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "original": args.original,
         "n_models": args.n_models or None,
         "metrics": metrics,
+        "uninformative_mias": uninformative_mias(metrics),  # MIA figures with no power here
     }
 
 
@@ -627,8 +656,16 @@ def _num(value: Any) -> str:
 
 
 def _metrics_text(metrics: dict[str, Any]) -> list[str]:
+    """One line per metric; an MIA figure whose attack has no power here is marked ``?``,
+    with why below (:func:`unlearnkit.metrics.mia_informative`)."""
+    from unlearnkit.metrics.mia_power import power_note
+
+    flagged = uninformative_mias(metrics)
     width = max((len(k) for k in metrics), default=0)
-    return [f"  {k:<{width}}  {_num(v)}" for k, v in metrics.items()]
+    lines = [f"  {k:<{width}}  {_num(v)}" + ("?" if k in flagged else "")
+             for k, v in metrics.items()]
+    notes = [power_note(metrics, m) for m in flagged]
+    return lines + [f"  ? {n}; not a forgetting signal" for n in notes if n]
 
 
 def _text(result: dict[str, Any]) -> str:
@@ -640,7 +677,8 @@ def _text(result: dict[str, Any]) -> str:
     if cmd == "forget":
         lines = [f"{result['method']} forgot {result['split']['label']} "
                  f"({result['split'].get('n_forget')} samples); saved {result['out']}"]
-        return "\n".join(lines + _metrics_text(result["metrics"]))
+        notes = [f"note: {result['note']}"] if result.get("note") else []
+        return "\n".join(lines + _metrics_text(result["metrics"]) + notes)
     if cmd == "evaluate":
         lines = [f"{result['checkpoint']} on {result['split']['label']} "
                  f"({result['split'].get('n_forget')} samples forgotten)"]
@@ -699,6 +737,15 @@ def _bench_text(r: dict[str, Any]) -> str:
     lines = []
     for t in r.get("tables", ()):
         lines += [*_summary_grid(t), ""]
+    share = r.get("cpu_share")
+    if share is not None and share < BUSY_SHARE:
+        lines += [f"note: the timed calls had {share:.0%} of a CPU core (median): the machine "
+                  "was busy, so the wall-clock seconds and speed-ups are noisy; each row's "
+                  "timing also holds cpu_seconds and cpu_speedup (see benchmarks/README.md, "
+                  "'How times are measured').", ""]
+    if any(set(t.get("uninformative") or ()) & set(BENCH_COLUMNS) for t in r.get("tables", ())):
+        lines += ["? = uninformative MIA figure: its attack has no power on that model (the "
+                  "report says why); not a forgetting signal", ""]
     return "\n".join(lines) + (
             f"{r['config']}: {r['total']} runs: {r['ok']} done, {r['reused']} skipped (already "
             f"in the store), {r['skipped']} refused by their method, {r['failed']} failed; "
@@ -708,21 +755,28 @@ def _bench_text(r: dict[str, Any]) -> str:
 
 #: The columns of the tables `unlearnkit bench` prints (the report has every metric).
 BENCH_COLUMNS = ("retain_acc", "forget_acc", "test_acc", "forget_acc_gap", "mia_entropy",
-                 "js_divergence", "seconds")
+                 "js_divergence", "seconds", "speedup")
+
+#: Below this median share of a CPU core per timed call, `unlearnkit bench` says the machine
+#: was busy.
+BUSY_SHARE = 0.8
 
 
 def _summary_grid(t: dict[str, Any]) -> list[str]:
     """One scenario of a benchmark as plain text: mean (± std over seeds) per column."""
     cols = [c for c in BENCH_COLUMNS if c in t["metrics"]]
 
-    def cell(row: dict[str, Any], c: str) -> str:
+    no_power = {m: set(i) for m, i in (t.get("uninformative") or {}).items()}
+
+    def cell(i: int, row: dict[str, Any], c: str) -> str:
         if c not in row["mean"]:
             return "-"
         std = row["std"].get(c)
-        return f"{row['mean'][c]:.3f}" + ("" if std is None else f"±{std:.3f}")
+        return (f"{row['mean'][c]:.3f}" + ("" if std is None else f"±{std:.3f}")
+                + ("?" if i in no_power.get(c, ()) else ""))
 
-    table = [[row.get("label") or row["method"], str(row["n"]), *(cell(row, c) for c in cols)]
-             for row in t["rows"]]
+    table = [[row.get("label") or row["method"], str(row["n"]),
+              *(cell(i, row, c) for c in cols)] for i, row in enumerate(t["rows"])]
     head = ["method", "n", *cols]
     widths = [max(len(x) for x in col) for col in zip(head, *table, strict=True)]
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
@@ -849,7 +903,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE", help="checkpoint to write")
     p.add_argument("--retrained", metavar="FILE",
                    help="the retrained reference: adds speedup, js_divergence, "
-                        "activation_distance, avg_gap, anamnesis")
+                        "activation_distance, avg_gap, anamnesis (its recorded seconds come "
+                        "from another process: the speedup is indicative)")
+    p.add_argument("--time-retrain", action="store_true",
+                   help="also retrain here, right after the method and under the same "
+                        "conditions, and use that time for retrain_seconds and speedup "
+                        "(without --retrained, the model retrained here is the reference)")
     p.add_argument("--no-relearn", action="store_true", help="skip anamnesis (relearning)")
     _add_common(p)
     p.set_defaults(func=cmd_forget)

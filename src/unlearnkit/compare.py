@@ -38,6 +38,12 @@ from unlearnkit.data.splits import Split, split_by_class, split_random
 from unlearnkit.evaluation import evaluate
 from unlearnkit.exceptions import InvalidParameterError, UnlearnkitError
 from unlearnkit.methods.base import METHODS, UnlearningMethod, get_method
+from unlearnkit.metrics.mia_power import (
+    MIA_FIGURES,
+    MIN_POWER,
+    MIN_SEPARATION,
+    uninformative_mias,
+)
 from unlearnkit.models.checkpoint import atomic_write, save_checkpoint
 from unlearnkit.models.info import get_info
 from unlearnkit.pools import identity_pool, retrained_pool, unlearned_pool
@@ -45,6 +51,7 @@ from unlearnkit.training import Recipe
 
 __all__ = [
     "FORGETTING_COLUMNS",
+    "POWER_COLUMNS",
     "ROW_METRICS",
     "TABLE_COLUMNS",
     "closest_to_retraining",
@@ -82,6 +89,18 @@ FORGETTING_COLUMNS: tuple[tuple[str, str], ...] = (
     ("forgetting_quality", "F"),
     ("competition_score", "score"),
 )
+#: The third table: each MIA's power check on each row's model (AUC, 0.5 = no power).
+POWER_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("mia_loss_cv_power", "power: loss_cv"),
+    ("mia_entropy_power", "power: entropy"),
+    ("mia_confidence_power", "power: conf"),
+)
+
+#: The legend of a marked MIA figure in :func:`format_table`.
+NO_POWER_LEGEND = (
+    f"? = uninformative: the attack has no power here (power, its AUC at telling retain from "
+    f"test on that model, below {MIN_POWER:.2f}; or its figure on the original minus on the "
+    f"retrained model below {MIN_SEPARATION:.2f}); not a forgetting signal, not to rank on")
 
 #: The metric keys that every row has (``None`` where they do not apply).
 ROW_METRICS: tuple[str, ...] = (
@@ -90,6 +109,8 @@ ROW_METRICS: tuple[str, ...] = (
     "mia_loss_cv", "mia_entropy", "mia_confidence", "mia_lira", "js_divergence",
     "activation_distance", "zrf", "avg_gap", "anamnesis", "forgetting_quality",
     "competition_score", "retain_acc_ratio", "test_acc_ratio", "n_models",
+    *(f"{m}_{check}" for check in ("power", "separation") for m in MIA_FIGURES),
+    "uninformative_mias",
 )
 
 
@@ -156,6 +177,9 @@ def _row(
     }
     # every row has every key (None where it does not apply): one schema for all rows
     metrics = {**dict.fromkeys(ROW_METRICS), **dict(metrics or {})}
+    # the MIA figures whose attack has no power here (unlearnkit.metrics.mia_informative)
+    if any(metrics.get(m) is not None for m in MIA_FIGURES):
+        metrics["uninformative_mias"] = uninformative_mias(metrics)
     fa = metrics.get("forget_acc")
     if fa is not None and reference_forget_acc is not None:
         metrics["forget_acc_gap"] = abs(float(fa) - float(reference_forget_acc))
@@ -214,8 +238,10 @@ def compare_methods(
         ``method``, ``status`` (``"ok"``, ``"original"``, ``"skipped"`` or ``"failed"``),
         ``params``, ``reason``, ``warnings``, ``checkpoint`` and the metrics
         (:data:`ROW_METRICS`, ``None`` where they do not apply) of :func:`unlearnkit.evaluate`
-        (accuracies, ``seconds``, ``retrain_seconds``, ``speedup``, the MIAs, the
-        divergences to the reference, ``zrf``, ``avg_gap``, ``anamnesis``, and with
+        (accuracies, ``seconds``, ``retrain_seconds``, ``speedup``, the MIAs with their
+        power checks ``<attack>_power`` and ``<attack>_separation`` and the list
+        ``uninformative_mias`` of those that cannot tell membership, the divergences to the
+        reference, ``zrf``, ``avg_gap``, ``anamnesis``, and with
         ``n_models`` the pool figures) plus ``forget_acc_gap`` = |forget_acc - the retrained
         model's forget_acc|. The ``retrain`` row is a second retraining with seed ``seed + 1``,
         judged against the reference like any method: the noise floor of every metric.
@@ -283,10 +309,11 @@ def compare_methods(
                          reference_forget_acc=ref_forget))
         for name in names:
             method = built[name]
+            shown = method.for_scenario(split.scenario).json_params()  # the values it runs with
             cls = type(method)
             why = refusal(cls, split.scenario)
             if why is not None:
-                rows.append(_row(label, split, name, "skipped", params=method.json_params(),
+                rows.append(_row(label, split, name, "skipped", params=shown,
                                  reason=why))
                 say(f"[{label}] {name}: skipped ({why})")
                 continue
@@ -299,14 +326,14 @@ def compare_methods(
                     model = unlearn(original, split, method, seed=run_seed, device=device,
                                     progress=progress)
                 except UnlearnkitError as exc:
-                    rows.append(_row(label, split, name, "failed", params=method.json_params(),
+                    rows.append(_row(label, split, name, "failed", params=shown,
                                      reason=str(exc)))
                     say(f"[{label}]   failed: {exc}")
                     continue
             notes = list(dict.fromkeys(str(w.message) for w in caught))
             metrics = judge(model, lambda split=split, method=method: unlearned_pool(
                 original, split, method, n_models, device=device, progress=progress))
-            rows.append(_row(label, split, name, "ok", params=method.json_params(), metrics=metrics,
+            rows.append(_row(label, split, name, "ok", params=shown, metrics=metrics,
                              reference_forget_acc=ref_forget, warnings=notes,
                              checkpoint=save(model, name)))
             say(f"[{label}]   done in {_secs(metrics['seconds'])}")
@@ -366,7 +393,9 @@ def _grid(group: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]
             if with_skipped:
                 body.append([r["method"], f"{r['status']}: {r['reason']}"])
             continue
-        body.append([r["method"], *(_fmt(k, r.get(k)) for k, _ in cols)])
+        flagged = r.get("uninformative_mias") or ()
+        body.append([r["method"], *(_fmt(k, r.get(k)) + ("?" if k in flagged else "")
+                                    for k, _ in cols)])
     full = [x for x in [header, *body] if len(x) == len(header)]
     width = [max(len(x[i]) for x in full) for i in range(len(header))]
     width[0] = max(len(x[0]) for x in [header, *body])
@@ -391,8 +420,10 @@ def closest_to_retraining(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Two plain-text tables per scenario: accuracy and cost, then the forgetting metrics
-    (those that were computed); skipped and failed methods are listed with why."""
+    """Plain-text tables per scenario: accuracy and cost, the forgetting metrics (those that
+    were computed), and the MIAs' power checks; skipped and failed methods are listed with
+    why. An MIA figure that :func:`unlearnkit.metrics.mia_informative` calls uninformative is
+    marked ``?`` (legend :data:`NO_POWER_LEGEND`)."""
     blocks: list[str] = []
     scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
     for label in scenarios:
@@ -416,10 +447,27 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
         forgetting = _grid(group, FORGETTING_COLUMNS, with_skipped=False)
         if forgetting:
             out += ["", *forgetting]
+        power = _grid(group, POWER_COLUMNS, with_skipped=False)
+        if power:
+            out += ["", *power]
+        seps = next(({m: r[f"{m}_separation"] for m in MIA_FIGURES
+                      if r.get(f"{m}_separation") is not None}
+                     for r in group if any(r.get(f"{m}_separation") is not None
+                                           for m in MIA_FIGURES)), None)
+        if seps:  # the same in every row: the attack on the original minus on the reference
+            out.append("separation (figure on the original - on the retrained model): "
+                       + ", ".join(f"{m.removeprefix('mia_')} {v:+.3f}"
+                                   for m, v in seps.items()))
+        flagged = {m for r in group for m in r.get("uninformative_mias") or ()}
+        if flagged & {k for k, _ in FORGETTING_COLUMNS}:
+            out.append(NO_POWER_LEGEND)
         ranking = closest_to_retraining(group)
         if ranking:
             out += ["", "closest to the retrained model (avg_gap): " + ", ".join(
                 f"{r['method']} {r['avg_gap']:.3f}" for r in ranking[:5])]
+            if any("mia_confidence" in (r.get("uninformative_mias") or ()) for r in ranking):
+                out.append("  (avg_gap averages in mia_confidence, uninformative in some rows: "
+                           "read the accuracy gaps)")
         out += [f"  note: {r['method']}: {w}" for r in group for w in r.get("warnings") or ()]
         blocks.append("\n".join(out))
     return "\n\n".join(blocks)

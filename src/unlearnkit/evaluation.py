@@ -11,6 +11,10 @@ accuracies, seconds    the model                                   :func:`evalua
 ``mia_loss_cv``,       the model (and the split's test set)        :func:`mia_loss_cv`,
 ``mia_entropy``,                                                   :func:`mia_entropy`,
 ``mia_confidence``                                                 :func:`mia_confidence`
+``mia_*_power``        the model (and the split's test set)        :func:`mia_loss_cv_power`,
+                                                                   :func:`mia_entropy_power`,
+                                                                   :func:`mia_confidence_power`
+``mia_*_separation``   the original and a retrained model          :func:`evaluate`
 ``zrf``                the model (a random one of its              :func:`zrf`
                        architecture is made)
 ``js_divergence``,     a retrained model                           :func:`js_divergence`,
@@ -83,8 +87,11 @@ __all__ = [
     "evaluate",
     "js_divergence",
     "mia_confidence",
+    "mia_confidence_power",
     "mia_entropy",
+    "mia_entropy_power",
     "mia_loss_cv",
+    "mia_loss_cv_power",
     "penultimate_features",
     "pool_metrics",
     "probe_forget_acc",
@@ -208,6 +215,44 @@ def mia_confidence(model: nn.Module | Outputs, split: Split, *, seed: int | None
     t = _need_test(o, "mia_confidence")
     return M.mia_confidence(_true_prob(*o.retain), _true_prob(*t), _true_prob(*o.forget),
                             seed=seed)
+
+
+# ---------------------------------------------------------------------- MIA power
+def _power_sets(o: Outputs, split: Split
+                ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """The members (D_r) and non-members of an attack's power check: the test set, or in
+    class unlearning its samples of the retained classes, so that like is compared with like
+    (the forgotten classes' test samples would be told apart by forgetting, not membership)."""
+    t = _need_test(o, "the power of an attack")
+    if split.scenario == "class" and split.forget_classes:
+        keep = ~torch.isin(t[1].cpu(), torch.as_tensor(list(split.forget_classes)))
+        t = (t[0][keep.to(t[0].device)], t[1][keep.to(t[1].device)])
+    return o.retain, t
+
+
+def mia_loss_cv_power(model: nn.Module | Outputs, split: Split, *, seed: int = 0,
+                      device: str | torch.device | None = None) -> float:
+    """:func:`unlearnkit.metrics.mia_loss_cv_power` of ``model``: the ``mia_loss_cv`` attack's
+    cross-validated AUC at telling D_r from the test set (the retained classes' test samples
+    in class unlearning); 0.5 = no power."""
+    r, t = _power_sets(_outs(model, split, device), split)
+    return M.mia_loss_cv_power(M.per_sample_loss(*r), M.per_sample_loss(*t), seed=seed)
+
+
+def mia_entropy_power(model: nn.Module | Outputs, split: Split, *, seed: int = 0,
+                      device: str | torch.device | None = None) -> float:
+    """:func:`unlearnkit.metrics.mia_entropy_power` of ``model``: the ``mia_entropy`` attack's
+    AUC at telling D_r from the test set (as :func:`mia_loss_cv_power`)."""
+    r, t = _power_sets(_outs(model, split, device), split)
+    return M.mia_entropy_power(_softmax(r[0]), _softmax(t[0]), seed=seed)
+
+
+def mia_confidence_power(model: nn.Module | Outputs, split: Split, *, seed: int = 0,
+                         device: str | torch.device | None = None) -> float:
+    """:func:`unlearnkit.metrics.mia_confidence_power` of ``model``: the ``mia_confidence``
+    attack's AUC at telling D_r from the test set (as :func:`mia_loss_cv_power`)."""
+    r, t = _power_sets(_outs(model, split, device), split)
+    return M.mia_confidence_power(_true_prob(*r), _true_prob(*t), seed=seed)
 
 
 # ---------------------------------------------------------------------- divergences
@@ -389,17 +434,34 @@ def _acc(o: tuple[torch.Tensor, torch.Tensor] | None) -> float | None:
     return None if o is None else accuracy_from_logits(*o)
 
 
-def _mias(o: Outputs, split: Split) -> dict[str, float | None]:
-    def enough(pair: tuple[torch.Tensor, torch.Tensor] | None) -> bool:
-        return pair is not None and len(pair[1]) >= MIN_MIA_SAMPLES
+def _enough(pair: tuple[torch.Tensor, torch.Tensor] | None) -> bool:
+    return pair is not None and len(pair[1]) >= MIN_MIA_SAMPLES
 
+
+def _mias(o: Outputs, split: Split) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
-    if enough(o.forget) and enough(o.non_members()):
+    if _enough(o.forget) and _enough(o.non_members()):
         out["mia_loss_cv"] = mia_loss_cv(o, split)
-    if enough(o.forget) and enough(o.test):
+    if _enough(o.forget) and _enough(o.test):
         out["mia_entropy"] = mia_entropy(o, split)
         out["mia_confidence"] = mia_confidence(o, split)
     return out
+
+
+_POWER = {"mia_loss_cv": mia_loss_cv_power, "mia_entropy": mia_entropy_power,
+          "mia_confidence": mia_confidence_power}
+
+
+def _mia_powers(o: Outputs, split: Split, figures: dict[str, Any], seed: int
+                ) -> dict[str, float]:
+    """``<attack>_power`` of each figure computed, where D_r and the non-members are large
+    enough (:data:`MIN_MIA_SAMPLES` each)."""
+    if not figures or o.test is None:
+        return {}
+    members, non_members = _power_sets(o, split)
+    if not (_enough(members) and _enough(non_members)):
+        return {}
+    return {f"{k}_power": _POWER[k](o, split, seed=seed) for k in figures if k in _POWER}
 
 
 _EMPTY_FORGET = ("The forget set is empty: there is nothing to evaluate forgetting on. Give a "
@@ -423,15 +485,23 @@ def evaluate(
     Always: ``retain_acc``, ``forget_acc``, ``test_acc`` (and ``test_retain_acc``,
     ``test_forget_acc`` for class unlearning); ``seconds`` (the unlearning step's wall-clock,
     ``None`` for a model that records none); ``zrf``; with ``mia`` and a test set of at least
-    :data:`MIN_MIA_SAMPLES`, ``mia_loss_cv``, ``mia_entropy`` and ``mia_confidence``; for
-    class unlearning, ``probe_forget_acc`` (a linear probe on the model's penultimate features
-    of the training data, its accuracy on the forgotten classes).
+    :data:`MIN_MIA_SAMPLES`, ``mia_loss_cv``, ``mia_entropy`` and ``mia_confidence``, each
+    with its power check ``<attack>_power`` (the same attack's cross-validated AUC at telling
+    D_r from the test set on this model, 0.5 = no power; :mod:`unlearnkit.metrics.mia_power`);
+    :func:`unlearnkit.metrics.uninformative_mias` of the result lists the figures that
+    :func:`unlearnkit.metrics.mia_informative` calls uninformative (power below 0.55, or a
+    separation below 0.05): read them as "the attack cannot tell membership here", never as
+    "forgotten"; for class unlearning, ``probe_forget_acc`` (a linear probe on the model's
+    penultimate features of the training data, its accuracy on the forgotten classes).
 
     With ``retrained``: ``retrain_seconds``, ``speedup``, ``js_divergence``,
     ``activation_distance``, ``avg_gap`` (SalUn's, over forget/retain/test accuracy and
     ``mia_confidence``) and ``cka_retrained`` (linear CKA of the penultimate features on D_f).
     With ``original``: ``cka_original`` (the same, against the original); with both:
-    ``anamnesis`` (relearning; skip it with ``relearn=False``). With ``pools`` =
+    ``anamnesis`` (relearning; skip it with ``relearn=False``) and, with ``mia``,
+    ``<attack>_separation`` per MIA figure (the attack's figure on the original minus on the
+    retrained model: the same for every model judged on this request; one more forward pass
+    of the original). With ``pools`` =
     ``(unlearned_pool, retrained_pool)`` from :mod:`unlearnkit.pools`: :func:`pool_metrics`
     (``forgetting_quality``, ``competition_score``, ``mia_lira`` ...).
 
@@ -443,8 +513,8 @@ def evaluate(
         pools: the pools for the competition's figures.
         mia: compute the membership-inference attacks.
         relearn: compute ``anamnesis`` (default: when ``original`` and ``retrained`` are given).
-        seed: seeds the attacks' subsampling, the random model of ``zrf`` and the probe's
-            subsample and folds.
+        seed: seeds the attacks' power checks (subsets and folds), the random model of ``zrf``
+            and the probe's subsample and folds.
         device: where to compute (default: where each model is).
     """
     try:
@@ -470,8 +540,9 @@ def evaluate(
     info = get_info(model)
     # only an unlearned model has an unlearning step to time (an original records training)
     out["seconds"] = info.seconds if info is not None and info.method is not None else None
-    if mia:
-        out.update(_mias(o, split))
+    figures: dict[str, Any] = _mias(o, split) if mia else {}
+    out.update(figures)
+    out.update(_mia_powers(o, split, figures, seed))
     out["zrf"] = zrf(model, split, seed=seed, device=dev)
     if split.scenario == "class" and split.forget_classes:
         out["probe_forget_acc"] = probe_forget_acc(model, split, seed=seed, device=dev)
@@ -488,8 +559,12 @@ def evaluate(
         out["activation_distance"] = activation_distance(o, ro, split)
         ref = {"forget_acc": _acc(ro.forget), "retain_acc": _acc(ro.retain),
                "test_acc": _acc(ro.test)}
+        # the attacks on the reference: all of them where their separation is wanted
+        ref_figures: dict[str, Any] = (_mias(ro, split) if original is not None and figures
+                                       else {})
         if "mia_confidence" in out:
-            ref["mia_confidence"] = mia_confidence(ro, split)
+            ref["mia_confidence"] = (ref_figures["mia_confidence"] if ref_figures
+                                     else mia_confidence(ro, split))
         keys = [k for k in DEFAULT_GAP_KEYS
                 if out.get(k) is not None and ref.get(k) is not None]
         out["avg_gap"] = M.avg_gap(out, ref, keys)
@@ -499,6 +574,11 @@ def evaluate(
     if original is not None:
         check_finite(original, "The original model")
         out["cka_original"] = _cka(fu, original, split, None, dev)
+        if retrained is not None and figures:
+            orig_figures = (figures if original is model
+                            else _mias(Outputs.of(original, split, dev), split))
+            for k in figures:
+                out[f"{k}_separation"] = M.mia_separation(orig_figures[k], ref_figures[k])
     if pools is not None:
         out.update(pool_metrics(*pools))
     return {k: v for k, v in out.items() if v is not None or k == "seconds"}

@@ -49,7 +49,7 @@ from unlearnkit.exceptions import InvalidParameterError, ModelError
 from unlearnkit.models.info import get_info
 from unlearnkit.training import eval_mode, model_device, resolve_device
 
-__all__ = ["last_conv_layer", "saliency_maps"]
+__all__ = ["last_conv_layer", "saliency_agreement", "saliency_maps"]
 
 
 def last_conv_layer(model: nn.Module) -> nn.Module | None:
@@ -190,3 +190,37 @@ def _to_numpy(t: torch.Tensor, name: str) -> np.ndarray:
             "finite for this input."
         )
     return a
+
+
+def saliency_agreement(
+    model: nn.Module,
+    other: nn.Module,
+    data: Any,
+    *,
+    n: int = 16,
+    device: str | torch.device | None = None,
+) -> float | None:
+    """How much two models' saliency maps agree on the first ``n`` samples of ``data``: the
+    mean over samples of Spearman's rank correlation between the two gradient saliency maps
+    (:func:`saliency_maps`' ``"saliency"``, for the sample's true label, so that both models
+    explain the same class).
+
+    1 means the two models rank the input values identically; near 0, unrelated maps. The
+    founding report's claim: unlearning changes the maps of forgotten samples and leaves
+    those of retained ones. ``None`` where no sample has a map that varies (a constant map has
+    no ranks) or ``data`` is empty. Samples whose inputs are not one float tensor are refused
+    by :func:`saliency_maps`.
+    """
+    from scipy.stats import spearmanr
+
+    from unlearnkit.training import iter_batches
+
+    values: list[float] = []
+    for x, y in iter_batches(data, max(1, n), shuffle=False):
+        for xi, yi in zip(x[:n], y[:n], strict=True):
+            a = saliency_maps(model, xi, target=int(yi), device=device)["saliency"].ravel()
+            b = saliency_maps(other, xi, target=int(yi), device=device)["saliency"].ravel()
+            if np.ptp(a) > 0 and np.ptp(b) > 0:
+                values.append(float(spearmanr(a, b).statistic))
+        break
+    return float(np.mean(values)) if values else None

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import math
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -41,6 +43,7 @@ __all__ = [
     "train_mode",
     "warm_up",
     "watch_epochs",
+    "watcher_seconds",
 ]
 
 #: ``loss_fn(model, x, y) -> scalar loss`` for one mini-batch.
@@ -50,6 +53,8 @@ LossFn = Callable[[nn.Module, Any, torch.Tensor], torch.Tensor]
 EpochWatcher = Callable[[str, int, nn.Module], None]
 _WATCHERS: contextvars.ContextVar[tuple[EpochWatcher, ...]] = contextvars.ContextVar(
     "unlearnkit_epoch_watchers", default=())
+#: wall-clock and CPU seconds spent inside epoch watchers by this process (watcher_seconds)
+_WATCHED = [0.0, 0.0]
 
 #: The largest value an integer count (epochs, batch size, steps, samples) may take, in a
 #: :class:`Recipe` and in every method's int hyper-parameter without its own upper bound: a
@@ -158,23 +163,50 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 _WARM: set[str] = set()
 
 
-def warm_up(device: str | torch.device | None = None) -> None:
+def warm_up(device: str | torch.device | None = None, *, model: nn.Module | None = None,
+            data: Data | None = None) -> None:
     """Pay torch's one-time costs before anything is timed (once per device and process).
 
     The first optimiser built in a process imports ``torch._dynamo`` (seconds on a CPU), and the
     first use of a GPU creates its context and libraries: both would otherwise be counted in the
     wall-clock of the first method (or the first training) that a process runs.
+
+    With ``model`` and ``data``, also a forward and backward pass and a step of SGD and of
+    Adam on a copy of ``model``, on a few samples of ``data`` (the first pass of a process
+    through an architecture selects kernels and grows the allocator). The model and the
+    random state are left as they were; a model this cannot warm is left cold, silently.
     """
     dev = resolve_device(device)
-    if str(dev) in _WARM:
+    if str(dev) not in _WARM:
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        if dev.type != "cpu":
+            x = torch.ones(8, 8, device=dev, requires_grad=True)
+            (x @ x).sum().backward()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+        _WARM.add(str(dev))
+    if model is not None and data is not None:
+        _warm_model(model, data, dev)
+
+
+def _warm_model(model: nn.Module, data: Data, device: torch.device) -> None:
+    devices = [device.index or 0] if device.type == "cuda" else []
+    try:
+        x, y = next(iter_batches(data, 8, shuffle=False, device=device))
+        work = copy.deepcopy(model).to(device)
+        with torch.random.fork_rng(devices=devices):
+            params = [p for p in work.parameters() if p.requires_grad]
+            for opt in (torch.optim.SGD(params, lr=0.0), torch.optim.Adam(params, lr=0.0)):
+                set_train(work)
+                opt.zero_grad(set_to_none=True)
+                cross_entropy(work, x, y).backward()
+                opt.step()
+            with torch.no_grad(), eval_mode(work):
+                forward(work, x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    except Exception:  # warming is best effort: the timed call reports its own errors
         return
-    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    if dev.type != "cpu":
-        x = torch.ones(8, 8, device=dev, requires_grad=True)
-        (x @ x).sum().backward()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-    _WARM.add(str(dev))
 
 
 @contextlib.contextmanager
@@ -297,10 +329,12 @@ def watch_epochs(watcher: EpochWatcher) -> Iterator[None]:
     ``epoch=0`` before the first epoch, then after each epoch (1-based). ``phase`` is the fit's
     ``desc`` (a method's phases are named, e.g. ``"teacher: forget"``).
 
-    This is how the benchmark records accuracy per epoch without any method knowing. The
-    watcher must leave the model as it found it: evaluate under :func:`eval_mode` and
-    ``torch.no_grad()`` (as :func:`accuracy` does), and draw no random numbers, so that the
-    training run is bit-identical with and without a watcher.
+    This is how the benchmark records accuracy per epoch without any method knowing. The time
+    spent in watchers is counted apart (:func:`watcher_seconds`) and left out of the
+    ``seconds`` that :func:`unlearnkit.unlearn` records. The watcher must leave the model as
+    it found it: evaluate under :func:`eval_mode` and ``torch.no_grad()`` (as :func:`accuracy`
+    does), and draw no random numbers, so that the training run is bit-identical with and
+    without a watcher.
 
     >>> seen = []
     >>> with watch_epochs(lambda phase, epoch, model: seen.append((phase, epoch))):
@@ -316,9 +350,35 @@ def watch_epochs(watcher: EpochWatcher) -> Iterator[None]:
         _WATCHERS.reset(token)
 
 
+def watcher_seconds(*, cpu: bool = False) -> float:
+    """Wall-clock seconds (``cpu=True``: the process's CPU seconds) this process has spent so
+    far inside the watchers of :func:`watch_epochs` (a running total: take the difference
+    around a call).
+
+    The watchers are instrumentation, not the work being timed: ``UnlearningMethod.unlearn``
+    subtracts the time spent in them from the ``seconds`` it records, so that recording
+    curves does not make a method look slower. On a GPU the queued work is waited for before
+    the watchers' clock starts, so that training kernels are not counted as watching.
+    """
+    return _WATCHED[1 if cpu else 0]
+
+
 def _notify(phase: str, epoch: int, model: nn.Module) -> None:
-    for watcher in _WATCHERS.get():
-        watcher(phase, epoch, model)
+    watchers = _WATCHERS.get()
+    if not watchers:
+        return
+    dev = model_device(model)
+    if dev.type == "cuda":  # the training's queued kernels are not the watchers' time
+        torch.cuda.synchronize(dev)
+    start, cpu = time.perf_counter(), time.process_time()
+    try:
+        for watcher in watchers:
+            watcher(phase, epoch, model)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+    finally:
+        _WATCHED[0] += time.perf_counter() - start
+        _WATCHED[1] += time.process_time() - cpu
 
 
 def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from torch import nn
 
 from unlearnkit.data.batches import to_device
 from unlearnkit.data.splits import Data, Split
+from unlearnkit.exceptions import UnlearnkitError
 from unlearnkit.models.adapters import forward
 from unlearnkit.training import (
     EpochWatcher,
@@ -163,4 +164,21 @@ def model_artefacts(
     }
     if saliency:
         out["saliency"] = _saliency(models, split, device)
+        out["saliency_agreement"] = _agreement(models, split, device)
     return out
+
+
+def _agreement(models: dict[str, nn.Module], split: Split, device: Any
+               ) -> dict[str, float | None] | None:
+    """The unlearned model's saliency agreement with the original's (Spearman, see
+    :func:`unlearnkit.saliency.saliency_agreement`) on forget and on retain samples."""
+    from unlearnkit.saliency import saliency_agreement
+
+    if "original" not in models or "unlearned" not in models:
+        return None
+    try:
+        return {which: saliency_agreement(models["original"], models["unlearned"], data,
+                                          device=device)
+                for which, data in (("forget", split.forget), ("retain", split.retain))}
+    except UnlearnkitError:  # inputs that have no saliency map (token ids)
+        return None

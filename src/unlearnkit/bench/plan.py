@@ -49,6 +49,8 @@ class Run:
     curves: bool = False
     #: the size of the pools for the competition's score (0: no score)
     score_models: int = 0
+    #: ``"cold"`` or ``"warm"``: whether the timed call may read the importance cache
+    timing: str = "cold"
 
     @property
     def method_seed(self) -> int:
@@ -61,14 +63,14 @@ class Run:
         """Everything that determines the run's result (what :attr:`run_id` hashes)."""
         return _spec(self.dataset, self.dataset_options, self.arch, self.arch_kwargs,
                      self.recipe, self.scenario, self.method, self.params, self.seed,
-                     self.relearn, self.mia, self.curves, self.score_models)
+                     self.relearn, self.mia, self.curves, self.score_models, self.timing)
 
 
 def _spec(dataset: str, dataset_options: dict[str, Any], arch: str,
           arch_kwargs: dict[str, Any], recipe: dict[str, Any], scenario: Scenario, method: str,
           params: dict[str, Any], seed: int, relearn: bool, mia: bool, curves: bool,
-          score_models: int) -> dict[str, Any]:
-    return {
+          score_models: int, timing: str = "cold") -> dict[str, Any]:
+    spec: dict[str, Any] = {
         "format": _FORMAT,
         "dataset": {"name": dataset, "options": dataset_options},
         "model": {"arch": arch, "kwargs": arch_kwargs},
@@ -80,6 +82,9 @@ def _spec(dataset: str, dataset_options: dict[str, Any], arch: str,
         "metrics": {"relearn": relearn, "mia": mia, "score_models": score_models},
         "record": {"curves": curves},
     }
+    if timing != "cold":  # only then: the runs of every earlier store keep their ids
+        spec["record"]["timing"] = timing
+    return spec
 
 
 def run_id(spec: dict[str, Any]) -> str:
@@ -131,7 +136,7 @@ def expand(config: BenchConfig) -> Plan:
                 for seed in config.seeds:
                     spec = _spec(config.dataset, options, config.arch, kwargs, recipe, scenario,
                                  method, params, seed, config.relearn, config.mia, curves,
-                                 n_models)
+                                 n_models, config.timing)
                     rid = run_id(spec)
                     if rid in seen:  # the same method listed twice, or a repeated grid value
                         continue
@@ -141,5 +146,6 @@ def expand(config: BenchConfig) -> Plan:
                         arch=config.arch, arch_kwargs=kwargs, recipe=recipe, scenario=scenario,
                         method=method, params=params, seed=seed, relearn=config.relearn,
                         mia=config.mia, refused=why, curves=curves, score_models=n_models,
+                        timing=config.timing,
                     ))
     return Plan(config=config, runs=tuple(runs))

@@ -3,7 +3,11 @@
 :func:`run_tasks_ray` is what :func:`unlearnkit.bench.run_plan` calls with
 ``executor="ray"``. The parent still trains (or loads from the cache) every original and
 reference, and still writes every row to SQLite itself; only the runs (each one
-:func:`unlearnkit.bench.run.execute`) go to Ray, one task per run, one CPU each.
+:func:`unlearnkit.bench.run.execute`) go to Ray, one task per run, one CPU each (one torch
+thread). A reference the parent trains is timed there, with all its threads: rows measured
+against it say ``retrain_seconds_source = reference-parent`` (not like for like), unless the
+plan's ``retrain`` run of their scenario and seed, timed on a Ray worker like them, is stored
+(``retrain-row``; see :data:`unlearnkit.bench.store.RETRAIN_SOURCES`).
 
 On one machine, nothing to set up: a local Ray instance is started (``workers`` CPUs) and
 stopped at the end. On a cluster:

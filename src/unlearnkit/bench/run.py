@@ -1,29 +1,41 @@
-"""Executing a plan: originals and references first (cached), then every run as a task.
+"""Executing a plan: originals, references and runs, all tasks of one pool.
 
-The parent process trains (or loads from the cache) every original and reference the pending
-runs need, sequentially, so workers never race on the cache; then it opens the store (creating
-it only now, so that a plan that fails this early leaves no file). Each run is then an
-independent task (:func:`execute`), given the paths of its two cached checkpoints: in-process
-with ``workers=1``, else in a local process pool (spawned processes, one torch thread each).
-Workers return rows; the parent alone writes them to the store, one transaction per row, as they
-finish. Each run logs to ``<db>.logs/<run_id>.log``.
+Every model a run needs is a task too (:func:`prepare`): the original of each seed, the
+retrained reference of each (scenario, seed), and the retrained pool of the competition's
+score. They are scheduled by dependency in the same pool as the runs (a reference starts once
+its original exists, a run once its original and reference do), under the same conditions:
+in this process with one torch thread when ``workers=1`` (the caller's thread count is
+restored afterwards), else in a local process pool (spawned processes, one torch thread each),
+on the same device. A model already in the on-disk cache is loaded, not trained. The parent
+checks the data and the splits, then opens the store (so that a plan refused this early leaves
+no file). Workers return rows; the parent alone writes them to the store, one transaction per
+row, as they finish. Each run logs to ``<db>.logs/<run_id>.log``.
+
+Times are measured like for like (``benchmarks/README.md``, "How times are measured"): each
+timed call is warmed up first, paused around the curves' evaluations, cold unless the config
+says ``timing: warm``, and repeated when it is shorter than :data:`REPEAT_BELOW`. Each row's
+``speedup`` is computed against the plan's ``retrain`` run of the same scenario and seed once
+it is stored (rows stored before it are amended), else against the reference's training;
+its ``retrain_seconds_source`` says which (:data:`unlearnkit.bench.store.RETRAIN_SOURCES`).
 
 Before running a run the parent claims it in the store (a lease, see
 :mod:`unlearnkit.bench.store`), as many at a time as it has workers; so benchmarks started on
 one store at once share its runs, and each run is executed once. A benchmark whose remaining
 runs are all held by others waits for them (their rows, or their leases' death) before it
-returns. A benchmark that fails before it stores any row deletes the store it created.
+returns. A benchmark that fails before it stores any row deletes the store it created. The Ray
+executor still prepares in the parent, the simple way (:mod:`unlearnkit.bench.ray_executor`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import nullcontext
 from datetime import datetime, timezone
@@ -44,8 +56,11 @@ from unlearnkit.data.registry import load_dataset
 from unlearnkit.data.splits import Split, split_by_class, split_random
 from unlearnkit.evaluation import evaluate
 from unlearnkit.exceptions import DataError, InvalidParameterError, UnlearnkitError
+from unlearnkit.importance.cache import cache_use
 from unlearnkit.methods.base import get_method
-from unlearnkit.models.checkpoint import load_checkpoint
+from unlearnkit.metrics.accuracy import speedup
+from unlearnkit.models.checkpoint import load_checkpoint, save_checkpoint
+from unlearnkit.models.info import get_info, set_info
 from unlearnkit.pools import (
     cached_original,
     cached_reference,
@@ -54,9 +69,9 @@ from unlearnkit.pools import (
     retrained_pool,
     unlearned_pool,
 )
-from unlearnkit.training import resolve_device, watch_epochs
+from unlearnkit.training import Recipe, resolve_device, warm_up, watch_epochs, watcher_seconds
 
-__all__ = ["EXECUTORS", "POLL_SECONDS", "describe", "execute", "log_dir", "run_plan"]
+__all__ = ["EXECUTORS", "POLL_SECONDS", "describe", "execute", "log_dir", "prepare", "run_plan"]
 
 #: Where runs execute: a local process pool, or Ray.
 EXECUTORS = ("process", "ray")
@@ -115,6 +130,63 @@ def _row(run: Run, status: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------- timing
+def _conditions(process: str, device: torch.device) -> dict[str, Any]:
+    """Where a time is measured: the process kind (``worker`` of the local pool, ``main`` =
+    the benchmark's own process with ``workers=1``, ``ray``), torch's thread count, device."""
+    return {"process": process, "threads": torch.get_num_threads(), "device": str(device)}
+
+
+def _warm(model: torch.nn.Module, data: Any, device: torch.device) -> None:
+    """Pay a fresh process's one-off costs outside every clock (:func:`warm_up` with the
+    model): the first run of a worker is not charged for them."""
+    warm_up(device, model=model, data=data)
+
+
+#: A timed call shorter than this (wall-clock seconds) is repeated, and its median reported.
+REPEAT_BELOW = 1.0
+
+#: The most calls a short timed call is repeated to (the first included).
+MAX_REPEATS = 5
+
+
+def _timed(call: Callable[[], torch.nn.Module], *, read_cache: bool,
+           watcher: Any = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Run a timed unlearning call (``call()``, which records its wall-clock ``seconds`` in the
+    model's info) as the benchmark times every method and every retraining.
+
+    The importance cache is read only with ``read_cache`` (warm timing); ``watcher`` (the
+    curves) watches the first call, whose time spent watching is paused out. A call shorter
+    than :data:`REPEAT_BELOW` is made again (same seed, same result, no watcher), until the
+    calls add up to that long or :data:`MAX_REPEATS` were made, and the median is reported:
+    a sub-second time is at the mercy of one scheduling hiccup. Returns the first call's model,
+    its ``seconds`` replaced by the median, and ``{"repeats", "cpu_seconds" (the median of the
+    process CPU time of each call, watchers excluded), "cache_hit" (whether any read of the
+    cache was served)}``.
+    """
+    walls: list[float] = []
+    cpus: list[float] = []
+    with cache_use(read=read_cache) as use:
+        with watch_epochs(watcher) if watcher is not None else nullcontext():
+            cpu, watched = time.process_time(), watcher_seconds(cpu=True)
+            model = call()
+            cpus.append(time.process_time() - cpu - (watcher_seconds(cpu=True) - watched))
+        info = get_info(model)
+        first = info.seconds if info is not None else None
+        if first is not None:
+            walls.append(first)
+            while sum(walls) < REPEAT_BELOW and len(walls) < MAX_REPEATS:
+                cpu = time.process_time()
+                again = call()
+                cpus.append(time.process_time() - cpu)
+                walls.append(get_info(again).seconds or 0.0)  # type: ignore[union-attr]
+                del again
+    if info is not None and len(walls) > 1:
+        set_info(model, info.replace(seconds=statistics.median(walls)))
+    return model, {"repeats": len(cpus), "cpu_seconds": statistics.median(cpus),
+                   "cache_hit": use.hit}
+
+
 # ---------------------------------------------------------------------- one run
 def execute(task: dict[str, Any]) -> dict[str, Any]:
     """Run one task (a :class:`Run` and the paths of its original and reference); return its
@@ -137,14 +209,29 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
             original = load_checkpoint(task["original"], device=dev)
             reference = load_checkpoint(task["reference"], device=dev)
             watch, curve = curve_watcher(split, device=dev)
+            timing = {**_conditions(task.get("process", "main"), dev), "mode": run.timing,
+                      "repeats": 1}
+            cache_hit = None
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 if run.method == ORIGINAL:  # the original itself, judged like a method
                     model = original
                 else:
-                    with watch_epochs(watch) if run.curves else nullcontext():
-                        model = unlearn(original, split, run.method, seed=run.method_seed,
-                                        device=dev, **run.params)
+                    _warm(original, split.retain if split.retain is not None else split.forget,
+                          dev)
+                    # cold (default): every importance-cache read misses inside the clock
+                    model, measured = _timed(
+                        lambda: unlearn(original, split, run.method, seed=run.method_seed,
+                                        device=dev, **run.params),
+                        read_cache=run.timing == "warm",
+                        watcher=watch if run.curves else None)
+                    cache_hit = measured.pop("cache_hit")
+                    timing.update(measured)
+                    info = get_info(model)
+                    say(f"timed: {info.seconds if info is not None else None} s wall-clock "
+                        f"(median of {timing['repeats']} call(s)), {timing['cpu_seconds']:.4g} "
+                        f"s CPU; {timing['process']} process, {timing['threads']} thread(s), "
+                        f"{timing['mode']}, cache hit: {'yes' if cache_hit else 'no'}")
             notes = list(dict.fromkeys(str(w.message) for w in caught))
             for note in notes:
                 say(f"warning: {note}")
@@ -172,7 +259,8 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
                 artefacts["curves"] = curve
             for key, value in metrics.items():
                 say(f"  {key} = {value}")
-            row = _row(run, "ok", metrics=metrics, warnings=notes, artefacts=artefacts)
+            row = _row(run, "ok", metrics=metrics, warnings=notes, artefacts=artefacts,
+                       cache_hit=cache_hit, timing=timing if run.method != ORIGINAL else None)
         except Exception as exc:  # a failing run is a row, never a crashed benchmark
             say(traceback.format_exc())
             text = str(exc) if isinstance(exc, UnlearnkitError) else (
@@ -188,14 +276,193 @@ def _init_worker() -> None:
     warnings.simplefilter("ignore")  # a run's warnings are recorded in its row and log
 
 
-# ---------------------------------------------------------------------- the plan
+# ---------------------------------------------------------------------- the models runs need
+def _cached(path: Path | None, device: torch.device) -> torch.nn.Module | None:
+    """The checkpoint at ``path`` if it is there and readable, else ``None``."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        return load_checkpoint(path, device=device)
+    except Exception:  # an unreadable cache entry is retrained and overwritten
+        return None
+
+
+def prepare(task: dict[str, Any]) -> dict[str, Any]:
+    """Train, or load from the on-disk cache, one model that runs need: an original
+    (``task["kind"] == "original"``), a retrained reference (``"reference"``) or the retrained
+    pool of the competition's score (``"pool"``). A task of the benchmark's pool like any run:
+    same process kind, one torch thread, same device, warmed up before the clock starts.
+
+    Returns ``{"kind", "key", "path", "cached", "seconds", "timing"}``: ``cached`` when the
+    model was in the cache (nothing trained; ``seconds`` is then what its training took
+    wherever and whenever it was trained), ``timing`` the conditions here
+    (:func:`_conditions`). Raises when the model cannot be made: every run that needs it
+    would fail, so the benchmark stops.
+    """
+    kind = task["kind"]
+    dev = resolve_device(task.get("device"))
+    data = _data(task["dataset"], task["dataset_options"])
+    recipe = Recipe.from_dict(task["recipe"])
+    kwargs = dict(task["arch_kwargs"])
+    seed = task["seed"]
+    out: dict[str, Any] = {"kind": kind, "key": task["key"], "path": None, "cached": True,
+                           "seconds": None}
+    if kind == "original":
+        path = original_cache_path(data, arch=task["arch"], recipe=recipe, seed=seed, **kwargs)
+        model = _cached(path, dev)
+        if model is None:
+            out["cached"] = False
+            model = cached_original(data, arch=task["arch"], recipe=recipe, seed=seed,
+                                    device=dev, **kwargs)
+        info = get_info(model)
+        out.update(path=str(path), seconds=info.seconds if info is not None else None)
+    else:
+        original = load_checkpoint(task["original"], device=dev)
+        split = _split(data, task["scenario"], seed)
+        if kind == "reference":
+            ref_path = reference_cache_path(original, split, seed=seed)
+            model = _cached(ref_path, dev)
+            if model is None:
+                out["cached"] = False
+                _warm(original, split.retain, dev)
+                # cached_reference's work, timed as the runs are (pools.cached_reference)
+                model, measured = _timed(
+                    lambda: unlearn(original, split, "retrain", seed=seed, device=dev),
+                    read_cache=False)
+                if ref_path is not None:
+                    save_checkpoint(model, ref_path)
+                out.update(repeats=measured["repeats"], cpu_seconds=measured["cpu_seconds"])
+            info = get_info(model)
+            out.update(path=str(ref_path) if ref_path is not None else None,
+                       seconds=info.seconds if info is not None else None)
+        else:  # the retrained pool, shared by every scored run of the scenario
+            pool = retrained_pool(original, split, task["n_models"], device=dev)
+            out["seconds"] = float(sum(pool.seconds))
+            out["cached"] = None  # some of its models may have been cached, some trained
+    out["timing"] = _conditions(task.get("process", "main"), dev)
+    return out
+
+
+def _prep_tasks(plan: Plan, runs: list[Run], *, device: str | None, process: str
+                ) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The preparation tasks ``runs`` need, keyed ``("original", seed)``, ``("reference",
+    scenario, seed)`` and ``("pool", scenario, seed)``, in the order they should start (each
+    lists the keys it depends on under ``"deps"``)."""
+    cfg = plan.config
+    base = {"dataset": cfg.dataset, "dataset_options": dict(cfg.dataset_options),
+            "arch": cfg.arch, "arch_kwargs": dict(cfg.arch_kwargs),
+            "recipe": cfg.recipe.to_dict(), "device": device, "process": process}
+    tasks: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for seed in dict.fromkeys(r.seed for r in runs):
+        tasks[("original", seed)] = {**base, "kind": "original", "key": ("original", seed),
+                                     "seed": seed, "deps": []}
+    pools = {}
+    for scenario, seed in dict.fromkeys((r.scenario, r.seed) for r in runs):
+        key = ("reference", scenario, seed)
+        tasks[key] = {**base, "kind": "reference", "key": key, "seed": seed,
+                      "scenario": scenario, "deps": [("original", seed)]}
+        n_models = max((r.score_models for r in runs
+                        if r.scenario == scenario and r.seed == seed), default=0)
+        if n_models:
+            key = ("pool", scenario, seed)
+            pools[key] = {**base, "kind": "pool", "key": key, "seed": seed, "scenario": scenario,
+                          "n_models": n_models, "deps": [("original", seed)]}
+    return {**tasks, **pools}  # the references first: they unblock most runs
+
+
+def _needs(run: Run) -> list[tuple[Any, ...]]:
+    """The preparation tasks a run waits for."""
+    keys: list[tuple[Any, ...]] = [("original", run.seed), ("reference", run.scenario, run.seed)]
+    if run.score_models:
+        keys.append(("pool", run.scenario, run.seed))
+    return keys
+
+
+def _describe_prep(task: dict[str, Any]) -> str:
+    if task["kind"] == "original":
+        return f"original {task['arch']} on {task['dataset']}, seed {task['seed']}"
+    if task["kind"] == "reference":
+        return f"reference for {task['scenario'].label}, seed {task['seed']}"
+    return (f"retrained pool of {task['n_models']} for {task['scenario'].label}, "
+            f"seed {task['seed']}")
+
+
+#: The ``retrain`` method's parameters that make a run the same retraining as the reference.
+_REFERENCE_PARAMS = get_method("retrain").params()
+
+
+def _is_reference_retrain(run: Run) -> bool:
+    """Whether ``run`` retrains exactly as the reference does (method ``retrain`` at its
+    defaults): its time is the like-for-like cost of retraining for its scenario and seed."""
+    return run.method == "retrain" and dict(run.params) == _REFERENCE_PARAMS
+
+
+def _cpu_speedup(timing: dict[str, Any], basis: dict[str, Any]) -> dict[str, Any]:
+    """``timing`` with ``cpu_speedup``: the retraining's CPU seconds over the row's, where both
+    were measured (``None`` otherwise, e.g. against a cached reference's time)."""
+    mine, theirs = timing.get("cpu_seconds"), basis.get("cpu_seconds")
+    return {**timing, "cpu_speedup": speedup(mine, theirs) if theirs is not None else None}
+
+
+def _check_inputs(plan: Plan, runs: list[Run]) -> None:
+    """Load the data and build every split ``runs`` need, here, so that a mistake only the
+    data reveals (an unknown class name) is refused before any store exists."""
+    cfg = plan.config
+    data = _data(cfg.dataset, dict(cfg.dataset_options))
+    for scenario, seed in dict.fromkeys((r.scenario, r.seed) for r in runs):
+        _split(data, scenario, seed)
+
+
+def _do(task: dict[str, Any]) -> dict[str, Any]:
+    """One task of the pool: a run (:func:`execute`) or a preparation (:func:`prepare`)."""
+    return execute(task) if "run" in task else prepare(task)
+
+
+class _Inline:
+    """The pool of ``workers=1``: each task runs at once, in this process."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args))
+        except Exception as exc:
+            fut.set_exception(exc)
+        return fut
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        pass
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` for the block, then restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _prepare(plan: Plan, runs: list[Run], *, device: str | None, progress: bool,
-             say: Callable[[str], None]) -> dict[Any, Path]:
-    """Train or load every original and reference ``runs`` need; their checkpoint paths."""
+             say: Callable[[str], None],
+             bases: dict[tuple[Scenario, int], dict[str, Any]] | None = None
+             ) -> dict[Any, Path]:
+    """Train or load every original and reference ``runs`` need, here, sequentially, with all
+    of this process's threads; their checkpoint paths. The Ray executor prepares this way;
+    ``bases`` (if given) receives per (scenario, seed) the reference's ``seconds`` and their
+    ``source``: ``reference-parent`` (trained here: not the runs' conditions) or ``cache``."""
     cfg = plan.config
     data = _data(cfg.dataset, dict(cfg.dataset_options))
     kwargs = dict(cfg.arch_kwargs)
     paths: dict[Any, Path] = {}
+    dev = resolve_device(device)
     for seed in dict.fromkeys(r.seed for r in runs):
         path = original_cache_path(data, arch=cfg.arch, recipe=cfg.recipe, seed=seed, **kwargs)
         say(f"original {cfg.arch} on {cfg.dataset}, seed {seed}: "
@@ -208,10 +475,17 @@ def _prepare(plan: Plan, runs: list[Run], *, device: str | None, progress: bool,
                 continue
             split = _split(data, scenario, seed)
             ref = reference_cache_path(original, split, seed=seed)
+            cached = ref is not None and ref.is_file()
             say(f"reference for {scenario.label}, seed {seed}: "
-                f"{'cached' if ref is not None and ref.is_file() else 'retraining'} ...")
-            cached_reference(original, split, seed=seed, device=device, progress=progress)
+                f"{'cached' if cached else 'retraining'} ...")
+            model = cached_reference(original, split, seed=seed, device=device,
+                                     progress=progress)
             paths[(scenario, seed)] = ref  # type: ignore[assignment]
+            info = get_info(model)
+            if bases is not None and info is not None and info.seconds is not None:
+                bases[(scenario, seed)] = {
+                    "seconds": info.seconds, "source": "cache" if cached else "reference-parent",
+                    **({} if cached else _conditions("main", dev))}
             n_models = max((r.score_models for r in runs
                             if r.scenario == scenario and r.seed == seed), default=0)
             if n_models:  # shared by every scored run of the scenario: built once, here
@@ -267,10 +541,15 @@ def run_plan(
         ray_address: the Ray cluster to join (default: ``$RAY_ADDRESS``, else a local one).
 
     Returns:
-        ``{"db", "total", "ran", "reused", "skipped", "failed", "seconds", "runs"}``:
-        ``ran`` = the runs this call executed; ``reused`` = already in the store, or stored
-        meanwhile by another benchmark; ``skipped`` = the method refuses the scenario;
-        ``runs`` = one ``{run_id, scenario, method, params, seed, status}`` per run.
+        ``{"db", "total", "ran", "reused", "skipped", "failed", "seconds", "runs",
+        "prepared", "cpu_share"}``: ``ran`` = the runs this call executed; ``reused`` =
+        already in the store, or stored meanwhile by another benchmark; ``skipped`` = the
+        method refuses the scenario; ``runs`` = one ``{run_id, scenario, method, params, seed,
+        status}`` per run; ``prepared`` = one ``{kind, scenario, seed, cached, seconds,
+        cpu_seconds, repeats, process, threads, device}`` per original, reference and pool
+        this call made or loaded; ``cpu_share`` = the median, over the timed calls on a CPU, of
+        their CPU time over their wall-clock time (1: each had a core to itself; lower: the
+        machine was busy, and wall-clock seconds are noisy), or ``None``.
 
     Raises:
         DataError: ``db`` is not a results store, lacks a column or holds a corrupt row.
@@ -299,11 +578,29 @@ def run_plan(
         status[rid] = "reused"
     pending = [r for r in plan.runs if r.run_id not in done]
     todo = [r for r in pending if not r.refused]
-    paths = _prepare(plan, todo, device=device, progress=progress, say=say) if todo else {}
+    # the reference's training time per (scenario, seed), and where it was measured
+    bases: dict[tuple[Scenario, int], dict[str, Any]] = {}
+    paths: dict[Any, Path] = {}
+    inline = executor != "ray" and (n_workers == 1 or len(todo) <= 1)
+    process = "ray" if executor == "ray" else "main" if inline else "worker"
+    preps: dict[tuple[Any, ...], dict[str, Any]] = {}
+    if todo and executor == "ray":  # prepared here, the simple way (and labelled so)
+        paths = _prepare(plan, todo, device=device, progress=progress, say=say, bases=bases)
+    elif todo:
+        _check_inputs(plan, todo)  # before any store exists
+        preps = _prep_tasks(plan, todo, device=device, process=process)
+    prep_done: dict[tuple[Any, ...], dict[str, Any]] = {}
+    prepared: list[dict[str, Any]] = []
     retry = {rid: state for rid, state in states.items() if state[0] not in FINISHED}
     by_id = {r.run_id: r for r in todo}
+    needs = {r.run_id: _needs(r) for r in todo} if executor != "ray" else {}
     logs_existed = logs.exists()
     counts = {"ran": 0, "wrote": 0, "finished": 0}
+    # like-for-like retraining times: the reference retrain row of each (scenario, seed) once
+    # this benchmark has measured it, and the rows written before it (amended then)
+    retrain_rows: dict[tuple[Scenario, int], dict[str, Any]] = {}
+    written: dict[tuple[Scenario, int], list[dict[str, Any]]] = {}
+    shares: list[float] = []  # CPU seconds / wall-clock seconds of each timed call on a CPU
     bar = None
     store = ResultStore(db)
     try:
@@ -314,7 +611,8 @@ def run_plan(
             status[run.run_id] = "skipped" if wrote else "reused"
         if todo:
             say(f"{len(todo)} runs to do ({len(plan.runs) - len(todo)} done or skipped), "
-                f"{min(n_workers, len(todo))} worker(s); logs in {logs}")
+                f"{1 if inline else min(n_workers, len(todo) + len(preps))} worker(s); logs "
+                f"in {logs}")
         if progress and todo:
             from tqdm.auto import tqdm
 
@@ -322,17 +620,74 @@ def run_plan(
 
         def task(rid: str) -> dict[str, Any]:
             r = by_id[rid]
-            return {"run": r, "original": str(paths[r.seed]),
-                    "reference": str(paths[(r.scenario, r.seed)]),
-                    "log": str(logs / f"{r.run_id}.log"), "device": device}
+            if executor == "ray":
+                original, reference = paths[r.seed], paths[(r.scenario, r.seed)]
+            else:
+                original = prep_done[("original", r.seed)]["path"]
+                reference = prep_done[("reference", r.scenario, r.seed)]["path"]
+            return {"run": r, "original": str(original), "reference": str(reference),
+                    "log": str(logs / f"{r.run_id}.log"), "device": device,
+                    "process": process}
+
+        def retime(run: Run, row: dict[str, Any]) -> None:
+            """The row's retrain_seconds and speedup, like for like (see RETRAIN_SOURCES)."""
+            if row["status"] != "ok":
+                return
+            key = (run.scenario, run.seed)
+            basis = (retrain_rows.get(key) if not _is_reference_retrain(run) else None
+                     ) or bases.get(key)
+            if basis is None or basis.get("seconds") is None:
+                return
+            metrics = row["metrics"]
+            metrics["retrain_seconds"] = basis["seconds"]
+            if run.method != ORIGINAL:
+                value = speedup(metrics.get("seconds"), basis["seconds"])
+                if value is None:
+                    metrics.pop("speedup", None)
+                else:
+                    metrics["speedup"] = value
+            row["retrain_seconds_source"] = basis["source"]
+            if row.get("timing") is not None:
+                row["timing"] = _cpu_speedup(row["timing"], basis)
+
+        def amend(run: Run, row: dict[str, Any]) -> None:
+            """Once the reference retrain row is stored: every row of its scenario and seed
+            stored before it is measured against it."""
+            key = (run.scenario, run.seed)
+            secs = row["metrics"].get("seconds")
+            if not _is_reference_retrain(run):
+                if key not in retrain_rows:
+                    written.setdefault(key, []).append(
+                        {"run_id": run.run_id, "seconds": secs, "timing": row.get("timing"),
+                         "original": run.method == ORIGINAL})
+                return
+            if not secs:
+                return
+            retrain_rows[key] = {"seconds": secs, "source": "retrain-row",
+                                 "cpu_seconds": (row.get("timing") or {}).get("cpu_seconds")}
+            for earlier in written.pop(key, []):
+                changes: dict[str, Any] = {"retrain_seconds": secs}
+                if not earlier["original"]:
+                    changes["speedup"] = speedup(earlier["seconds"], secs)
+                timing = earlier["timing"]
+                store.amend_timing(earlier["run_id"], changes, "retrain-row",
+                                   timing=None if timing is None else _cpu_speedup(
+                                       timing, retrain_rows[key]))
 
         def finished(row: dict[str, Any], k: int = 0) -> None:
             counts["finished"] += 1
             rid = row["run_id"]
+            run = by_id[rid]
+            retime(run, row)
             if store.write(row):
                 counts["wrote"] += 1
                 status[rid] = row["status"]
                 extra = f": {row['error']}" if row["error"] else ""
+                if row["status"] == "ok":
+                    amend(run, row)
+                    t, secs = row.get("timing") or {}, row["metrics"].get("seconds")
+                    if t.get("device") == "cpu" and t.get("cpu_seconds") and secs:
+                        shares.append(t["cpu_seconds"] / secs)
             else:  # another benchmark took the run over (this one looked dead) and stored it
                 status[rid] = "reused"
                 extra = " (discarded: another benchmark stored this run first)"
@@ -351,11 +706,39 @@ def run_plan(
                 say(f"[{counts['finished']}/{len(todo)}] {r.scenario.label} / {r.method} seed "
                     f"{r.seed} ({rid}): {state}, by another benchmark")
 
-        remaining = [r.run_id for r in todo]
+        def ready(result: dict[str, Any]) -> None:
+            """A preparation task is done."""
+            key = result["key"]
+            prep_done[key] = result
+            t = result["timing"]
+            where = f"{t['process']}, {t['threads']} thread{'s' if t['threads'] != 1 else ''}"
+            if result["cached"]:
+                how = "cached"
+            else:
+                secs = result["seconds"]
+                how = f"trained in {secs:.2f} s" if secs is not None else "trained"
+                how += f" ({where})"
+            if result["kind"] == "reference" and result["seconds"] is not None:
+                bases[(key[1], key[2])] = {
+                    "seconds": result["seconds"],
+                    "source": "cache" if result["cached"] else "reference-pool", **(
+                        {} if result["cached"] else
+                        {**t, "cpu_seconds": result.get("cpu_seconds")})}
+            say(f"{_describe_prep(preps[key])}: {how}")
+            prepared.append({"kind": result["kind"],
+                             "scenario": key[1].label if len(key) > 2 else None,
+                             "seed": key[-1], "cached": result["cached"],
+                             "seconds": result["seconds"],
+                             "cpu_seconds": result.get("cpu_seconds"),
+                             "repeats": result.get("repeats"), **t})
 
-        def claim(n: int) -> list[str]:
+        # the reference retrain runs first: the other runs are measured against them
+        remaining = [r.run_id for r in todo if _is_reference_retrain(r)]
+        remaining += [r.run_id for r in todo if not _is_reference_retrain(r)]
+
+        def claim(candidates: list[str], n: int) -> list[str]:
             nonlocal remaining
-            got, found = store.claim(remaining, n, retry)
+            got, found = store.claim(candidates, n, retry)
             resolved(found)
             taken = set(got) | set(found)
             remaining = [rid for rid in remaining if rid not in taken]
@@ -375,35 +758,46 @@ def run_plan(
             from unlearnkit.bench.ray_executor import run_tasks_ray
 
             while remaining:
-                got = claim(len(remaining))
+                got = claim(remaining, len(remaining))
                 if got:
                     run_tasks_ray([task(rid) for rid in got], finished, workers=n_workers,
                                   address=ray_address)
                 elif remaining:
                     wait_for_others()
-        elif n_workers == 1 or len(todo) <= 1:
-            while remaining:
-                got = claim(1)
-                if got:
-                    finished(execute(task(got[0])))
-                elif remaining:
-                    wait_for_others()
         elif todo:
-            with ProcessPoolExecutor(max_workers=min(n_workers, len(todo)),
-                                     mp_context=get_context("spawn"),
-                                     initializer=_init_worker) as pool:
-                running: dict[Future, str] = {}
+            slots = 1 if inline else min(n_workers, len(todo) + len(preps))
+            pool_kind: Any = (_Inline() if inline else ProcessPoolExecutor(
+                max_workers=slots, mp_context=get_context("spawn"), initializer=_init_worker))
+            # one torch thread everywhere: the clock sees the same conditions in every task
+            with _threads(1) if inline else nullcontext(), pool_kind as pool:
+                running: dict[Future, tuple[str, Any]] = {}
+                waiting_preps = dict(preps)
                 try:
-                    while remaining or running:
-                        if remaining and len(running) < n_workers:
-                            for rid in claim(n_workers - len(running)):
-                                running[pool.submit(execute, task(rid))] = rid
+                    while waiting_preps or remaining or running:
+                        startable = [k for k, t in waiting_preps.items()
+                                     if all(d in prep_done for d in t["deps"])]
+                        for key in startable[:max(slots - len(running), 0)]:
+                            t = waiting_preps.pop(key)
+                            if t["kind"] != "original":
+                                t["original"] = prep_done[("original", t["seed"])]["path"]
+                            say(f"{_describe_prep(t)}: from the cache, or training ...")
+                            running[pool.submit(_do, t)] = ("prep", key)
+                        free = slots - len(running)
+                        if free > 0 and remaining:
+                            candidates = [rid for rid in remaining
+                                          if all(k in prep_done for k in needs[rid])]
+                            if candidates:
+                                for rid in claim(candidates, free):
+                                    running[pool.submit(_do, task(rid))] = ("run", rid)
                         if running:
-                            ready, _ = wait(list(running), return_when=FIRST_COMPLETED,
-                                            timeout=POLL_SECONDS if remaining else None)
-                            for fut in ready:
-                                del running[fut]
-                                finished(fut.result())
+                            done_now, _ = wait(list(running), return_when=FIRST_COMPLETED,
+                                               timeout=POLL_SECONDS if remaining else None)
+                            for fut in done_now:
+                                kind, _key = running.pop(fut)
+                                if kind == "prep":
+                                    ready(fut.result())
+                                else:
+                                    finished(fut.result())
                         elif remaining:
                             wait_for_others()
                 except BaseException:
@@ -435,7 +829,9 @@ def run_plan(
                for k, v in (("ok", "ok"), ("reused", "reused"), ("skipped", "skipped"),
                             ("failed", "failed"))}
     return {"db": str(db), "logs": str(logs), "total": len(plan.runs), "ran": counts["ran"],
-            **summary, "seconds": time.perf_counter() - start, "runs": runs}
+            **summary, "seconds": time.perf_counter() - start, "runs": runs,
+            "prepared": prepared,
+            "cpu_share": statistics.median(shares) if shares else None}
 
 
 def describe(plan: Plan, db: str | os.PathLike) -> dict[str, Any]:

@@ -41,8 +41,8 @@ from unlearnkit.compare import jsonable
 from unlearnkit.exceptions import DataError, short_repr
 
 __all__ = ["ARTEFACT_KEYS", "FINISHED", "HEARTBEAT_SECONDS", "LEASE_TIMEOUT", "METRIC_COLUMNS",
-           "SPEC_COLUMNS", "ResultStore", "check_store", "read_artefacts", "read_rows",
-           "read_states"]
+           "RETRAIN_SOURCES", "SPEC_COLUMNS", "TIMING_COLUMNS", "ResultStore", "check_store",
+           "read_artefacts", "read_rows", "read_states"]
 
 #: The metrics stored as REAL columns (``NULL`` where absent); every metric is also in the
 #: ``metrics`` JSON column.
@@ -53,7 +53,35 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "js_divergence", "activation_distance", "zrf", "avg_gap", "anamnesis",
     "forgetting_quality", "competition_score",
     "cka_retrained", "cka_original", "probe_forget_acc",
+    "mia_loss_cv_power", "mia_entropy_power", "mia_confidence_power",
+    "mia_loss_cv_separation", "mia_entropy_separation", "mia_confidence_separation",
 )
+
+#: How a row's ``seconds`` was measured, beside the metrics (``NULL`` in older stores, in
+#: ``skipped`` and ``failed`` rows, and where it does not apply); not in the ``metrics`` JSON:
+#:
+#: - ``retrain_seconds_source`` (TEXT): where the row's ``retrain_seconds`` (the numerator of
+#:   its ``speedup``) comes from, one of :data:`RETRAIN_SOURCES`;
+#: - ``cache_hit`` (INTEGER 0/1): whether the timed unlearning call read anything from a
+#:   cache (the importance cache); always 0 under the default cold timing;
+#: - ``timing`` (JSON): the conditions of the measurement, ``{"process": "worker" | "main" |
+#:   "ray", "threads", "device", "mode": "cold" | "warm", "repeats", "cpu_seconds",
+#:   "cpu_speedup"}`` (``cpu_*``: the same figures in the process's CPU time; see
+#:   ``benchmarks/README.md``, "How times are measured").
+TIMING_COLUMNS: tuple[str, ...] = ("retrain_seconds_source", "cache_hit", "timing")
+
+#: The values of ``retrain_seconds_source``, from the most to the least like for like:
+#:
+#: - ``retrain-row``: the ``retrain`` run (default hyper-parameters) of the same scenario and
+#:   seed, measured by the same benchmark in the same pool, under the same conditions;
+#: - ``reference-pool``: the training of the retrained reference, done by the same benchmark
+#:   as a task of its pool (same process kind, thread count and device);
+#: - ``reference-parent``: the reference trained by the same benchmark in its parent process,
+#:   with all its threads (the Ray executor prepares that way): not like for like;
+#: - ``cache``: the reference came from the on-disk cache; its seconds were measured when it
+#:   was trained, by another benchmark, process, load or day: indicative only.
+RETRAIN_SOURCES: tuple[str, ...] = ("retrain-row", "reference-pool", "reference-parent",
+                                    "cache")
 
 #: The keys of a run's artefacts document (each optional):
 #:
@@ -89,6 +117,9 @@ CREATE TABLE IF NOT EXISTS runs (
     seed INTEGER NOT NULL,
     status TEXT NOT NULL,
     {", ".join(f"{c} REAL" for c in METRIC_COLUMNS)},
+    retrain_seconds_source TEXT,
+    cache_hit INTEGER,
+    timing TEXT,
     metrics TEXT,
     warnings TEXT,
     spec TEXT NOT NULL,
@@ -108,13 +139,16 @@ CREATE TABLE IF NOT EXISTS leases (
     heartbeat REAL NOT NULL
 );
 """
-_COLUMNS = ("run_id", *SPEC_COLUMNS, "status", *METRIC_COLUMNS, "metrics", "warnings", "spec",
-            "started", "finished", "error")
+_COLUMNS = ("run_id", *SPEC_COLUMNS, "status", *METRIC_COLUMNS, *TIMING_COLUMNS, "metrics",
+            "warnings", "spec", "started", "finished", "error")
+#: the SQL type of each column added after the first stores (added to older stores on writing)
+_ADDED = {**{c: "REAL" for c in METRIC_COLUMNS}, "retrain_seconds_source": "TEXT",
+          "cache_hit": "INTEGER", "timing": "TEXT"}
 _TABLES = {"runs": _COLUMNS, "artefacts": ("run_id", "payload"),
            "leases": ("run_id", "token", "pid", "host", "heartbeat")}
 #: the JSON columns of ``runs`` and the type each holds (``None`` allowed where marked)
 _JSON = {"params": (dict, False), "metrics": (dict, True), "warnings": (list, True),
-         "spec": (dict, False)}
+         "spec": (dict, False), "timing": (dict, True)}
 
 #: How often (seconds) a benchmark refreshes the heartbeat of the runs it holds.
 HEARTBEAT_SECONDS = 10.0
@@ -177,8 +211,8 @@ def _check_schema(conn: sqlite3.Connection, path: str | os.PathLike) -> bool:
             continue  # an older store: created when it is opened for writing
         have = _columns(conn, table)
         for column in columns:
-            # a metric column added by a later unlearnkit: NULL when read, added on writing
-            if column not in have and not (table == "runs" and column in METRIC_COLUMNS):
+            # a column added by a later unlearnkit: NULL when read, added on writing
+            if column not in have and not (table == "runs" and column in _ADDED):
                 raise _store_error(path, f"table {table!r} lacks column {column!r}")
     return True
 
@@ -188,11 +222,12 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
 
 
 def _add_metric_columns(conn: sqlite3.Connection) -> None:
-    """Give a store from an older unlearnkit the metric columns it lacks (NULL in old rows)."""
+    """Give a store from an older unlearnkit the metric (and timing) columns it lacks (NULL in
+    old rows)."""
     have = _columns(conn, "runs")
-    for column in METRIC_COLUMNS:
+    for column, kind in _ADDED.items():
         if column not in have:
-            conn.execute(f"ALTER TABLE runs ADD COLUMN {column} REAL")
+            conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
 
 def _real(value: Any) -> float | None:
@@ -325,6 +360,10 @@ class ResultStore:
                                    "seed", "status")},
             "params": json.dumps(jsonable(row["params"]), sort_keys=True),
             **{c: _real(metrics.get(c)) for c in METRIC_COLUMNS},
+            "retrain_seconds_source": row.get("retrain_seconds_source"),
+            "cache_hit": None if row.get("cache_hit") is None else int(bool(row["cache_hit"])),
+            "timing": (json.dumps(jsonable(row["timing"]), sort_keys=True)
+                       if row.get("timing") is not None else None),
             "metrics": json.dumps(jsonable(metrics), sort_keys=True, allow_nan=False),
             "warnings": json.dumps(list(row.get("warnings") or ())),
             "spec": json.dumps(jsonable(row["spec"]), sort_keys=True),
@@ -348,6 +387,36 @@ class ResultStore:
             if artefacts is not None:
                 conn.execute("INSERT INTO artefacts (run_id, payload) VALUES (?, ?)",
                              (rid, artefacts))
+        return True
+
+    def amend_timing(self, run_id: str, changes: Mapping[str, Any],
+                     retrain_seconds_source: str, *,
+                     timing: Mapping[str, Any] | None = None) -> bool:
+        """Replace the timing metrics ``changes`` (``retrain_seconds``, ``speedup``) of the
+        finished row ``run_id``, in its columns and its ``metrics`` JSON, its
+        ``retrain_seconds_source`` and (if given) its ``timing``; whether the row was there
+        (status ``ok``) to amend."""
+        bad = set(changes) - {"retrain_seconds", "speedup"}
+        if bad:
+            raise ValueError(f"amend_timing changes only retrain_seconds and speedup, not {bad}")
+        with self._transaction() as conn:
+            found = conn.execute("SELECT metrics FROM runs WHERE run_id = ? AND status = 'ok'",
+                                 (run_id,)).fetchone()
+            if found is None:
+                return False
+            metrics = json.loads(found[0] or "{}")
+            for key, value in changes.items():
+                if value is None:
+                    metrics.pop(key, None)
+                else:
+                    metrics[key] = value
+            columns: dict[str, Any] = {k: _real(v) for k, v in changes.items()}
+            columns["retrain_seconds_source"] = retrain_seconds_source
+            columns["metrics"] = json.dumps(jsonable(metrics), sort_keys=True, allow_nan=False)
+            if timing is not None:
+                columns["timing"] = json.dumps(jsonable(timing), sort_keys=True)
+            conn.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in columns)} "
+                         "WHERE run_id = ?", [*columns.values(), run_id])
         return True
 
     def rows(self) -> list[dict[str, Any]]:
@@ -544,6 +613,11 @@ def _check_types(path: str | os.PathLike, rowid: int, row: dict[str, Any]) -> No
         if row[key] is not None and (isinstance(row[key], bool)
                                      or not isinstance(row[key], (int, float))):
             raise bad(key, "a number or NULL")
+    if row["retrain_seconds_source"] is not None and not isinstance(
+            row["retrain_seconds_source"], str):
+        raise bad("retrain_seconds_source", "text or NULL")
+    if row["cache_hit"] is not None and row["cache_hit"] not in (0, 1):
+        raise bad("cache_hit", "0, 1 or NULL")
 
 
 def _artefacts(conn: sqlite3.Connection, path: str | os.PathLike) -> dict[str, dict[str, Any]]:

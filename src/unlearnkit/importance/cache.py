@@ -6,13 +6,20 @@ other modes, whose value depends neither on the order of the samples nor on thei
 the mode does not read them, the data key does not either, so that the same training set
 reached through another split hits the cache. Only an :class:`ArrayDataset` is hashed; its
 input may be a tensor, a dict or a tuple of tensors of any dtype (token ids included).
+
+:func:`cache_use` watches the lookups made inside a block (whether any hit) and can make
+every read miss, so that a timed call pays the cold cost (the benchmark's default: a cache
+hit would make a method's time depend on which runs came before it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +38,45 @@ from unlearnkit.models.checkpoint import atomic_write
 from unlearnkit.training import model_device
 
 CACHE_FORMAT = 1
+
+
+@dataclass
+class CacheUse:
+    """What the importance cache did inside a :func:`cache_use` block: ``lookups`` (reads
+    tried), ``hits`` (reads that returned stored importances) and whether reads were
+    allowed (``read``)."""
+
+    read: bool = True
+    lookups: int = 0
+    hits: int = 0
+
+    @property
+    def hit(self) -> bool:
+        """Whether any lookup in the block was served from the cache."""
+        return self.hits > 0
+
+
+_USES: contextvars.ContextVar[tuple[CacheUse, ...]] = contextvars.ContextVar(
+    "unlearnkit_importance_cache_uses", default=())
+
+
+@contextlib.contextmanager
+def cache_use(*, read: bool = True) -> Iterator[CacheUse]:
+    """Record the importance-cache lookups made inside the block; with ``read=False`` every
+    read misses (the importances are computed afresh, and still written), so that the block
+    pays the cold cost whatever the cache holds.
+
+    >>> with cache_use(read=False) as use:
+    ...     pass
+    >>> use.hit, use.lookups
+    (False, 0)
+    """
+    use = CacheUse(read=read)
+    token = _USES.set((*_USES.get(), use))
+    try:
+        yield use
+    finally:
+        _USES.reset(token)
 
 
 def importance_cache_key(
@@ -60,7 +106,21 @@ def load_cached_importances(
     key: str, model: nn.Module, *, device: torch.device | None = None
 ) -> Importances | None:
     """The importances stored under ``key``, or ``None`` when absent, unreadable, or not
-    matching ``model``'s trainable parameters (the caller then recomputes and overwrites)."""
+    matching ``model``'s trainable parameters (the caller then recomputes and overwrites), or
+    when an enclosing :func:`cache_use` forbids reads."""
+    uses = _USES.get()
+    for use in uses:
+        use.lookups += 1
+    if any(not use.read for use in uses):
+        return None
+    out = _load(key, model, device=device)
+    if out is not None:
+        for use in uses:
+            use.hits += 1
+    return out
+
+
+def _load(key: str, model: nn.Module, *, device: torch.device | None) -> Importances | None:
     path = cache_path(key)
     if not path.is_file():
         return None

@@ -42,6 +42,7 @@ from unlearnkit.training import (
     resolve_device,
     seeded,
     warm_up,
+    watcher_seconds,
 )
 
 __all__ = [
@@ -254,8 +255,10 @@ class UnlearningMethod(ABC):
             progress: show progress bars on stderr.
 
         The returned model carries a :class:`ModelInfo` whose ``seconds`` is the wall-clock
-        time of this call and whose ``method`` records the name, hyper-parameters (a callable
-        one by its ``"module:qualname"``) and seed.
+        time of this call, less the time spent in the epoch watchers of
+        :func:`~unlearnkit.training.watch_epochs` (per-epoch evaluations), and whose
+        ``method`` records the name, hyper-parameters (a callable one by its
+        ``"module:qualname"``; a per-scenario default at the value used) and seed.
 
         Frozen parameters (``requires_grad=False``) are never changed; a model with no
         trainable parameter at all is refused up front with an
@@ -294,13 +297,15 @@ class UnlearningMethod(ABC):
             original_info=get_info(model),
         )
         warm_up(dev)  # torch's one-time costs are not the method's
+        watched = watcher_seconds()
         start = time.perf_counter()
         work = copy.deepcopy(model).to(dev)
         with seeded(seed, dev):
             out = self._unlearn(work, request)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
-        seconds = time.perf_counter() - start
+        # the clock pauses around per-epoch evaluations (watch_epochs): instrumentation
+        seconds = max(time.perf_counter() - start - (watcher_seconds() - watched), 0.0)
         check_finite(out, f"The model produced by {self.name!r}")
         base = get_info(model) or ModelInfo()
         return set_info(

@@ -23,6 +23,14 @@ from unlearnkit.metrics.mia import (
     mia_loss_cv,
     per_sample_loss,
 )
+from unlearnkit.metrics.mia_power import (
+    mia_confidence_power,
+    mia_entropy_power,
+    mia_informative,
+    mia_loss_cv_power,
+    mia_separation,
+    uninformative_mias,
+)
 from unlearnkit.metrics.representation import linear_cka, probe_accuracy
 
 __all__ = [
@@ -38,13 +46,19 @@ __all__ = [
     "linear_cka",
     "logit_scaled_confidence",
     "mia_confidence",
+    "mia_confidence_power",
     "mia_entropy",
+    "mia_entropy_power",
+    "mia_informative",
     "mia_lira",
     "mia_lira_per_example",
     "mia_loss_cv",
+    "mia_loss_cv_power",
+    "mia_separation",
     "per_sample_loss",
     "probe_accuracy",
     "speedup",
+    "uninformative_mias",
     "zrf",
     "zrf_compat",
 ]

@@ -127,20 +127,22 @@ def _pstr(params: Mapping[str, Any], keys: Iterable[str]) -> str:
     return ", ".join(f"{k}={_fmt(params.get(k))}" for k in keys)
 
 
-_DEFAULTS: dict[str, dict[str, Any] | None] = {}
+_DEFAULTS: dict[tuple[str, str], dict[str, Any] | None] = {}
 
 
-def method_defaults(method: str) -> dict[str, Any] | None:
-    """The default hyper-parameters of a registered method (``None`` for others, such as the
-    pseudo-method ``original``)."""
-    if method not in _DEFAULTS:
+def method_defaults(method: str, scenario_kind: str = "class") -> dict[str, Any] | None:
+    """The default hyper-parameters of a registered method in a scenario of ``scenario_kind``
+    (a per-scenario default at that scenario's value); ``None`` for others, such as the
+    pseudo-method ``original``."""
+    key = (method, "random" if scenario_kind == "random" else "class")
+    if key not in _DEFAULTS:
         try:
             from unlearnkit.methods.base import get_method
 
-            _DEFAULTS[method] = dict(get_method(method).params())
+            _DEFAULTS[key] = dict(get_method(method).for_scenario(key[1]).params())
         except Exception:  # an unknown name: no defaults
-            _DEFAULTS[method] = None
-    return _DEFAULTS[method]
+            _DEFAULTS[key] = None
+    return _DEFAULTS[key]
 
 
 def _methods(s: ScenarioSummary) -> list[str]:
@@ -154,10 +156,12 @@ def _rows_of(s: ScenarioSummary, method: str) -> list[SummaryRow]:
 
 def _effective(rows: Sequence[SummaryRow], defaults: Mapping[str, Any] | None
                ) -> list[dict[str, Any]]:
-    """Each row's params over the keys of all the rows, a missing key at its default."""
+    """Each row's params over the keys of all the rows, a missing (or ``None``) key at its
+    default."""
     keys = sorted({k for r in rows for k in r.params})
     defaults = defaults or {}
-    return [{k: r.params[k] if k in r.params else defaults.get(k) for k in keys} for r in rows]
+    return [{k: r.params[k] if r.params.get(k) is not None else defaults.get(k) for k in keys}
+            for r in rows]
 
 
 def _varying(eff: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -185,10 +189,11 @@ def representative(s: ScenarioSummary, method: str) -> Representative | None:
     rows = _rows_of(s, method)
     if not rows:
         return None
-    defaults = method_defaults(method)
+    defaults = method_defaults(method, s.scenario_kind)
     if defaults is not None:
         for r in rows:
-            if all(k in defaults and _same(v, defaults[k]) for k, v in r.params.items()):
+            if all(k in defaults and (_same(v, defaults[k]) or v is None)
+                   for k, v in r.params.items()):
                 return Representative(r, "defaults")
     for metric in ("avg_gap", "forget_acc_gap"):
         scored = [r for r in rows if metric in r.mean]
@@ -238,7 +243,7 @@ def sweeps(s: ScenarioSummary) -> list[Sweep]:
         rows = _rows_of(s, method)
         if len(rows) < 3:
             continue
-        eff = _effective(rows, method_defaults(method))
+        eff = _effective(rows, method_defaults(method, s.scenario_kind))
         varying = _varying(eff)
         for p in varying:
             others = [k for k in varying if k != p]

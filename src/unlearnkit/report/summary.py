@@ -28,6 +28,13 @@ import numpy as np
 
 from unlearnkit.bench.store import METRIC_COLUMNS, read_artefacts, read_rows
 from unlearnkit.exceptions import DataError
+from unlearnkit.metrics.mia_power import (
+    MIA_FIGURES,
+    MIN_POWER,
+    MIN_SEPARATION,
+    mia_informative,
+    no_power_reasons,
+)
 from unlearnkit.models.checkpoint import atomic_write
 
 __all__ = ["BEST_RULES", "ORIGINAL", "REFERENCE", "ScenarioSummary", "SummaryRow",
@@ -120,6 +127,15 @@ class ScenarioSummary:
     def slug(self) -> str:
         return _slug(f"{self.dataset}-{self.arch}-{self.scenario}")
 
+    def uninformative(self) -> dict[str, set[int]]:
+        """Per MIA figure, the indices of the rows where it is uninformative
+        (:func:`unlearnkit.metrics.mia_informative` of the row's means: its attack has no
+        power on that model, or does not separate the original from the retrained model)."""
+        out = {m: {i for i, r in enumerate(self.rows)
+                   if m in r.mean and mia_informative(r.mean, m) is False}
+               for m in self.metrics if m in MIA_FIGURES}
+        return {m: idx for m, idx in out.items() if idx}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset, "arch": self.arch, "scenario": self.scenario,
@@ -128,6 +144,7 @@ class ScenarioSummary:
                       "seeds": r.seeds, "run_ids": r.run_ids, "mean": r.mean, "std": r.std}
                      for r in self.rows],
             "best": {m: sorted(i) for m, i in self.best.items()},
+            "uninformative": {m: sorted(i) for m, i in self.uninformative().items()},
         }
 
 
@@ -211,17 +228,22 @@ def _set_shown(rows: list[SummaryRow]) -> None:
 
 def _best(s: ScenarioSummary) -> dict[str, set[int]]:
     """Per metric with a rule, the indices of the best rows other than the references (ties
-    all marked)."""
+    all marked). An MIA figure is ranked only among the rows where it is informative
+    (:meth:`ScenarioSummary.uninformative`), and not at all when the reference's is not: a
+    figure the attack cannot back says nothing about forgetting, and "closest to a reference
+    figure that is itself noise" says nothing either."""
     ref = s.reference
+    no_power = s.uninformative()
     best: dict[str, set[int]] = {}
     for m in s.metrics:
         rule = BEST_RULES.get(m)
+        skip = no_power.get(m, set())
         cands = {i: r.mean[m] for i, r in enumerate(s.rows)
-                 if r.method not in _REFERENCE_ORDER and m in r.mean}
+                 if r.method not in _REFERENCE_ORDER and m in r.mean and i not in skip}
         if rule is None or not cands:
             continue
         if rule == "closest":
-            if ref is None or m not in ref.mean:
+            if ref is None or m not in ref.mean or any(s.rows[i] is ref for i in skip):
                 continue
             score = {i: -abs(v - ref.mean[m]) for i, v in cands.items()}
         else:
@@ -308,7 +330,12 @@ _INTRO = ("Each cell is the mean ± standard deviation (ddof=1) over seeds (just
           "that vary among its rows (all of them are in the --json output). The retrained "
           f"model's row (method '{REFERENCE}') comes first, as the reference, then the "
           f"original model's before unlearning (method '{ORIGINAL}', where stored); neither is "
-          "ever marked. The best value of each column among the other rows is in bold:")
+          "ever marked. An MIA figure marked † is uninformative: its attack has no power on "
+          f"that model (it tells retain from test with a cross-validated AUC below {MIN_POWER}) "
+          "or does not score the original model at least "
+          f"{MIN_SEPARATION} above the retrained one; it is greyed, explained under the table, "
+          "and never ranked (its column is not ranked at all when the reference's is marked). "
+          "The best value of each column among the other rows is in bold:")
 
 _NO_TRADEOFF = ("(No trade-off plot: no retrained reference with forget_acc and retain_acc.)")
 _NO_ARTEFACTS = ("(No artefacts stored for this scenario's runs: no training curves, "
@@ -371,11 +398,14 @@ def _markdown(sections: list[_Section]) -> str:
                   "### Summary", ""]
         lines.append("| method | n | " + " | ".join(s.metrics) + " |")
         lines.append("|---|---:|" + "---:|" * len(s.metrics))
+        no_power = s.uninformative()
         for i, r in enumerate(s.rows):
-            cells = [f"**{r.cell(m)}**" if i in s.best.get(m, ()) else r.cell(m)
+            cells = [f"**{r.cell(m)}**" if i in s.best.get(m, ()) else
+                     f"{r.cell(m)} †" if i in no_power.get(m, ()) else r.cell(m)
                      for m in s.metrics]
             lines.append(f"| {_md_escape(r.label)} | {r.n} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += [f"{_md_escape(note)}\n" for note in _no_power_notes(s)]
         kinds = sec.kinds()
         if "tradeoff" not in kinds:
             lines += ["### Trade-off", "", _NO_TRADEOFF, ""]
@@ -397,7 +427,7 @@ _CSS = ("body{font-family:sans-serif;margin:2em;max-width:110em}"
         "td:first-child,th:first-child{text-align:left}"
         "img{max-width:100%;height:auto}figure{margin:1em 0}"
         "figcaption{font-size:.85em;color:#555}.note{color:#555;font-size:.9em}"
-        "nav ul ul{font-size:.9em}")
+        "nav ul ul{font-size:.9em}td.no-power{color:#999}")
 
 
 def _num(x: float | None) -> str:
@@ -432,6 +462,7 @@ def _html(sections: list[_Section], pngs: dict[str, bytes]) -> str:
         parts.append("<thead><tr><th>method</th><th>n</th>"
                      + "".join(f"<th>{e(m)}</th>" for m in s.metrics) + "</tr></thead>")
         parts.append("<tbody>")
+        no_power = s.uninformative()
         for i, r in enumerate(s.rows):
             cells = []
             for m in s.metrics:
@@ -442,12 +473,18 @@ def _html(sections: list[_Section], pngs: dict[str, bytes]) -> str:
                 if best:
                     attrs += ' data-best="true"'
                 text = f"<b>{e(r.cell(m))}</b>" if best else e(r.cell(m))
+                if i in no_power.get(m, ()):
+                    why = "; ".join(no_power_reasons(r.mean, m))
+                    attrs += (f' class="no-power" data-informative="false" '
+                              f'title="{e(why)}: no power"')
+                    text += " †"
                 cells.append(f"<td {attrs}>{text}</td>")
             params = e(json.dumps(r.params, sort_keys=True), quote=True)
             parts.append(f'<tr data-method="{e(r.method)}" data-params=\'{params}\' '
                          f'data-n="{r.n}"><td>{e(r.label)}</td><td>{r.n}</td>'
                          + "".join(cells) + "</tr>")
         parts.append("</tbody></table>")
+        parts += [f'<p class="note no-power-note">{e(note)}</p>' for note in _no_power_notes(s)]
         kinds = sec.kinds()
         if "tradeoff" not in kinds:
             parts += ["<h3>Trade-off</h3>", f'<p class="note">{e(_NO_TRADEOFF)}</p>']
@@ -469,6 +506,16 @@ def _html(sections: list[_Section], pngs: dict[str, bytes]) -> str:
         parts.append("</section>")
     parts += ["</body>", "</html>", ""]
     return "\n".join(parts)
+
+
+def _no_power_notes(s: ScenarioSummary) -> list[str]:
+    """One footnote per MIA figure marked † in the table: where, and why."""
+    notes = []
+    for m, idx in s.uninformative().items():
+        why = "; ".join(f"{s.rows[i].label}: {' and '.join(no_power_reasons(s.rows[i].mean, m))}"
+                        for i in sorted(idx))
+        notes.append(f"† {m} has no power where marked, so it is not ranked there ({why}).")
+    return notes
 
 
 def _write_bytes(path: Path, data: bytes) -> Path:
@@ -523,7 +570,13 @@ def write_report(db: str | os.PathLike, out_dir: str | os.PathLike, *,
             named.append((f, name))
         has = any(rid in artefacts for r in s.rows for rid in r.run_ids)
         sections.append(_Section(s, _unique(f"s-{s.slug}", anchors), named, notes, has))
-    files.append(_write_bytes(out / "report.md", _markdown(sections).encode("utf-8")))
-    files.append(_write_bytes(out / "report.html", _html(sections, pngs).encode("utf-8")))
+    from unlearnkit.report.claims import check_claims, claims_html, claims_markdown
+
+    claims = check_claims(summaries, artefacts)  # the founding report's, on a store with them
+    page = _html(sections, pngs).replace("</body>", claims_html(claims) + "</body>", 1)
+    files.append(_write_bytes(out / "report.md",
+                              (_markdown(sections) + claims_markdown(claims)).encode("utf-8")))
+    files.append(_write_bytes(out / "report.html", page.encode("utf-8")))
     return {"db": str(db), "out": str(out), "files": [str(f) for f in files],
-            "scenarios": [s.to_dict() for s in summaries]}
+            "scenarios": [s.to_dict() for s in summaries],
+            "claims": [c.to_dict() for c in claims]}
