@@ -427,7 +427,7 @@ def cmd_forget(args: argparse.Namespace) -> dict[str, Any]:
         "checkpoint": args.checkpoint,
         "out": str(Path(args.out)),
         "method": method.name,
-        "params": method.json_params(),
+        "params": method.for_scenario(split.scenario).json_params(),
         "seed": args.seed,
         "split": _split_summary(split, data),
         "retrained": args.retrained,
