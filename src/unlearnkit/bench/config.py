@@ -695,7 +695,7 @@ score:                                    # the competition score of perturbatio
     "founding-report-cifar10": """\
 # the founding report's own setting: CIFAR-10 (the JPEG copy of ../shared/data, read from the
 # current folder), a narrow ResNet-18 (81 % test accuracy), class 'cat' and 10 % at random;
-# one seed, sized for about 1.5 hours on 2 CPU cores. The claims section of the report checks
+# one seed, sized for an estimated 1.5 hours on 2 idle CPU cores. The report checks
 # the report's seven claims; benchmarks/README.md holds a run's table.
 name: founding-report-cifar10
 dataset: {name: imagefolder, root: ../shared/data/cifar10-jpeg.tar.gz}
