@@ -210,7 +210,8 @@ def test_hugging_face_style_dict_batches_train_and_predict():
 def test_from_data_splits_a_dataloader_test_set_by_class():
     loader = uk.Batches(DataLoader(TensorDataset(torch.arange(6), X, Y), batch_size=4),
                         input=1, target=2)
-    split = uk.Split.from_data(forget=loader, retain=loader, test=loader, forget_classes=[1])
+    split = uk.Split.from_data(forget=loader, retain=loader, test=loader, forget_classes=[1],
+                               validation=0)  # the whole test set, to count it
     assert len(split.test_forget) == 2 and len(split.test_retain) == 4
     _, labels = uk.predict(nn.Linear(4, 3), split.test_forget)
     assert labels.tolist() == [1, 1]

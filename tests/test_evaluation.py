@@ -163,7 +163,8 @@ def memorising_pair(digits):
     idx = torch.randperm(len(digits.train), generator=g)[:300]
     train = digits.train.subset(idx)
     forget, retain = train.subset(range(100)), train.subset(range(100, 300))
-    split = uk.Split.from_data(forget=forget, retain=retain, test=digits.test)
+    # every test sample a non-member of the attacks (no validation half held out)
+    split = uk.Split.from_data(forget=forget, retain=retain, test=digits.test, validation=0)
     recipe = uk.Recipe(epochs=60, lr=0.05, batch_size=32)
 
     def trained(data, seed):

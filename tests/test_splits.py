@@ -37,7 +37,12 @@ def _check_partition(ds: uk.DataBundle, split: uk.Split) -> None:
     assert torch.equal(split.forget.y, ds.train.y[torch.as_tensor(idx)])
     assert torch.equal(split.retain.x, ds.train.x[torch.as_tensor(rest)])
     assert torch.equal(split.retain.y, ds.train.y[torch.as_tensor(rest)])
-    assert split.test is ds.test
+    # the test set is split in two: the verdict's validation half and the test figures' half
+    held = uk.data.splits.validation_indices(ds.test.y.numpy())
+    test_idx = np.setdiff1d(np.arange(len(ds.test)), held)
+    assert torch.equal(split.validation.x, ds.test.x[torch.as_tensor(held)])
+    assert torch.equal(split.test.x, ds.test.x[torch.as_tensor(test_idx)])
+    assert torch.equal(split.test.y, ds.test.y[torch.as_tensor(test_idx)])
     assert split.num_classes == ds.num_classes
     assert split.description["n_forget"] == len(idx)
 
@@ -52,8 +57,8 @@ def test_split_by_one_class(digits):
     assert 3 not in split.retain.y.tolist()
     assert set(split.test_forget.y.tolist()) == {3}
     assert 3 not in split.test_retain.y.tolist()
-    assert len(split.test_forget) + len(split.test_retain) == len(digits.test)
-    assert len(split.test_forget) == int((digits.test.y == 3).sum())
+    assert len(split.test_forget) + len(split.test_retain) == len(split.test)
+    assert len(split.test_forget) == int((split.test.y == 3).sum())
     assert split.description["classes"] == [3] and split.description["dataset"] == "digits"
 
 
@@ -68,7 +73,7 @@ def test_split_by_several_classes(digits):
 
 
 def test_split_by_class_names(pets):
-    split = uk.split_by_class(pets, ["dog"])
+    split = uk.split_by_class(pets, ["dog"], validation=0)  # the whole test set
     assert split.forget_classes == (1,)
     assert split.forget_indices.tolist() == [1, 4, 7, 10]
     assert split.forget.x.flatten().tolist() == [1.0, 4.0, 7.0, 10.0]
@@ -260,8 +265,9 @@ def test_from_data_with_dataloaders(digits, mlp_model):
     want = uk.evaluate(mlp_model, uk.Split.from_data(forget=ref.forget, retain=ref.retain,
                                                      test=digits.test))
     assert set(got) == set(want) >= {"retain_acc", "forget_acc", "test_acc", "seconds"}
+    assert len(split.test) + len(split.validation) == len(digits.test)
     for key, data in (("forget_acc", ref.forget), ("retain_acc", ref.retain),
-                      ("test_acc", digits.test)):
+                      ("test_acc", split.test)):
         assert got[key] == pytest.approx(uk.accuracy(mlp_model, data), abs=1e-12)
     for key in ("mia_loss_cv", "mia_entropy", "mia_confidence", "zrf"):
         assert got[key] == pytest.approx(want[key], abs=1e-12), key

@@ -9,6 +9,7 @@ honestly how well it forgot.
 """
 
 from unlearnkit.api import default_recipe, retrain, train_model, unlearn
+from unlearnkit.calibration import Calibration, calibrate
 from unlearnkit.data import (
     DATASETS,
     ArrayDataset,
@@ -22,10 +23,11 @@ from unlearnkit.data import (
     split_indices,
     split_random,
 )
-from unlearnkit.evaluation import evaluate, score
+from unlearnkit.evaluation import evaluate, score, verdict
 from unlearnkit.exceptions import (
     CheckpointError,
     DataError,
+    ForgetVerdictWarning,
     ImplementationFallbackWarning,
     InvalidParameterError,
     InvalidSplitError,
@@ -36,6 +38,7 @@ from unlearnkit.exceptions import (
     UnsupportedScenarioWarning,
 )
 from unlearnkit.methods import METHODS, UnlearningMethod, get_method
+from unlearnkit.metrics.verdict import Verdict
 from unlearnkit.models import (
     MODELS,
     ModelInfo,
@@ -54,10 +57,12 @@ __all__ = [
     "MODELS",
     "ArrayDataset",
     "Batches",
+    "Calibration",
     "CheckpointError",
     "Data",
     "DataBundle",
     "DataError",
+    "ForgetVerdictWarning",
     "ImplementationFallbackWarning",
     "InvalidParameterError",
     "InvalidSplitError",
@@ -70,9 +75,11 @@ __all__ = [
     "UnlearnkitError",
     "UnsupportedModelError",
     "UnsupportedScenarioWarning",
+    "Verdict",
     "__version__",
     "accuracy",
     "build_model",
+    "calibrate",
     "default_recipe",
     "evaluate",
     "fit",
@@ -90,4 +97,5 @@ __all__ = [
     "split_random",
     "train_model",
     "unlearn",
+    "verdict",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 
 from unlearnkit.data.containers import DataBundle
 from unlearnkit.data.splits import Split
-from unlearnkit.exceptions import InvalidParameterError
+from unlearnkit.exceptions import ForgetVerdictWarning, InvalidParameterError
 from unlearnkit.methods.base import UnlearningMethod, get_method
 from unlearnkit.models.info import get_info, set_info
 from unlearnkit.models.registry import build_model
@@ -72,6 +73,7 @@ def unlearn(
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = False,
+    verdict: bool = True,
     **params: Any,
 ) -> nn.Module:
     """Return a copy of ``model`` that has forgotten ``split.forget``.
@@ -82,7 +84,12 @@ def unlearn(
             :func:`split_indices` or :meth:`Split.from_data`).
         method: a registered name (``unlearnkit methods`` lists them) or a method instance.
         seed: seeds the method's randomness.
-        **params: the method's hyper-parameters, e.g. ``alpha=10.0`` for ``ssd``.
+        verdict: judge the result without the retrained model
+            (:func:`unlearnkit.evaluation.verdict`: D_f against the split's validation set,
+            retained accuracy against ``model``'s) when the split has a validation set;
+            ``uk.get_info(result).verdict`` holds it (a dict; ``"outcome"`` is one of
+            ``forgotten``, ``partial``, ``not forgotten``, ``utility lost``). A ``not
+            forgotten`` or ``utility lost`` outcome also warns (:class:`ForgetVerdictWarning`).
 
     The result's ``seconds`` (:func:`unlearnkit.get_info`) is the method's wall-clock, less the
     time spent in the epoch watchers of :func:`~unlearnkit.training.watch_epochs` (per-epoch
@@ -98,7 +105,17 @@ def unlearn(
                     scenario=split.scenario, seed=seed, device=device, progress=progress)
     info = get_info(out)
     if info is not None and split.description:
-        set_info(out, info.replace(split=dict(split.description)))
+        info = info.replace(split=dict(split.description))
+        set_info(out, info)
+    if verdict and split.validation is not None and info is not None:
+        from unlearnkit.evaluation import verdict as judge
+
+        v = judge(out, split, model, hint=m.forget_more, utility_hint=m.keep_utility,
+                  device=device)
+        set_info(out, info.replace(verdict=v.to_dict()))
+        if v.outcome in ("not forgotten", "utility lost"):
+            warnings.warn(f"{m.name}: {v.summary()}. Try: {v.hint}.", ForgetVerdictWarning,
+                          stacklevel=2)
     return out
 
 

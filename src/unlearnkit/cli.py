@@ -36,9 +36,10 @@ from unlearnkit.data.splits import (
     split_indices,
     split_random,
 )
-from unlearnkit.evaluation import NO_UNLEARNING, evaluate, score
+from unlearnkit.evaluation import NO_UNLEARNING, evaluate, score, verdict
 from unlearnkit.exceptions import (
     CheckpointError,
+    ForgetVerdictWarning,
     InvalidParameterError,
     InvalidSplitError,
     UnlearnkitError,
@@ -47,6 +48,7 @@ from unlearnkit.exceptions import (
 from unlearnkit.methods.base import METHODS, coerce_param, get_method
 from unlearnkit.metrics.accuracy import speedup
 from unlearnkit.metrics.mia_power import uninformative_mias
+from unlearnkit.metrics.verdict import Verdict
 from unlearnkit.models.checkpoint import (
     check_output_path,
     load_checkpoint,
@@ -396,11 +398,30 @@ def cmd_forget(args: argparse.Namespace) -> dict[str, Any]:
     model = load_checkpoint(args.checkpoint, device=resolve_device(device))
     if args.time_retrain:  # both timed calls start warm, in this process, on this device
         warm_up(device, model=model, data=split.retain)
-    unlearned = unlearn(model, split, method, seed=args.seed, device=device, progress=_bars())
+    calibration = None
+    if args.calibrate:
+        from unlearnkit.calibration import DEFAULT_BUDGET, calibrate
+
+        calibration = calibrate(
+            model, split, method, budget=DEFAULT_BUDGET if args.budget is None else args.budget,
+            budget_seconds=args.budget_seconds, max_trials=args.max_trials, seed=args.seed,
+            device=device, log=_log, **params)
+        unlearned = calibration.model
+        method = get_method(args.method, **calibration.params)
+    else:
+        for flag in ("budget", "budget_seconds", "max_trials"):
+            if getattr(args, flag) is not None:
+                raise InvalidParameterError(
+                    f"--{flag.replace('_', '-')} sets calibration's limit: add --calibrate.")
+        with warnings.catch_warnings():
+            if not args.json:  # the verdict is printed below, with what to try
+                warnings.simplefilter("ignore", ForgetVerdictWarning)
+            unlearned = unlearn(model, split, method, seed=args.seed, device=device,
+                                progress=_bars())
     timed = None
     if args.time_retrain:  # retraining measured like the method: here, now, same threads
         timed = unlearn(model, split, "retrain", seed=args.seed, device=device,
-                        progress=_bars())
+                        progress=_bars(), verdict=False)
         retrained = retrained if retrained is not None else timed
     metrics = evaluate(unlearned, split, retrained=retrained, original=model,
                        relearn=not args.no_relearn)
@@ -421,8 +442,16 @@ def cmd_forget(args: argparse.Namespace) -> dict[str, Any]:
                 "in another process, under another load (perhaps another machine or thread "
                 "count): the speedup is indicative only. Add --time-retrain to retrain here "
                 "and compare like for like.")
+    history = (Path(args.out).with_suffix(".calibration.json") if calibration is not None
+               else None)
+
+    def write() -> None:
+        if calibration is not None and history is not None:
+            calibration.save_history(history)
+        save_checkpoint(unlearned, args.out)
+
     return {
-        _WRITE: lambda: save_checkpoint(unlearned, args.out),
+        _WRITE: write,
         "command": "forget",
         "checkpoint": args.checkpoint,
         "out": str(Path(args.out)),
@@ -432,9 +461,23 @@ def cmd_forget(args: argparse.Namespace) -> dict[str, Any]:
         "split": _split_summary(split, data),
         "retrained": args.retrained,
         "metrics": metrics,
+        "verdict": (get_info(unlearned).verdict  # type: ignore[union-attr]
+                    if get_info(unlearned) is not None else None),
         "uninformative_mias": uninformative_mias(metrics),  # MIA figures with no power here
         **({"retrain_seconds_source": source, "note": note} if source else {}),
+        **({"calibration": _calibration_summary(calibration, history)}
+           if calibration is not None else {}),
     }
+
+
+def _calibration_summary(c: Any, history: Path | None) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for t in c.trials:
+        counts[t.state] = counts.get(t.state, 0) + 1
+    return {"best_trial": c.best_trial, "trials": len(c.trials), "states": counts,
+            "seconds": c.seconds, "budget_seconds": c.budget_seconds,
+            "retrain_estimate": c.retrain_estimate, "space": c.space,
+            "history": str(history) if history is not None else None}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -478,6 +521,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
                                 progress=_bars()))
     metrics = evaluate(model, split, retrained=retrained, original=original, pools=pools,
                        relearn=not args.no_relearn, device=device)
+    judged = (verdict(model, split, original, device=device).to_dict()
+              if original is not None and split.validation is not None else None)
     return {
         "command": "evaluate",
         "checkpoint": args.checkpoint,
@@ -487,6 +532,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "original": args.original,
         "n_models": args.n_models or None,
         "metrics": metrics,
+        "verdict": judged,  # with --original: the oracle-free verdict and its numbers
         "uninformative_mias": uninformative_mias(metrics),  # MIA figures with no power here
     }
 
@@ -668,6 +714,20 @@ def _metrics_text(metrics: dict[str, Any]) -> list[str]:
     return lines + [f"  ? {n}; not a forgetting signal" for n in notes if n]
 
 
+def _verdict_text(v: dict[str, Any] | None) -> list[str]:
+    """The verdict block of ``forget`` and ``evaluate``: the outcome with its numbers, why,
+    and what to try."""
+    if not v:
+        return []
+    judged = Verdict.from_dict(v)
+    lines = [f"verdict: {judged.summary()}"]
+    lines += [f"  why: {r}" for r in judged.reasons]
+    lines += [f"  note: {n}" for n in judged.notes]
+    if judged.hint:
+        lines.append(f"  try: {judged.hint}")
+    return lines
+
+
 def _text(result: dict[str, Any]) -> str:
     cmd = result.get("command")
     if cmd == "train":
@@ -678,11 +738,22 @@ def _text(result: dict[str, Any]) -> str:
         lines = [f"{result['method']} forgot {result['split']['label']} "
                  f"({result['split'].get('n_forget')} samples); saved {result['out']}"]
         notes = [f"note: {result['note']}"] if result.get("note") else []
-        return "\n".join(lines + _metrics_text(result["metrics"]) + notes)
+        cal = result.get("calibration")
+        if cal:
+            budget = (f"budget {cal['budget_seconds']:.3g} s" if cal["budget_seconds"]
+                      else "no time budget")
+            states = ", ".join(f"{k} {v}" for k, v in cal["states"].items())
+            params = ", ".join(f"{k}={result['params'][k]}" for k in cal["space"])
+            lines.append(f"calibrated: {cal['trials']} trials ({states}) in "
+                         f"{cal['seconds']:.3g} s, {budget}; best trial {cal['best_trial']}: "
+                         f"{params}; history: {cal['history']}")
+        return "\n".join(lines + _verdict_text(result.get("verdict"))
+                         + _metrics_text(result["metrics"]) + notes)
     if cmd == "evaluate":
         lines = [f"{result['checkpoint']} on {result['split']['label']} "
                  f"({result['split'].get('n_forget')} samples forgotten)"]
-        return "\n".join(lines + _metrics_text(result["metrics"]))
+        return "\n".join(lines + _verdict_text(result.get("verdict"))
+                         + _metrics_text(result["metrics"]))
     if cmd == "score":
         m = result["metrics"]
         params = ", ".join(f"{k}={v}" for k, v in (result["params"] or {}).items())
@@ -755,7 +826,7 @@ def _bench_text(r: dict[str, Any]) -> str:
 
 #: The columns of the tables `unlearnkit bench` prints (the report has every metric).
 BENCH_COLUMNS = ("retain_acc", "forget_acc", "test_acc", "forget_acc_gap", "mia_entropy",
-                 "js_divergence", "seconds", "speedup")
+                 "js_divergence", "seconds", "speedup", "verdict")
 
 #: Below this median share of a CPU core per timed call, `unlearnkit bench` says the machine
 #: was busy.
@@ -764,11 +835,14 @@ BUSY_SHARE = 0.8
 
 def _summary_grid(t: dict[str, Any]) -> list[str]:
     """One scenario of a benchmark as plain text: mean (± std over seeds) per column."""
-    cols = [c for c in BENCH_COLUMNS if c in t["metrics"]]
+    cols = [c for c in BENCH_COLUMNS if c in t["metrics"]
+            or (c == "verdict" and any(r.get("verdict") for r in t["rows"]))]
 
     no_power = {m: set(i) for m, i in (t.get("uninformative") or {}).items()}
 
     def cell(i: int, row: dict[str, Any], c: str) -> str:
+        if c == "verdict":
+            return row.get("verdict") or "-"
         if c not in row["mean"]:
             return "-"
         std = row["std"].get(c)
@@ -910,6 +984,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "conditions, and use that time for retrain_seconds and speedup "
                         "(without --retrained, the model retrained here is the reference)")
     p.add_argument("--no-relearn", action="store_true", help="skip anamnesis (relearning)")
+    c = p.add_argument_group(
+        "calibration", "search the method's hyper-parameters for this model and request "
+        "(Optuna TPE), judged by the oracle-free verdict alone; the search's history is "
+        "written beside --out, e.g. out.calibration.json for out.safetensors")
+    c.add_argument("--calibrate", action="store_true",
+                   help="calibrate before forgetting (--param values stay fixed)")
+    c.add_argument("--budget", type=float, default=None, metavar="F",
+                   help="the wall-clock budget as a share of the estimated retraining cost "
+                        "(the original's training seconds x |D_r|/|D|; default 0.2)")
+    c.add_argument("--budget-seconds", type=float, default=None, metavar="S",
+                   help="the budget in seconds (for a model that records no training time)")
+    c.add_argument("--max-trials", type=int, default=None, metavar="N",
+                   help="stop after N trials")
     _add_common(p)
     p.set_defaults(func=cmd_forget)
 

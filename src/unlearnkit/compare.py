@@ -75,6 +75,7 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("forget_acc_gap", "|forget-retrained|"),
     ("seconds", "seconds"),
     ("speedup", "speedup"),
+    ("verdict", "verdict"),
 )
 FORGETTING_COLUMNS: tuple[tuple[str, str], ...] = (
     ("mia_loss_cv", "mia_loss_cv"),
@@ -110,7 +111,7 @@ ROW_METRICS: tuple[str, ...] = (
     "activation_distance", "zrf", "avg_gap", "anamnesis", "forgetting_quality",
     "competition_score", "retain_acc_ratio", "test_acc_ratio", "n_models",
     *(f"{m}_{check}" for check in ("power", "separation") for m in MIA_FIGURES),
-    "uninformative_mias",
+    "uninformative_mias", "verdict",
 )
 
 
@@ -286,7 +287,7 @@ def compare_methods(
         # every model is evaluated where it lives (a given original may sit on another device)
         say(f"[{label}] retraining the reference ...")
         reference = unlearn(original, split, reference_method, seed=seed, device=device,
-                            progress=progress)
+                            progress=progress, verdict=False)
         save(reference, "reference")
         ref_forget = evaluate(reference, split, mia=False)["forget_acc"]
         say(f"[{label}]   done in {_secs(get_info(reference).seconds)}")  # type: ignore[union-attr]
@@ -301,7 +302,7 @@ def compare_methods(
                   ref_pool: Any = ref_pool) -> dict[str, Any]:
             pools = (pool(), ref_pool) if pool is not None and ref_pool is not None else None
             return evaluate(model, split, retrained=reference, original=original, pools=pools,
-                            relearn=relearn, seed=seed)
+                            relearn=relearn, seed=seed, verdict=True)
 
         rows.append(_row(label, split, "original", "original",
                          metrics=judge(original, lambda split=split: identity_pool(
@@ -323,8 +324,9 @@ def compare_methods(
             with _warnings.catch_warnings(record=True) as caught:
                 _warnings.simplefilter("always")
                 try:
+                    # judged below by evaluate, verdict included
                     model = unlearn(original, split, method, seed=run_seed, device=device,
-                                    progress=progress)
+                                    progress=progress, verdict=False)
                 except UnlearnkitError as exc:
                     rows.append(_row(label, split, name, "failed", params=shown,
                                      reason=str(exc)))
@@ -373,6 +375,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 def _fmt(key: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if isinstance(value, str):  # the verdict
+        return value
     if key == "speedup":
         return "inf" if math.isinf(value) else f"{value:.1f}x"
     if key == "seconds":

@@ -51,6 +51,7 @@ from unlearnkit.data.batches import own_batch_size
 from unlearnkit.data.splits import Data, Split
 from unlearnkit.exceptions import InvalidParameterError, InvalidSplitError, ModelError
 from unlearnkit.methods.base import get_method
+from unlearnkit.metrics import verdict as V
 from unlearnkit.metrics.accuracy import accuracy_from_logits, speedup
 from unlearnkit.metrics.divergence import DEFAULT_GAP_KEYS
 from unlearnkit.metrics.lira import mia_lira
@@ -97,6 +98,7 @@ __all__ = [
     "probe_forget_acc",
     "random_model",
     "score",
+    "verdict",
     "zrf",
 ]
 
@@ -118,17 +120,25 @@ class Outputs:
     retain: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor] | None
     test_forget: tuple[torch.Tensor, torch.Tensor] | None = None
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def of(cls, model: nn.Module, split: Split,
-           device: str | torch.device | None = None) -> Outputs:
+           device: str | torch.device | None = None, *, retain: bool = True) -> Outputs:
+        """``model``'s outputs on every part of ``split`` (``retain=False`` skips D_r, the
+        largest part, for the verdict alone: its ``retain`` is then empty)."""
         def run(data: Data | None) -> tuple[torch.Tensor, torch.Tensor] | None:
             return None if data is None else predict(model, data, device=device)
 
-        forget, retain = run(split.forget), run(split.retain)
-        assert forget is not None and retain is not None
+        forget = run(split.forget)
+        r = run(split.retain) if retain else None
+        assert forget is not None
+        if r is None:
+            r = (forget[0][:0], forget[1][:0])
         test_forget = run(split.test_forget) if split.scenario == "class" else None
-        out = cls(forget=forget, retain=retain, test=run(split.test), test_forget=test_forget)
+        out = cls(forget=forget, retain=r, test=run(split.test) if retain else None,
+                  test_forget=test_forget if retain else None,
+                  validation=run(split.validation))
         out.check_width(split.num_classes)
         return out
 
@@ -136,7 +146,8 @@ class Outputs:
         """Raise :class:`ModelError` when the logits are not one column per class: a model with
         more outputs than the data's classes would otherwise be scored without a word, and a
         label beyond the last column would fail deep inside a metric."""
-        for part, pair in (("D_f", self.forget), ("D_r", self.retain), ("test", self.test)):
+        for part, pair in (("D_f", self.forget), ("D_r", self.retain), ("test", self.test),
+                           ("validation", self.validation)):
             if pair is None or not len(pair[1]):
                 continue
             logits, labels = pair
@@ -397,6 +408,95 @@ def probe_forget_acc(model: nn.Module, split: Split, *, seed: int = 0,
                             max_samples=max_samples)
 
 
+# ---------------------------------------------------------------------- the verdict
+def _method_hints(model: nn.Module | Outputs) -> tuple[str | None, str | None]:
+    """The ``forget_more`` and ``keep_utility`` advice of the method that made ``model``
+    (read from its provenance; ``None`` for an unknown or no method)."""
+    info = None if isinstance(model, Outputs) else get_info(model)
+    name = info.method.get("name") if info is not None and info.method else None
+    from unlearnkit.methods.base import METHODS
+
+    if name not in METHODS:
+        return None, None
+    cls = METHODS.get(name)
+    return cls.forget_more, cls.keep_utility
+
+
+def verdict(
+    model: nn.Module | Outputs,
+    split: Split,
+    original: nn.Module | Outputs,
+    *,
+    threshold: float = V.FORGET_THRESHOLD,
+    tolerance: float = V.UTILITY_TOLERANCE,
+    hint: str | None = None,
+    utility_hint: str | None = None,
+    device: str | torch.device | None = None,
+) -> V.Verdict:
+    """The oracle-free verdict of ``model`` on ``split`` (:mod:`unlearnkit.metrics.verdict`).
+
+    Compares the model on D_f with the split's validation set (held out from the test data, so
+    never in the test figures), and its retained held-out accuracy with ``original``'s. Never
+    reads the test set or a retrained model. ``hint`` and ``utility_hint`` (default: the
+    method's ``forget_more`` and ``keep_utility`` advice, read from the model's provenance)
+    are what a ``not forgotten`` and a ``utility lost`` verdict tell the user to try.
+
+    Raises:
+        InvalidParameterError: the split has no validation set, or none of the retained
+            classes.
+    """
+    if split.validation is None:
+        raise InvalidParameterError(
+            "The verdict needs a validation set held out from the test data, and this split has "
+            "none: build it with validation > 0 (the default), or give "
+            "Split.from_data(validation=...).")
+    o = model if isinstance(model, Outputs) else Outputs.of(model, split, device, retain=False)
+    oo = (original if isinstance(original, Outputs)
+          else Outputs.of(original, split, device, retain=False))
+    if o.validation is None or oo.validation is None:
+        raise InvalidParameterError("The verdict needs the models' outputs on the validation "
+                                    "set; compute Outputs.of with the split that holds it.")
+    own_hint, own_utility = _method_hints(model)
+    hint = hint if hint is not None else own_hint
+    utility_hint = utility_hint if utility_hint is not None else own_utility
+    forget_acc = accuracy_from_logits(*o.forget)
+    original_forget_acc = accuracy_from_logits(*oo.forget)
+    v_logits, v_labels = o.validation
+    if split.scenario == "class" and split.forget_classes:
+        gone = torch.isin(v_labels.cpu(), torch.as_tensor(list(split.forget_classes)))
+        if bool(gone.all()):
+            raise InvalidParameterError(
+                "The validation set holds only samples of the forgotten classes: the verdict "
+                "cannot judge what is retained.")
+
+        def part(pair: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor
+                 ) -> float | None:
+            m = mask.to(pair[1].device)
+            return accuracy_from_logits(pair[0][m], pair[1][m]) if bool(m.any()) else None
+
+        heldout_retain = part(o.validation, ~gone)
+        original_retain = part(oo.validation, ~gone)
+        assert heldout_retain is not None and original_retain is not None
+        return V.judge_class(
+            forget_acc=forget_acc, heldout_forget_acc=part(o.validation, gone),
+            n_heldout_forget=int(gone.sum()), heldout_retain_acc=heldout_retain,
+            original_heldout_retain_acc=original_retain,
+            original_forget_acc=original_forget_acc, threshold=threshold,
+            tolerance=tolerance, hint=hint, utility_hint=utility_hint)
+    auc = V.loss_auc(M.per_sample_loss(*o.forget), M.per_sample_loss(v_logits, v_labels))
+    original_auc = V.loss_auc(M.per_sample_loss(*oo.forget),
+                              M.per_sample_loss(*oo.validation))
+    return V.judge_samples(
+        forget_acc=forget_acc, n_forget=len(o.forget[1]),
+        validation_acc=accuracy_from_logits(v_logits, v_labels), n_validation=len(v_labels),
+        auc=auc, original_forget_acc=original_forget_acc,
+        original_validation_acc=accuracy_from_logits(*oo.validation),
+        original_auc=original_auc, tolerance=tolerance, hint=hint, utility_hint=utility_hint)
+
+
+_judge = verdict  # for evaluate, whose ``verdict`` parameter hides the function
+
+
 # ---------------------------------------------------------------------- pools
 def pool_metrics(unlearned: PoolOutputs, retrained: PoolOutputs) -> dict[str, Any]:
     """The NeurIPS 2023 competition's figures, and ``mia_lira``, from two pools of models.
@@ -479,6 +579,7 @@ def evaluate(
     relearn: bool | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
+    verdict: bool = False,
 ) -> dict[str, Any]:
     """Every metric the inputs allow, keyed by DESIGN.md's names.
 
@@ -497,7 +598,10 @@ def evaluate(
     With ``retrained``: ``retrain_seconds``, ``speedup``, ``js_divergence``,
     ``activation_distance``, ``avg_gap`` (SalUn's, over forget/retain/test accuracy and
     ``mia_confidence``) and ``cka_retrained`` (linear CKA of the penultimate features on D_f).
-    With ``original``: ``cka_original`` (the same, against the original); with both:
+    With ``original``: ``cka_original`` (the same, against the original) and, with
+    ``verdict=True`` and a split with a validation set, ``verdict`` (the oracle-free outcome
+    of :func:`verdict`, the one value that is a string; :func:`verdict` gives its numbers);
+    with both:
     ``anamnesis`` (relearning; skip it with ``relearn=False``) and, with ``mia``,
     ``<attack>_separation`` per MIA figure (the attack's figure on the original minus on the
     retrained model: the same for every model judged on this request; one more forward pass
@@ -516,7 +620,9 @@ def evaluate(
         seed: seeds the attacks' power checks (subsets and folds), the random model of ``zrf``
             and the probe's subsample and folds.
         device: where to compute (default: where each model is).
+        verdict: add the oracle-free ``verdict`` (needs ``original``).
     """
+    want_verdict = verdict  # the parameter; the function is _judge
     try:
         n_forget = data_size(split.forget)
     except TypeError:  # a dataset without a length: counted once its outputs are computed
@@ -574,9 +680,13 @@ def evaluate(
     if original is not None:
         check_finite(original, "The original model")
         out["cka_original"] = _cka(fu, original, split, None, dev)
+        oo = o if original is model else None
+        if want_verdict and split.validation is not None:
+            oo = oo or Outputs.of(original, split, dev)
+            out["verdict"] = _judge(o, split, oo).outcome
         if retrained is not None and figures:
             orig_figures = (figures if original is model
-                            else _mias(Outputs.of(original, split, dev), split))
+                            else _mias(oo or Outputs.of(original, split, dev), split))
             for k in figures:
                 out[f"{k}_separation"] = M.mia_separation(orig_figures[k], ref_figures[k])
     if pools is not None:

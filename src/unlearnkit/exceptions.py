@@ -12,6 +12,7 @@ __all__ = [
     "DataError",
     "DownloadError",
     "DuplicateNameError",
+    "ForgetVerdictWarning",
     "ImplementationFallbackWarning",
     "InvalidParameterError",
     "InvalidSplitError",
@@ -87,6 +88,11 @@ class UnsupportedModelError(ModelError):
 
 class UnsupportedScenarioWarning(UserWarning):
     """A method asked for a scenario it is not designed for (it runs, with no guarantee)."""
+
+
+class ForgetVerdictWarning(UserWarning):
+    """An unlearned model's oracle-free verdict is ``not forgotten`` or ``utility lost``: the
+    request was not met (the message gives the numbers and what to try)."""
 
 
 class ImplementationFallbackWarning(UserWarning):

@@ -505,7 +505,8 @@ def cached_reference(
             return load_checkpoint(path, device=resolve_device(device))
         except Exception:  # an unreadable cache entry is retrained and overwritten
             pass
-    model = unlearn(original, split, "retrain", seed=seed, device=device, progress=progress)
+    model = unlearn(original, split, "retrain", seed=seed, device=device, progress=progress,
+                    verdict=False)
     if path is not None:
         save_checkpoint(model, path)
     return model

@@ -363,6 +363,13 @@ def watcher_seconds(*, cpu: bool = False) -> float:
     return _WATCHED[1 if cpu else 0]
 
 
+def epoch_end(phase: str, epoch: int, model: nn.Module) -> None:
+    """Tell the watchers of :func:`watch_epochs` that ``epoch`` of ``phase`` ended (``epoch=0``:
+    before the first). :func:`fit` does this itself; a method with its own epoch loop calls it,
+    so that curves and calibration's pruning see its epochs too."""
+    _notify(phase, epoch, model)
+
+
 def _notify(phase: str, epoch: int, model: nn.Module) -> None:
     watchers = _WATCHERS.get()
     if not watchers:

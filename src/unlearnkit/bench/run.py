@@ -222,7 +222,7 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
                     # cold (default): every importance-cache read misses inside the clock
                     model, measured = _timed(
                         lambda: unlearn(original, split, run.method, seed=run.method_seed,
-                                        device=dev, **run.params),
+                                        device=dev, verdict=False, **run.params),
                         read_cache=run.timing == "warm",
                         watcher=watch if run.curves else None)
                     cache_hit = measured.pop("cache_hit")
@@ -244,7 +244,8 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
             say("unlearned; evaluating")
             ref_forget = evaluate(reference, split, mia=False, relearn=False)["forget_acc"]
             metrics = evaluate(model, split, retrained=reference, original=original,
-                               pools=pools, mia=run.mia, relearn=run.relearn, seed=run.seed)
+                               pools=pools, mia=run.mia, relearn=run.relearn, seed=run.seed,
+                               verdict=True)
             if run.method == ORIGINAL:  # no unlearning took place: no cost to report
                 for key in ("seconds", "speedup"):
                     metrics.pop(key, None)
@@ -327,7 +328,8 @@ def prepare(task: dict[str, Any]) -> dict[str, Any]:
                 _warm(original, split.retain, dev)
                 # cached_reference's work, timed as the runs are (pools.cached_reference)
                 model, measured = _timed(
-                    lambda: unlearn(original, split, "retrain", seed=seed, device=dev),
+                    lambda: unlearn(original, split, "retrain", seed=seed, device=dev,
+                                    verdict=False),
                     read_cache=False)
                 if ref_path is not None:
                     save_checkpoint(model, ref_path)

@@ -39,10 +39,11 @@ from typing import Any
 
 from unlearnkit.compare import jsonable
 from unlearnkit.exceptions import DataError, short_repr
+from unlearnkit.metrics.verdict import OUTCOMES
 
 __all__ = ["ARTEFACT_KEYS", "FINISHED", "HEARTBEAT_SECONDS", "LEASE_TIMEOUT", "METRIC_COLUMNS",
-           "RETRAIN_SOURCES", "SPEC_COLUMNS", "TIMING_COLUMNS", "ResultStore", "check_store",
-           "read_artefacts", "read_rows", "read_states"]
+           "RETRAIN_SOURCES", "SPEC_COLUMNS", "TIMING_COLUMNS", "VERDICT_COLUMN", "ResultStore",
+           "check_store", "read_artefacts", "read_rows", "read_states"]
 
 #: The metrics stored as REAL columns (``NULL`` where absent); every metric is also in the
 #: ``metrics`` JSON column.
@@ -69,6 +70,11 @@ METRIC_COLUMNS: tuple[str, ...] = (
 #:   "cpu_speedup"}`` (``cpu_*``: the same figures in the process's CPU time; see
 #:   ``benchmarks/README.md``, "How times are measured").
 TIMING_COLUMNS: tuple[str, ...] = ("retrain_seconds_source", "cache_hit", "timing")
+
+#: The oracle-free verdict of the row's model (TEXT: ``forgotten``, ``partial``, ``not
+#: forgotten`` or ``utility lost``; :func:`unlearnkit.evaluation.verdict`), also in the
+#: ``metrics`` JSON as ``verdict``; ``NULL`` where the split has no validation set.
+VERDICT_COLUMN = "verdict"
 
 #: The values of ``retrain_seconds_source``, from the most to the least like for like:
 #:
@@ -120,6 +126,7 @@ CREATE TABLE IF NOT EXISTS runs (
     retrain_seconds_source TEXT,
     cache_hit INTEGER,
     timing TEXT,
+    verdict TEXT,
     metrics TEXT,
     warnings TEXT,
     spec TEXT NOT NULL,
@@ -139,11 +146,12 @@ CREATE TABLE IF NOT EXISTS leases (
     heartbeat REAL NOT NULL
 );
 """
-_COLUMNS = ("run_id", *SPEC_COLUMNS, "status", *METRIC_COLUMNS, *TIMING_COLUMNS, "metrics",
+_COLUMNS = ("run_id", *SPEC_COLUMNS, "status", *METRIC_COLUMNS, *TIMING_COLUMNS,
+            VERDICT_COLUMN, "metrics",
             "warnings", "spec", "started", "finished", "error")
 #: the SQL type of each column added after the first stores (added to older stores on writing)
 _ADDED = {**{c: "REAL" for c in METRIC_COLUMNS}, "retrain_seconds_source": "TEXT",
-          "cache_hit": "INTEGER", "timing": "TEXT"}
+          "cache_hit": "INTEGER", "timing": "TEXT", VERDICT_COLUMN: "TEXT"}
 _TABLES = {"runs": _COLUMNS, "artefacts": ("run_id", "payload"),
            "leases": ("run_id", "token", "pid", "host", "heartbeat")}
 #: the JSON columns of ``runs`` and the type each holds (``None`` allowed where marked)
@@ -364,6 +372,8 @@ class ResultStore:
             "cache_hit": None if row.get("cache_hit") is None else int(bool(row["cache_hit"])),
             "timing": (json.dumps(jsonable(row["timing"]), sort_keys=True)
                        if row.get("timing") is not None else None),
+            VERDICT_COLUMN: (metrics.get("verdict")
+                             if isinstance(metrics.get("verdict"), str) else None),
             "metrics": json.dumps(jsonable(metrics), sort_keys=True, allow_nan=False),
             "warnings": json.dumps(list(row.get("warnings") or ())),
             "spec": json.dumps(jsonable(row["spec"]), sort_keys=True),
@@ -618,6 +628,8 @@ def _check_types(path: str | os.PathLike, rowid: int, row: dict[str, Any]) -> No
         raise bad("retrain_seconds_source", "text or NULL")
     if row["cache_hit"] is not None and row["cache_hit"] not in (0, 1):
         raise bad("cache_hit", "0, 1 or NULL")
+    if row[VERDICT_COLUMN] is not None and row[VERDICT_COLUMN] not in OUTCOMES:
+        raise bad(VERDICT_COLUMN, f"one of {', '.join(OUTCOMES)} or NULL")
 
 
 def _artefacts(conn: sqlite3.Connection, path: str | os.PathLike) -> dict[str, dict[str, Any]]:

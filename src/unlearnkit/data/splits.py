@@ -14,6 +14,7 @@ from __future__ import annotations
 import array
 import hashlib
 import math
+import numbers
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,7 @@ from unlearnkit.exceptions import InvalidSplitError
 __all__ = [
     "INDEX_FILE_BYTES_PER_SAMPLE",
     "INDEX_FILE_SLACK",
+    "VALIDATION_FRACTION",
     "Data",
     "Scenario",
     "Split",
@@ -39,7 +41,13 @@ __all__ = [
     "split_by_class",
     "split_indices",
     "split_random",
+    "validation_indices",
 ]
+
+#: The share of the test set that the split builders hold out as the validation set of the
+#: verdict (stratified by class, seeded, the same for every request on a dataset): half, so
+#: that the verdict's bands and the test figures rest on as many samples each.
+VALIDATION_FRACTION = 0.5
 
 #: Anything the training loop can iterate: our tensors, a torch Dataset, or a DataLoader.
 Data = ArrayDataset | TorchDataset | DataLoader
@@ -55,7 +63,9 @@ class Split:
         scenario: ``"class"`` or ``"random"`` (any set of samples, random or listed).
         forget: D_f, the samples to forget.
         retain: D_r, the training set minus D_f.
-        test: held-out data, never trained on.
+        test: held-out data, never trained on: what the final test figures are measured on.
+        validation: held out from the test data (never in the test figures): the unseen data
+            that the oracle-free verdict compares D_f with (``None``: no verdict).
         forget_indices: sorted indices of D_f in the training set (``None`` for user data).
         forget_classes: the forgotten classes (class scenario only).
         test_retain: test samples of the retained classes (class scenario only).
@@ -74,6 +84,7 @@ class Split:
     test_forget: Data | None = None
     num_classes: int | None = None
     description: dict = field(default_factory=dict)
+    validation: Data | None = None
 
     @classmethod
     def from_data(
@@ -85,8 +96,13 @@ class Split:
         scenario: Scenario = "random",
         forget_classes: Iterable[int] | None = None,
         num_classes: int | None = None,
+        validation: Data | float | None = VALIDATION_FRACTION,
     ) -> Split:
         """A split over the user's own datasets or DataLoaders.
+
+        ``validation`` is the verdict's unseen data: a dataset of its own, or a fraction of
+        ``test`` to hold out (stratified, seeded; :data:`VALIDATION_FRACTION` by default), or
+        ``None`` / 0 for none (``test`` is then used whole, and there is no verdict).
 
         With ``forget_classes`` the scenario is ``"class"``, and the test data of the retained
         and of the forgotten classes are derived from ``test``.
@@ -102,6 +118,18 @@ class Split:
         classes = tuple(sorted(int(c) for c in forget_classes)) if forget_classes else None
         if classes is not None:
             scenario = "class"
+        validation_data: Data | None = None
+        if isinstance(validation, bool):
+            if validation:
+                raise InvalidSplitError(
+                    "The 'validation' parameter is a fraction of the test set, a dataset, or "
+                    "None; got True. Give e.g. validation=0.5.")
+        elif isinstance(validation, (numbers.Real, np.floating, np.integer)):
+            fraction = _check_fraction(validation)
+            if test is not None and fraction:
+                validation_data, test = _hold_out(test, fraction)
+        elif validation is not None:
+            validation_data = validation
         test_retain = test_forget = None
         if classes is not None and isinstance(test, ArrayDataset):
             test_retain = test.of_classes(classes, keep=False)
@@ -121,6 +149,7 @@ class Split:
             test_forget=test_forget,
             num_classes=num_classes,
             description=desc,
+            validation=validation_data,
         )
 
     def __repr__(self) -> str:
@@ -133,8 +162,67 @@ class Split:
         extra = f", forget_classes={list(self.forget_classes)}" if self.forget_classes else ""
         return (
             f"Split(scenario={self.scenario!r}, forget={size(self.forget)}, "
-            f"retain={size(self.retain)}, test={size(self.test)}{extra})"
+            f"retain={size(self.retain)}, test={size(self.test)}, "
+            f"validation={size(self.validation)}{extra})"
         )
+
+
+def _labels(data: Data) -> np.ndarray:
+    if isinstance(data, ArrayDataset):
+        return data.y.numpy()
+    from unlearnkit.training import iter_batches
+
+    return np.concatenate([y.cpu().numpy() for _, y in iter_batches(data, 1024,
+                                                                     shuffle=False)])
+
+
+def _check_fraction(fraction: object) -> float:
+    if isinstance(fraction, bool) or not isinstance(fraction, (numbers.Real, np.floating,
+                                                               np.integer)):
+        raise InvalidSplitError(
+            f"The 'validation' fraction must be a float in the range [0, 1). Got {fraction!r} "
+            "instead.")
+    value = float(fraction)  # type: ignore[arg-type]
+    if not 0.0 <= value < 1.0:
+        raise InvalidSplitError(
+            f"The 'validation' fraction must be a float in the range [0, 1). Got {fraction!r} "
+            "instead.")
+    return value
+
+
+def validation_indices(labels: np.ndarray, fraction: float = VALIDATION_FRACTION,
+                       seed: int = 0) -> np.ndarray:
+    """The sorted positions of the validation set within a test set with ``labels``: a seeded
+    ``fraction`` of every class (rounded; a class of one sample stays in the test set), so
+    that both parts keep the test set's class balance.
+
+    >>> validation_indices(np.array([0, 0, 1, 1, 1, 1]), 0.5).tolist()
+    [0, 2, 4]
+    """
+    fraction = _check_fraction(fraction)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        k = min(round(fraction * len(members)), len(members) - 1)
+        if k > 0:
+            chosen.append(rng.permutation(members)[:k])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def _hold_out(test: Data, fraction: float) -> tuple[Data | None, Data]:
+    """``(validation, rest of test)``: :func:`validation_indices` of ``test``."""
+    labels = _labels(test)
+    chosen = validation_indices(labels, fraction)
+    if not len(chosen):
+        return None, test
+    keep = np.ones(len(labels), dtype=bool)
+    keep[chosen] = False
+    rest = np.flatnonzero(keep)
+    if isinstance(test, ArrayDataset):
+        return test.subset(chosen), test.subset(rest)
+    ds = samples(test)
+    return Subset(ds, chosen.tolist()), Subset(ds, rest.tolist())
 
 
 def _by_class(data: Data, classes: tuple[int, ...]) -> tuple[Subset, Subset]:
@@ -167,7 +255,8 @@ def _class_index(ds: DataBundle, c: int | str) -> int:
 
 
 def _build(ds: DataBundle, forget_idx: np.ndarray, scenario: Scenario, desc: dict,
-           classes: tuple[int, ...] | None = None) -> Split:
+           classes: tuple[int, ...] | None = None,
+           validation: float = VALIDATION_FRACTION) -> Split:
     n = len(ds.train)
     if len(forget_idx) == 0:
         raise InvalidSplitError("The forget set is empty: there is nothing to forget.")
@@ -179,28 +268,39 @@ def _build(ds: DataBundle, forget_idx: np.ndarray, scenario: Scenario, desc: dic
     mask = np.ones(n, dtype=bool)
     mask[forget_idx] = False
     retain_idx = np.flatnonzero(mask)
+    validation = _check_fraction(validation)
+    held, test = _hold_out(ds.test, validation) if validation else (None, ds.test)
+    assert isinstance(test, ArrayDataset)
     test_retain = test_forget = None
     if classes is not None:
-        test_retain = ds.test.of_classes(classes, keep=False)
-        test_forget = ds.test.of_classes(classes, keep=True)
+        test_retain = test.of_classes(classes, keep=False)
+        test_forget = test.of_classes(classes, keep=True)
+    if validation:
+        desc = {**desc, "validation": float(validation)}
     desc = {"dataset": ds.name, **desc, "n_forget": len(forget_idx),
             "forget_sha256": hashlib.sha256(forget_idx.astype("<i8").tobytes()).hexdigest()}
     return Split(
         scenario=scenario,
         forget=ds.train.subset(forget_idx),
         retain=ds.train.subset(retain_idx),
-        test=ds.test,
+        test=test,
         forget_indices=forget_idx,
         forget_classes=classes,
         test_retain=test_retain,
         test_forget=test_forget,
         num_classes=ds.num_classes,
         description=desc,
+        validation=held,
     )
 
 
-def split_by_class(ds: DataBundle, classes: int | str | Sequence[int | str]) -> Split:
-    """Forget every training sample of ``classes`` (numbers or class names)."""
+def split_by_class(ds: DataBundle, classes: int | str | Sequence[int | str], *,
+                   validation: float = VALIDATION_FRACTION) -> Split:
+    """Forget every training sample of ``classes`` (numbers or class names).
+
+    ``validation``: the share of ``ds.test`` held out as the verdict's validation set
+    (:func:`validation_indices`; 0: none, the test set whole). The same for every builder.
+    """
     if isinstance(classes, (int, str, np.integer)):
         classes = [classes]
     ks = [_class_index(ds, c) for c in classes]
@@ -218,13 +318,16 @@ def split_by_class(ds: DataBundle, classes: int | str | Sequence[int | str]) -> 
         raise InvalidSplitError(
             f"Classes {list(chosen)} have no training samples in {ds.name!r}: nothing to forget."
         )
-    return _build(ds, idx, "class", {"scenario": "class", "classes": list(chosen)}, chosen)
+    return _build(ds, idx, "class", {"scenario": "class", "classes": list(chosen)}, chosen,
+                  validation)
 
 
 def split_random(
-    ds: DataBundle, *, fraction: float | None = None, count: int | None = None, seed: int = 0
+    ds: DataBundle, *, fraction: float | None = None, count: int | None = None, seed: int = 0,
+    validation: float = VALIDATION_FRACTION,
 ) -> Split:
-    """Forget a seeded random ``fraction`` (in (0, 1)) or ``count`` of the training set."""
+    """Forget a seeded random ``fraction`` (in (0, 1)) or ``count`` of the training set
+    (``validation`` as in :func:`split_by_class`)."""
     n = len(ds.train)
     if (fraction is None) == (count is None):
         raise InvalidSplitError("Give exactly one of 'fraction' and 'count'.")
@@ -248,11 +351,13 @@ def split_random(
     idx = np.sort(rng.choice(n, size=k, replace=False)).astype(np.int64)
     desc = {"scenario": "random", "seed": int(seed)}
     desc["fraction" if fraction is not None else "count"] = fraction if fraction is not None else k
-    return _build(ds, idx, "random", desc)
+    return _build(ds, idx, "random", desc, validation=validation)
 
 
-def split_indices(ds: DataBundle, indices: Iterable[int] | np.ndarray) -> Split:
-    """Forget the training samples at ``indices`` (0-based positions in ``ds.train``)."""
+def split_indices(ds: DataBundle, indices: Iterable[int] | np.ndarray, *,
+                  validation: float = VALIDATION_FRACTION) -> Split:
+    """Forget the training samples at ``indices`` (0-based positions in ``ds.train``;
+    ``validation`` as in :func:`split_by_class`)."""
     raw = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
     n = len(ds.train)
     if raw.size > n:
@@ -268,7 +373,8 @@ def split_indices(ds: DataBundle, indices: Iterable[int] | np.ndarray) -> Split:
             f"Duplicate forget indices: {uniq[counts > 1][:10].tolist()}. Each sample is listed "
             "once."
         )
-    return _build(ds, uniq, "random", {"scenario": "random", "source": "indices"})
+    return _build(ds, uniq, "random", {"scenario": "random", "source": "indices"},
+                  validation=validation)
 
 
 _INT64_MAX = np.iinfo(np.int64).max

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from unlearnkit.methods.base import Request, hp
+from unlearnkit.methods.base import Request, Search, hp
 from unlearnkit.training import Recipe, fit
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -20,8 +20,10 @@ class FineTuning:
     a method redeclares a field to change its default.
     """
 
-    epochs: int = hp(5, "fine-tuning epochs on the retain set", low=0)
-    lr: float = hp(1e-5, "fine-tuning learning rate", low=0.0, low_open=True)
+    epochs: int = hp(5, "fine-tuning epochs on the retain set", low=0, search=Search(1, 10))
+    # the report's 1e-5 forgets slowly: searched upwards from it
+    lr: float = hp(1e-5, "fine-tuning learning rate", low=0.0, low_open=True,
+                   search=Search(1e-5, 1e-1, log=True))
     weight_decay: float = hp(0.01, "fine-tuning weight decay", low=0.0)
     optimizer: str = hp("adam", "fine-tuning optimiser", choices=OPTIMIZERS)
     momentum: float = hp(0.9, "SGD momentum (ignored by Adam)", low=0.0, high=1.0)

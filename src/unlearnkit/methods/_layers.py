@@ -26,7 +26,7 @@ from unlearnkit.data.batches import Inputs
 from unlearnkit.data.splits import Data
 from unlearnkit.exceptions import ModelError, UnsupportedModelError
 from unlearnkit.methods._finetuning import OPTIMIZERS
-from unlearnkit.methods.base import Request, hp
+from unlearnkit.methods.base import Request, Search, hp
 from unlearnkit.models.adapters import forward
 from unlearnkit.models.graph import forward_order, output_module
 from unlearnkit.training import Recipe, eval_mode, fit, iter_batches
@@ -238,9 +238,11 @@ class OriginalRecipe:
     defaults, with a warning. ``momentum`` is always the original's.
     """
 
-    epochs: int | None = hp(None, "epochs (None: the original's)", low=0, type=int)
+    # the original's epochs (the default) cost about a retraining: searched over a few
+    epochs: int | None = hp(None, "epochs (None: the original's)", low=0, type=int,
+                            search=Search(1, 10))
     lr: float | None = hp(None, "learning rate (None: the original's)", low=0.0, low_open=True,
-                          type=float)
+                          type=float, search=Search(1e-4, 1e-1, log=True))
     optimizer: str | None = hp(None, "optimiser (None: the original's)", choices=OPTIMIZERS,
                                type=str)
     weight_decay: float | None = hp(None, "weight decay (None: the original's)", low=0.0,
@@ -272,8 +274,10 @@ class ForgetFineTuning:
     no weight decay, 10 epochs, batch size 64 (``main.py``), constant learning rate.
     """
 
-    epochs: int = hp(10, "fine-tuning epochs on the forget set", low=0)
-    lr: float = hp(1e-5, "fine-tuning learning rate", low=0.0, low_open=True)
+    epochs: int = hp(10, "fine-tuning epochs on the forget set", low=0, search=Search(1, 10))
+    # the paper's 1e-5 leaves a digits class known; 1e-4 to 1e-3 forget it
+    lr: float = hp(1e-5, "fine-tuning learning rate", low=0.0, low_open=True,
+                   search=Search(1e-5, 1e-2, log=True))
     optimizer: str = hp("sgd", "fine-tuning optimiser", choices=OPTIMIZERS)
     momentum: float = hp(0.9, "SGD momentum (ignored by Adam)", low=0.0, high=1.0)
     weight_decay: float = hp(0.0, "fine-tuning weight decay", low=0.0)

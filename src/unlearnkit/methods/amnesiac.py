@@ -13,7 +13,7 @@ from unlearnkit.data.splits import Data
 from unlearnkit.exceptions import InvalidParameterError
 from unlearnkit.methods._finetuning import OPTIMIZERS
 from unlearnkit.methods._relabel import as_tensors, num_outputs, random_other_labels
-from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 from unlearnkit.training import Recipe, fit
 
 __all__ = ["Amnesiac", "amnesiac_dataset"]
@@ -81,9 +81,12 @@ class Amnesiac(UnlearningMethod):
     paper = ("Graves et al., Amnesiac Machine Learning, AAAI 2021 (settings of the bad-teacher "
              "and SSD code)")
     summary = "train on D_r plus D_f relabelled once with random wrong labels"
+    forget_more = "raise lr or epochs (more steps on the relabelled forget samples)"
 
-    epochs: int = hp(3, "epochs over the union (SSD/bad-teacher code: 3)", low=0)
-    lr: float = hp(1e-4, "learning rate (SSD/bad-teacher code: 1e-4)", low=0.0, low_open=True)
+    epochs: int = hp(3, "epochs over the union (SSD/bad-teacher code: 3)", low=0,
+                     search=Search(1, 10))
+    lr: float = hp(1e-4, "learning rate (SSD/bad-teacher code: 1e-4)", low=0.0, low_open=True,
+                   search=Search(1e-5, 1e-2, log=True))
     optimizer: str = hp("adam", "optimiser (SSD/bad-teacher code: adam)", choices=OPTIMIZERS)
     momentum: float = hp(0.9, "SGD momentum (ignored by Adam, the default)", low=0.0, high=1.0)
     weight_decay: float = hp(0.0, "weight decay (SSD/bad-teacher code: 0)", low=0.0)

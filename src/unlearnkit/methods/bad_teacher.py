@@ -9,7 +9,7 @@ from torch import nn
 
 from unlearnkit.data.splits import Data
 from unlearnkit.methods._distill import distill_kl, frozen_copy, mix, take
-from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 from unlearnkit.models.adapters import forward
 from unlearnkit.models.registry import fresh_copy
 from unlearnkit.training import Recipe, data_size, fit, seeded
@@ -68,14 +68,17 @@ class BadTeacher(UnlearningMethod):
     paper = ("Chundawat, Tarun, Mandal, Kankanhalli. Can Bad Teaching Induce Forgetting? "
              "Unlearning in Deep Networks Using an Incompetent Teacher, AAAI 2023")
     summary = "distil a random teacher on forget and the original on part of retain, mixed"
+    forget_more = "raise lr or epochs, or lower retain_fraction (more weight on the bad teacher)"
 
-    epochs: int = hp(1, "epochs over D_f plus the retain subset", low=0)
-    lr: float = hp(1e-4, "Adam learning rate", low=0.0, low_open=True)
+    epochs: int = hp(1, "epochs over D_f plus the retain subset", low=0,
+                     search=Search(1, 10))
+    lr: float = hp(1e-4, "Adam learning rate", low=0.0, low_open=True,
+                   search=Search(1e-5, 1e-2, log=True))
     batch_size: int = hp(256, "batch size of the mixed forget/retain batches", low=1)
     temperature: float = hp(1.0, "distillation temperature (KL_temperature)", low=0.0,
                             low_open=True)
     retain_fraction: float = hp(0.3, "fraction of D_r, drawn at random, mixed with D_f",
-                                low=0.0, high=1.0)
+                                low=0.0, high=1.0, search=Search(0.1, 1.0))
 
     def incompetent_teacher(self, model: nn.Module, seed: int,
                             device: torch.device | None = None) -> nn.Module:

@@ -49,6 +49,7 @@ __all__ = [
     "METHODS",
     "HyperParameter",
     "Request",
+    "Search",
     "UnlearningMethod",
     "get_method",
     "hp",
@@ -56,6 +57,37 @@ __all__ = [
     "qualified_name",
     "register_method",
 ]
+
+
+@dataclass(frozen=True)
+class Search:
+    """Where calibration (:func:`unlearnkit.calibrate`) searches a hyper-parameter: a range
+    ``[low, high]`` (``log=True``: sampled on a log scale; an int hyper-parameter is searched
+    over integers) or a list of ``choices``. Declared beside the hyper-parameter, with
+    ``hp(..., search=Search(...))``; it must lie inside the hyper-parameter's valid range.
+
+    >>> Search(1e-5, 1e-1, log=True).to_dict()
+    {'low': 1e-05, 'high': 0.1, 'log': True, 'choices': None}
+    """
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.choices is not None:
+            object.__setattr__(self, "choices", tuple(self.choices))
+            if not self.choices or self.low is not None or self.high is not None:
+                raise TypeError("Search: give either choices or a range [low, high]")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise TypeError(f"Search: a range needs low < high; got [{self.low}, {self.high}]")
+        elif self.log and self.low <= 0:
+            raise TypeError("Search: a log-scale range needs low > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"low": self.low, "high": self.high, "log": self.log,
+                "choices": list(self.choices) if self.choices is not None else None}
 
 
 def hp(
@@ -68,11 +100,14 @@ def hp(
     choices: Sequence[Any] | None = None,
     type: type | None = None,
     per_scenario: dict[str, Any] | None = None,
+    search: Search | None = None,
 ) -> Any:
     """Declare a hyper-parameter: its default, a one-line help, and its valid range.
 
     ``low``/``high`` bound numbers (``low_open`` excludes ``low``); ``choices`` lists valid
-    values; ``type`` is needed only when the default is ``None``.
+    values; ``type`` is needed only when the default is ``None``. ``search`` is where
+    calibration looks for a better value (:class:`Search`); a hyper-parameter without one
+    keeps its value during calibration.
 
     ``per_scenario={"class": a, "random": b}`` gives a default that depends on the scenario:
     the field's default is then ``None``, meaning "the request's scenario decides", and
@@ -88,7 +123,8 @@ def hp(
         default=default,
         metadata={"help": help, "low": low, "high": high, "low_open": low_open,
                   "choices": tuple(choices) if choices else None, "type": kind,
-                  "per_scenario": dict(per_scenario) if per_scenario else None},
+                  "per_scenario": dict(per_scenario) if per_scenario else None,
+                  "search": search},
     )
 
 
@@ -112,6 +148,8 @@ class HyperParameter:
     #: the default per scenario (``{"class": ..., "random": ...}``) when ``default`` is None
     #: because the scenario decides it; else None
     per_scenario: dict[str, Any] | None = None
+    #: where calibration searches it (:meth:`Search.to_dict`), or None: kept as given
+    search: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -146,6 +184,12 @@ class UnlearningMethod(ABC):
     paper: ClassVar[str]
     #: one line on what it does
     summary: ClassVar[str]
+    #: what to change when its verdict is "not forgotten" (named hyper-parameters and the
+    #: direction), shown by the verdict's hint
+    forget_more: ClassVar[str | None] = None
+    #: what to change when its verdict is "utility lost" (``None``: the generic advice, soften
+    #: the method or fine-tune longer)
+    keep_utility: ClassVar[str | None] = None
     needs_forget: ClassVar[bool] = True
     needs_retain: ClassVar[bool] = True
     #: whether it uses held-out (test / validation) data when given
@@ -183,9 +227,16 @@ class UnlearningMethod(ABC):
                     high=m.get("high"),
                     low_open=bool(m.get("low_open", False)),
                     per_scenario=m.get("per_scenario"),
+                    search=m["search"].to_dict() if m.get("search") is not None else None,
                 )
             )
         return out
+
+    @classmethod
+    def search_space(cls) -> dict[str, Search]:
+        """The hyper-parameters that calibration searches, and where (:class:`Search`)."""
+        return {f.name: f.metadata["search"] for f in dataclasses.fields(cls)
+                if f.metadata.get("search") is not None}
 
     def for_scenario(self, scenario: str) -> UnlearningMethod:
         """This method with every per-scenario default left unset (``None``) replaced by the

@@ -70,6 +70,7 @@ class BoundaryExpand(ForgetFineTuning, UnlearningMethod):
     paper = ("Chen et al. Boundary Unlearning: Rapid Forgetting of Deep Networks via Shifting "
              "the Decision Boundary, CVPR 2023 (Boundary Expanding)")
     summary = "train the forget set into an extra shadow class, then remove that class"
+    forget_more = "raise lr or epochs"
     needs_retain = False
     scenarios = ("class",)
     other_scenarios = "warn"

@@ -93,6 +93,7 @@ class BoundaryShrink(ForgetFineTuning, UnlearningMethod):
     paper = ("Chen et al. Boundary Unlearning: Rapid Forgetting of Deep Networks via Shifting "
              "the Decision Boundary, CVPR 2023 (Boundary Shrink)")
     summary = "relabel forget samples to their nearest wrong class (FGSM), fine-tune on them"
+    forget_more = "raise bound (larger adversarial steps), lr or epochs"
     needs_float_inputs = "takes FGSM steps along the gradient with respect to the inputs"
     needs_retain = False
     scenarios = ("class",)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from unlearnkit.methods._layers import OriginalRecipe, last_layers, train_layers, trainable_in
-from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 from unlearnkit.models.graph import sample_input
 
 __all__ = ["CFk"]
@@ -56,9 +56,11 @@ class CFk(OriginalRecipe, UnlearningMethod):
     paper = ("Goel et al. Towards Adversarial Evaluations for Inexact Machine Unlearning, "
              "arXiv 2201.06640, 2022 (CF-k)")
     summary = "fine-tune only the last k layers on the retain set"
+    forget_more = "raise k (more final layers retrained) or epochs"
     needs_forget = False
 
-    k: int = hp(3, "number of last parameterised layers to fine-tune", low=1)
+    k: int = hp(3, "number of last parameterised layers to fine-tune", low=1,
+               search=Search(1, 7))  # the paper's sweep on ResNet-20
 
     def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:
         assert request.retain is not None  # guaranteed by needs_retain

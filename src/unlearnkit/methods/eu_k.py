@@ -13,7 +13,7 @@ from unlearnkit.methods._layers import (
     train_layers,
     trainable_in,
 )
-from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 from unlearnkit.models.fresh import reinitialise_layers
 from unlearnkit.models.graph import sample_input
 
@@ -72,9 +72,11 @@ class EUk(OriginalRecipe, UnlearningMethod):
     paper = ("Goel et al. Towards Adversarial Evaluations for Inexact Machine Unlearning, "
              "arXiv 2201.06640, 2022 (EU-k)")
     summary = "re-initialise the last k layers and train only them on the retain set"
+    forget_more = "raise k (more final layers re-initialised and retrained)"
     needs_forget = False
 
-    k: int = hp(3, "number of last parameterised layers to re-initialise and retrain", low=1)
+    k: int = hp(3, "number of last parameterised layers to re-initialise and retrain", low=1,
+               search=Search(1, 7))  # the paper's sweep on ResNet-20
 
     def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:
         assert request.retain is not None  # guaranteed by needs_retain

@@ -26,6 +26,7 @@ class FineTune(FineTuning, UnlearningMethod):
     name = "finetune"
     paper = "Golatkar et al., Eternal Sunshine of the Spotless Net, CVPR 2020 (baseline)"
     summary = "fine-tune the original on the retain set only"
+    forget_more = "raise lr (the report's 1e-5 forgets slowly) or epochs"
     needs_forget = False
 
     def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:

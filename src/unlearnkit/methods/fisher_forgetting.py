@@ -11,7 +11,7 @@ from torch import nn
 from unlearnkit.data.batches import Inputs
 from unlearnkit.importance import IMPLEMENTATIONS, cached_importances
 from unlearnkit.methods._relabel import num_outputs
-from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 from unlearnkit.models.graph import output_module, sample_input
 from unlearnkit.training import iter_batches
 
@@ -152,9 +152,10 @@ class FisherForgetting(UnlearningMethod):
     paper = ("Golatkar, Achille, Soatto. Eternal Sunshine of the Spotless Net: Selective "
              "Forgetting in Deep Networks, CVPR 2020")
     summary = "resample every weight with Gaussian noise of variance alpha / Fisher(retain)"
+    forget_more = "raise alpha (more noise where the retain set's Fisher is small)"
 
     alpha: float = hp(1e-6, "noise scale: variance alpha * min(1 / F_r, 1e3)", low=0.0,
-                      low_open=True)
+                      low_open=True, search=Search(1e-8, 1e-4, log=True))
     class_correction: bool = hp(True, "class unlearning: zero the forgotten classes' output "
                                 "rows (variance 1e-4 before the output layer's x10)")
     implementation: str = hp("auto", "per-sample gradients: auto (hooks, else torch.func vmap, "

@@ -16,7 +16,7 @@ from unlearnkit.importance import (
     top_fraction,
 )
 from unlearnkit.methods._finetuning import FineTuning
-from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 
 __all__ = ["RANKINGS", "FisherMask", "apply_mask", "fisher_mask"]
 
@@ -142,12 +142,14 @@ class FisherMask(FineTuning, UnlearningMethod):
     name = "fisher-mask"
     paper = "Liu, Sun, Wu, Zhou. Unlearning with Fisher Masking, arXiv 2310.05331, 2023"
     summary = "zero the top fraction of parameters by Fisher(forget) - Fisher(retain), fine-tune"
+    forget_more = "raise fraction (more of the parameters most specific to D_f zeroed)"
     scenarios = ("class",)
     other_scenarios = "warn"
 
     fraction: float = hp(None, "fraction R of all parameter entries to zero (default: 0.01 "
                          "for a class, 0.4 for random samples)", low=0.0, high=1.0,
-                         per_scenario={"class": 0.01, "random": 0.4})
+                         per_scenario={"class": 0.01, "random": 0.4},
+                         search=Search(1e-4, 0.5, log=True))
     ranking: str = hp("capped", "rank entries over all tensors, at most cap * fraction of "
                       "each (capped), or with no limit (global: the report's literal rule)",
                       choices=RANKINGS)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit.methods._finetuning import OPTIMIZERS
-from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 from unlearnkit.models.adapters import forward
 from unlearnkit.training import Recipe, fit
 
@@ -55,10 +55,14 @@ class GradientAscent(UnlearningMethod):
     paper = ("Thudi et al., Unrolling SGD, EuroS&P 2022; Graves et al., Amnesiac Machine "
              "Learning, AAAI 2021 (defaults: Jia et al., NeurIPS 2023 code)")
     summary = "gradient ascent on the forget set's cross-entropy (no retain data)"
+    forget_more = "raise lr or epochs"
     needs_retain = False
 
-    epochs: int = hp(5, "passes over the forget set (Unlearn-Sparse GA: 5)", low=0)
-    lr: float = hp(1e-4, "learning rate (Unlearn-Sparse GA: 1e-4)", low=0.0, low_open=True)
+    epochs: int = hp(5, "passes over the forget set (Unlearn-Sparse GA: 5)", low=0,
+                     search=Search(1, 10))
+    # the default changes nothing on digits; the cliff is near 0.1 there
+    lr: float = hp(1e-4, "learning rate (Unlearn-Sparse GA: 1e-4)", low=0.0, low_open=True,
+                   search=Search(1e-5, 1e-1, log=True))
     optimizer: str = hp("sgd", "optimiser (Unlearn-Sparse: sgd)", choices=OPTIMIZERS)
     momentum: float = hp(0.9, "SGD momentum (Unlearn-Sparse: 0.9; ignored by Adam)", low=0.0,
                          high=1.0)

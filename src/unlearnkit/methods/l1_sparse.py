@@ -10,7 +10,7 @@ from torch import nn
 
 from unlearnkit.exceptions import InvalidParameterError
 from unlearnkit.methods._finetuning import OPTIMIZERS, FineTuning
-from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 from unlearnkit.models.adapters import forward
 from unlearnkit.training import fit
 
@@ -69,13 +69,16 @@ class L1Sparse(FineTuning, UnlearningMethod):
     name = "l1-sparse"
     paper = "Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023"
     summary = "fine-tune on D_r with a linearly decaying L1 penalty on the weights"
+    forget_more = "raise lr, epochs or gamma"
     needs_forget = False
 
+    # up to 5e-2: 5e-3 barely forgets on digits, 5e-2 forgets and wrecks the model
     gamma: float = hp(5e-4, "initial L1 weight gamma, decayed linearly per epoch (5e-4)",
-                      low=0.0)
-    epochs: int = hp(10, "fine-tuning epochs on D_r (Unlearn-Sparse: 10)", low=0)
+                      low=0.0, search=Search(1e-5, 5e-2, log=True))
+    epochs: int = hp(10, "fine-tuning epochs on D_r (Unlearn-Sparse: 10)", low=0,
+                     search=Search(1, 10))
     lr: float = hp(0.01, "fine-tuning learning rate (Unlearn-Sparse: 0.01)", low=0.0,
-                   low_open=True)
+                   low_open=True, search=Search(1e-4, 1e-1, log=True))
     weight_decay: float = hp(5e-4, "fine-tuning weight decay (Unlearn-Sparse: 5e-4)", low=0.0)
     optimizer: str = hp("sgd", "fine-tuning optimiser (Unlearn-Sparse: sgd)", choices=OPTIMIZERS)
     momentum: float = hp(0.9, "SGD momentum (Unlearn-Sparse: 0.9; ignored by Adam)", low=0.0,

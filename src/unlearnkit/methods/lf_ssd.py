@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from unlearnkit.methods.base import hp, register_method
+from unlearnkit.methods.base import Search, hp, register_method
 from unlearnkit.methods.ssd import SSD
 
 __all__ = ["LFSSD", "LF_SSD_IMPORTANCES"]
@@ -63,9 +63,11 @@ class LFSSD(SSD):
              "(arXiv 2402.19308)")
     summary = ("SSD with a label-free importance: the gradient of the squared L2 norm of the "
                "output")
+    forget_more = "lower alpha (more parameters selected) or lambd (stronger dampening)"
 
     # the LF-SSD paper's own rule and defaults, not the founding report's SSD (see SSD)
-    alpha: float = hp(10.0, "selection weighting: dampen where I_f > alpha * I_D", low=0.0)
+    alpha: float = hp(10.0, "selection weighting: dampen where I_f > alpha * I_D", low=0.0,
+                      search=Search(0.1, 100.0, log=True))
     reference: str = hp("train", "data of I_D: the training set (forget + retain, the "
                         "paper's) or the retain set", choices=("train", "retain"))
     importance: str = hp("output-norm", "importance: mean per-sample |grad ||f(x)||^2|, or the "

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from unlearnkit.data.splits import Data
 from unlearnkit.methods._finetuning import OPTIMIZERS
-from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 from unlearnkit.models.adapters import forward
 from unlearnkit.training import Recipe, data_size, fit, iter_batches
 
@@ -94,11 +94,15 @@ class NegGradPlus(UnlearningMethod):
     name = "neggrad-plus"
     paper = "Kurmanji et al., Towards Unbounded Machine Unlearning, NeurIPS 2023 (NegGrad+)"
     summary = "descend alpha*CE(retain) - (1-alpha)*CE(forget) on paired mini-batches"
+    forget_more = "lower alpha (more weight on the forget loss), or raise lr or epochs"
 
     alpha: float = hp(0.95, "weight of the retain loss; 1 - alpha weighs the forget loss "
-                      "(SCRUB small-scale: 0.95)", low=0.0, high=1.0)
-    epochs: int = hp(10, "passes over the larger of D_r and D_f (SCRUB small-scale: 10)", low=0)
-    lr: float = hp(0.01, "learning rate (SCRUB: 0.01)", low=0.0, low_open=True)
+                      "(SCRUB small-scale: 0.95)", low=0.0, high=1.0,
+                      search=Search(0.5, 1.0))  # digits: 0.7 keeps D_f, 0.5 diverges
+    epochs: int = hp(10, "passes over the larger of D_r and D_f (SCRUB small-scale: 10)", low=0,
+                     search=Search(1, 10))
+    lr: float = hp(0.01, "learning rate (SCRUB: 0.01)", low=0.0, low_open=True,
+                   search=Search(1e-4, 1e-1, log=True))
     optimizer: str = hp("sgd", "optimiser (SCRUB: sgd)", choices=OPTIMIZERS)
     momentum: float = hp(0.0, "SGD momentum (SCRUB: 0; ignored by Adam)", low=0.0, high=1.0)
     weight_decay: float = hp(0.0, "weight decay (SCRUB: 0)", low=0.0)

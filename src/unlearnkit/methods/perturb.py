@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from unlearnkit.methods._finetuning import FineTuning
-from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 
 
 def perturb_parameters(model: nn.Module, beta: float, generator: torch.Generator | None = None
@@ -49,10 +49,11 @@ class Perturb(FineTuning, UnlearningMethod):
     name = "perturb"
     paper = "founding report; cf. Golatkar et al., Eternal Sunshine of the Spotless Net, CVPR 2020"
     summary = "add N(0, (beta*sigma)^2) noise per parameter tensor, then fine-tune on retain"
+    forget_more = "raise beta (more noise before fine-tuning)"
     needs_forget = False
 
     beta: float = hp(0.7, "noise scale, a multiple of each tensor's std", low=0.0, high=1.0,
-                     low_open=True)
+                     low_open=True, search=Search(0.05, 1.0))
 
     def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:
         gen = torch.Generator().manual_seed(request.seed)

@@ -13,9 +13,9 @@ from tqdm.auto import tqdm
 from unlearnkit.exceptions import ModelError
 from unlearnkit.methods._finetuning import OPTIMIZERS
 from unlearnkit.methods._relabel import random_other_labels
-from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 from unlearnkit.models.adapters import forward
-from unlearnkit.training import Recipe, iter_batches, make_optimizer, set_train
+from unlearnkit.training import Recipe, epoch_end, iter_batches, make_optimizer, set_train
 
 __all__ = ["RandomLabel"]
 
@@ -52,10 +52,12 @@ class RandomLabel(UnlearningMethod):
     paper = ("Golatkar et al., Eternal Sunshine of the Spotless Net, CVPR 2020; Fan et al., "
              "SalUn, ICLR 2024 (RL baseline)")
     summary = "alternate a pass on D_f with random wrong labels and a pass on D_r"
+    forget_more = "raise lr or epochs"
 
-    epochs: int = hp(10, "epochs, each a pass over D_f then one over D_r (SalUn: 10)", low=0)
+    epochs: int = hp(10, "epochs, each a pass over D_f then one over D_r (SalUn: 10)", low=0,
+                     search=Search(1, 10))
     lr: float = hp(0.01, "learning rate (SalUn/Unlearn-Sparse default: 0.01)", low=0.0,
-                   low_open=True)
+                   low_open=True, search=Search(1e-4, 1e-1, log=True))
     optimizer: str = hp("sgd", "optimiser (SalUn: sgd)", choices=OPTIMIZERS)
     momentum: float = hp(0.9, "SGD momentum (SalUn: 0.9; ignored by Adam)", low=0.0, high=1.0)
     weight_decay: float = hp(5e-4, "weight decay (SalUn: 5e-4)", low=0.0)
@@ -92,11 +94,13 @@ class RandomLabel(UnlearningMethod):
         try:
             bar = tqdm(range(self.epochs), desc=f"{self.name}: forget, retain",
                        disable=not request.progress, file=sys.stderr, leave=False)
+            epoch_end(self.name, 0, model)
             for epoch in bar:
                 for relabel, data in ((True, forget), (False, retain)):
                     for x, y in iter_batches(data, self.batch_size, shuffle=True, generator=gen,
                                              device=dev):
                         step(x, y, relabel=relabel, epoch=epoch)
+                epoch_end(self.name, epoch + 1, model)
         finally:
             for m, flag in flags:
                 m.training = flag

@@ -59,6 +59,8 @@ class Retrain(UnlearningMethod):
     name = "retrain"
     paper = "exact reference; Bourtoule et al., Machine Unlearning, IEEE S&P 2021"
     summary = "train from scratch on the retain set with the original's recipe"
+    keep_utility = ("train longer: the retrained model falls short of the original on the "
+                    "retained data (give the original's epochs and learning rate)")
     needs_forget = False
 
     epochs: int | None = hp(None, "epochs (None: the original's)", low=0, type=int)

@@ -12,7 +12,7 @@ from unlearnkit.data.batches import concat, to_device
 from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.importance import importances, top_fraction
 from unlearnkit.methods._relabel import as_tensors, num_outputs, random_other_labels
-from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 from unlearnkit.models.adapters import forward
 from unlearnkit.training import Recipe, fit
 
@@ -75,11 +75,14 @@ class SalUn(UnlearningMethod):
              "in Both Image Classification and Generation, ICLR 2024")
     summary = ("random-label unlearning (forget relabelled + retain) on the weights most salient "
                "for the forget loss only")
+    forget_more = "raise lr or epochs, or threshold (a larger share of the weights updated)"
 
     threshold: float = hp(0.5, "fraction of all weights updated: the top by |grad L_f|",
-                          low=0.0, high=1.0)
-    epochs: int = hp(10, "epochs over forget (random labels) + retain", low=0)
-    lr: float = hp(0.013, "SGD learning rate", low=0.0, low_open=True)
+                          low=0.0, high=1.0, search=Search(0.05, 1.0))
+    epochs: int = hp(10, "epochs over forget (random labels) + retain", low=0,
+                     search=Search(1, 10))
+    lr: float = hp(0.013, "SGD learning rate", low=0.0, low_open=True,
+                   search=Search(1e-4, 1e-1, log=True))
     momentum: float = hp(0.9, "SGD momentum", low=0.0, high=1.0)
     weight_decay: float = hp(5e-4, "weight decay (on the masked weights)", low=0.0)
     batch_size: int = hp(256, "batch size", low=1)

@@ -19,8 +19,9 @@ from unlearnkit.methods._distill import (
     train_mode,
 )
 from unlearnkit.methods._finetuning import OPTIMIZERS
-from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 from unlearnkit.models.adapters import forward
+from unlearnkit.training import epoch_end
 
 __all__ = ["SCRUB"]
 
@@ -80,15 +81,21 @@ class SCRUB(UnlearningMethod):
     paper = ("Kurmanji, Triantafillou, Hayes, Triantafillou. Towards Unbounded Machine "
              "Unlearning, NeurIPS 2023")
     summary = "student away from the original on forget (max-steps), close to it on retain"
+    forget_more = "raise msteps (more max steps away from the teacher on D_f) or lr"
 
     epochs: int = hp(3, "epochs, each a min-step over D_r (after a max-step in the first "
-                     "msteps)", low=0)
-    msteps: int = hp(2, "the first msteps epochs start with a max-step over D_f", low=0)
-    lr: float = hp(5e-4, "learning rate of both steps", low=0.0, low_open=True)
+                     "msteps)", low=0, search=Search(1, 10))
+    # only min(msteps, epochs) max-steps run
+    msteps: int = hp(2, "the first msteps epochs start with a max-step over D_f", low=0,
+                     search=Search(1, 5))
+    lr: float = hp(5e-4, "learning rate of both steps", low=0.0, low_open=True,
+                   search=Search(1e-5, 1e-2, log=True))
     optimizer: str = hp("sgd", "optimiser shared by both steps", choices=OPTIMIZERS)
     momentum: float = hp(0.9, "SGD momentum (ignored by Adam)", low=0.0, high=1.0)
     weight_decay: float = hp(5e-4, "weight decay", low=0.0)
-    alpha: float = hp(0.001, "min-step weight of KL(teacher || student) on D_r", low=0.0)
+    # up to 1: the small-scale notebook uses 0.5; gamma stays, alpha sets the ratio
+    alpha: float = hp(0.001, "min-step weight of KL(teacher || student) on D_r", low=0.0,
+                      search=Search(1e-4, 1.0, log=True))
     gamma: float = hp(0.99, "min-step weight of the cross-entropy on D_r", low=0.0)
     temperature: float = hp(4.0, "distillation temperature T (kd_T)", low=0.0, low_open=True)
     batch_size: int = hp(256, "retain (min-step) batch size", low=1)
@@ -133,6 +140,7 @@ class SCRUB(UnlearningMethod):
         gen = torch.Generator().manual_seed(request.seed)
         bar = tqdm(range(self.epochs), desc="scrub", disable=not request.progress,
                    file=sys.stderr, leave=False)
+        epoch_end("scrub", 0, model)
         for epoch in bar:
             if epoch < self.msteps:
                 self.max_step(model, teacher, request.forget, optimizer, generator=gen,
@@ -140,4 +148,5 @@ class SCRUB(UnlearningMethod):
             loss = self.min_step(model, teacher, request.retain, optimizer, generator=gen,
                                  device=request.device)
             bar.set_postfix(loss=f"{loss:.4f}")
+            epoch_end("scrub", epoch + 1, model)
         return model

@@ -21,7 +21,7 @@ from unlearnkit.importance import (
     load_cached_importances,
     save_cached_importances,
 )
-from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 from unlearnkit.training import data_size
 
 __all__ = ["SSD", "SSD_IMPORTANCES", "dampen", "dampening_factors", "reference_importances"]
@@ -194,11 +194,15 @@ class SSD(UnlearningMethod):
     paper = ("Foster, Schoepf, Brintrup. Fast Machine Unlearning Without Retraining Through "
              "Selective Synaptic Dampening, AAAI 2024")
     summary = "dampen parameters far more important to the forget set than to the retain set"
+    forget_more = "lower alpha (more parameters selected) or lambd (stronger dampening)"
 
     alpha: float = hp(None, "selection weighting: dampen where I_f > alpha * I_ref "
                       "(default: 10 for a class, 0.5 for random samples)", low=0.0,
-                      per_scenario={"class": 10.0, "random": 0.5})
-    lambd: float = hp(1.0, "dampening constant: factor min(lambd * I_ref / I_f, 1)", low=0.0)
+                      per_scenario={"class": 10.0, "random": 0.5},
+                      search=Search(0.1, 100.0, log=True))
+    # the smaller, the harder the selected parameters are dampened; above 1, only softer
+    lambd: float = hp(1.0, "dampening constant: factor min(lambd * I_ref / I_f, 1)", low=0.0,
+                      search=Search(0.1, 1.0))
     importance: str = hp("fisher", "importance: true empirical Fisher, or the public code's "
                          "squared batch-mean gradient", choices=SSD_IMPORTANCES)
     batch_size: int = hp(64, "importance batch size (changes the result only for "

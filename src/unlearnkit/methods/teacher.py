@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit.methods._finetuning import OPTIMIZERS, FineTuning
-from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 from unlearnkit.models.adapters import forward
 from unlearnkit.models.registry import fresh_copy
 from unlearnkit.training import Recipe, eval_mode, fit
@@ -52,11 +52,15 @@ class StochasticTeacher(FineTuning, UnlearningMethod):
     name = "teacher"
     paper = "Zhang et al. 2023, stochastic teacher network for machine unlearning"
     summary = "distil towards a random teacher on forget, rebuild with CE + KL to the original"
+    forget_more = "raise forget_lr (the report's 1e-6 barely moves the model) or forget_epochs"
     scenarios = ("class",)
     other_scenarios = "warn"
 
-    forget_epochs: int = hp(15, "forgetting epochs (KL to the random teacher on D_f)", low=0)
-    forget_lr: float = hp(1e-6, "forgetting learning rate", low=0.0, low_open=True)
+    forget_epochs: int = hp(15, "forgetting epochs (KL to the random teacher on D_f)", low=0,
+                            search=Search(1, 15))
+    # the report's 1e-6 barely moves the model: searched upwards from it
+    forget_lr: float = hp(1e-6, "forgetting learning rate", low=0.0, low_open=True,
+                          search=Search(1e-6, 1e-2, log=True))
     forget_optimizer: str = hp("adam", "forgetting optimiser", choices=OPTIMIZERS)
     alpha: float = hp(0.5, "weight of KL(original || student) during reconstruction", low=0.0)
 

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.data.splits import Data
 from unlearnkit.methods._distill import labels_of, mix, sample_shape, take
-from unlearnkit.methods.base import Request, UnlearningMethod, hp, register_method
+from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 from unlearnkit.models.adapters import forward
 from unlearnkit.training import Recipe, eval_mode, fit, iter_batches
 
@@ -82,6 +82,7 @@ class UNSIR(UnlearningMethod):
     paper = ("Tarun, Chundawat, Mandal, Kankanhalli. Fast Yet Effective Machine Unlearning, "
              "IEEE TNNLS 2023")
     summary = "learn error-maximising noise per forget class, impair with it, repair on retain"
+    forget_more = "raise impair_lr or impair_epochs, or noise_steps"
     scenarios = ("class",)
     other_scenarios = "refuse"
     needs_float_inputs = "learns error-maximising noise in the input space"
@@ -93,10 +94,14 @@ class UNSIR(UnlearningMethod):
     noise_copies: int = hp(20, "copies of each noise input in the impair set", low=1)
     retain_per_class: int = hp(1000, "retain samples per class used to impair and repair",
                                low=1)
-    impair_epochs: int = hp(1, "impair epochs (noise + retain subset)", low=0)
-    impair_lr: float = hp(0.02, "impair Adam learning rate", low=0.0, low_open=True)
-    repair_epochs: int = hp(1, "repair epochs (retain subset)", low=0)
-    repair_lr: float = hp(0.01, "repair Adam learning rate", low=0.0, low_open=True)
+    impair_epochs: int = hp(1, "impair epochs (noise + retain subset)", low=0,
+                            search=Search(1, 5))
+    impair_lr: float = hp(0.02, "impair Adam learning rate", low=0.0, low_open=True,
+                          search=Search(1e-4, 1e-1, log=True))
+    repair_epochs: int = hp(1, "repair epochs (retain subset)", low=0,
+                            search=Search(1, 5))
+    repair_lr: float = hp(0.01, "repair Adam learning rate", low=0.0, low_open=True,
+                          search=Search(1e-4, 1e-1, log=True))
     batch_size: int = hp(256, "impair and repair batch size", low=1)
 
     # ------------------------------------------------------------------------ pieces

@@ -39,6 +39,8 @@ class ModelInfo:
         seconds: wall-clock seconds that producing this model took (training or unlearning).
         method: for an unlearned model, ``{"name", "params", "seed"}``.
         seed: the training seed.
+        verdict: for an unlearned model, the oracle-free verdict on its request
+            (:meth:`unlearnkit.metrics.verdict.Verdict.to_dict`).
     """
 
     arch: str | None = None
@@ -51,11 +53,12 @@ class ModelInfo:
     seconds: float | None = None
     method: dict[str, Any] | None = None
     seed: int | None = None
+    verdict: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # Hold the JSON-able fields in their JSON form (tuples as lists), so that the info of a
         # model equals the info of the same model saved and loaded again.
-        for name in ("arch_kwargs", "dataset", "split", "recipe", "method"):
+        for name in ("arch_kwargs", "dataset", "split", "recipe", "method", "verdict"):
             object.__setattr__(self, name, _json_form(getattr(self, name)))
         if self.input_shape is not None:
             object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
@@ -123,6 +126,8 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
      and _has(v, "params", lambda o: isinstance(o, dict)) and _has(v, "seed", _is_int),
      'a JSON object {"name": string, "params": object, "seed": int}'),
     ("seed", _is_int, "an int"),
+    ("verdict", lambda v: isinstance(v, dict) and isinstance(v.get("outcome"), str),
+     'a JSON object {"outcome": string, ...}'),
 )
 
 

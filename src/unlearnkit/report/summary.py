@@ -81,6 +81,9 @@ class SummaryRow:
     #: the run_id of each seed's run (aligned with :attr:`seeds`; ``None`` where unknown)
     run_ids: list[str | None] = field(default_factory=list)
 
+    #: each seed's oracle-free verdict (aligned with :attr:`seeds`; ``None`` where absent)
+    verdicts: list[str | None] = field(default_factory=list)
+
     @property
     def label(self) -> str:
         params = ", ".join(f"{k}={self.params[k]}" for k in self.shown if k in self.params)
@@ -89,6 +92,18 @@ class SummaryRow:
     @property
     def n(self) -> int:
         return len(self.seeds)
+
+    @property
+    def verdict(self) -> str:
+        """The seeds' verdicts: the outcome when they agree, else each with its count
+        (``"forgotten 2/3, partial 1/3"``); ``-`` where none was recorded."""
+        given = [v for v in self.verdicts if v]
+        if not given:
+            return "-"
+        counts = {v: given.count(v) for v in dict.fromkeys(given)}
+        if len(counts) == 1 and len(given) == len(self.verdicts):
+            return given[0]
+        return ", ".join(f"{v} {k}/{len(self.verdicts)}" for v, k in counts.items())
 
     def cell(self, metric: str) -> str:
         """``"mean ± std"`` (just the mean for one value; ``-`` where absent)."""
@@ -127,6 +142,10 @@ class ScenarioSummary:
     def slug(self) -> str:
         return _slug(f"{self.dataset}-{self.arch}-{self.scenario}")
 
+    @property
+    def has_verdicts(self) -> bool:
+        return any(any(r.verdicts) for r in self.rows)
+
     def uninformative(self) -> dict[str, set[int]]:
         """Per MIA figure, the indices of the rows where it is uninformative
         (:func:`unlearnkit.metrics.mia_informative` of the row's means: its attack has no
@@ -141,7 +160,8 @@ class ScenarioSummary:
             "dataset": self.dataset, "arch": self.arch, "scenario": self.scenario,
             "scenario_kind": self.scenario_kind, "metrics": list(self.metrics),
             "rows": [{"method": r.method, "label": r.label, "params": r.params, "n": r.n,
-                      "seeds": r.seeds, "run_ids": r.run_ids, "mean": r.mean, "std": r.std}
+                      "seeds": r.seeds, "run_ids": r.run_ids, "mean": r.mean, "std": r.std,
+                      "verdict": r.verdict if any(r.verdicts) else None}
                      for r in self.rows],
             "best": {m: sorted(i) for m, i in self.best.items()},
             "uninformative": {m: sorted(i) for m, i in self.uninformative().items()},
@@ -198,7 +218,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[ScenarioSummary]:
         for (method, pkey), runs in by_run.items():
             runs = sorted(runs, key=lambda r: int(r["seed"]))
             row = SummaryRow(method, json.loads(pkey), [int(r["seed"]) for r in runs],
-                             run_ids=[r.get("run_id") for r in runs])
+                             run_ids=[r.get("run_id") for r in runs],
+                             verdicts=[r.get("verdict") for r in runs])
             for m in METRIC_COLUMNS:
                 vals = np.array([r[m] for r in runs if r.get(m) is not None], dtype=float)
                 if len(vals):
@@ -396,14 +417,18 @@ def _markdown(sections: list[_Section]) -> str:
         s = sec.summary
         lines += [f'<a id="{sec.anchor}"></a>', "", f"## {_md_escape(s.title)}", "",
                   "### Summary", ""]
-        lines.append("| method | n | " + " | ".join(s.metrics) + " |")
-        lines.append("|---|---:|" + "---:|" * len(s.metrics))
+        vcol = s.has_verdicts
+        lines.append("| method | n | " + ("verdict | " if vcol else "") + " | ".join(s.metrics)
+                     + " |")
+        lines.append("|---|---:|" + ("---|" if vcol else "") + "---:|" * len(s.metrics))
         no_power = s.uninformative()
         for i, r in enumerate(s.rows):
             cells = [f"**{r.cell(m)}**" if i in s.best.get(m, ()) else
                      f"{r.cell(m)} †" if i in no_power.get(m, ()) else r.cell(m)
                      for m in s.metrics]
-            lines.append(f"| {_md_escape(r.label)} | {r.n} | " + " | ".join(cells) + " |")
+            verdict = f"{r.verdict} | " if vcol else ""
+            lines.append(f"| {_md_escape(r.label)} | {r.n} | {verdict}" + " | ".join(cells)
+                         + " |")
         lines.append("")
         lines += [f"{_md_escape(note)}\n" for note in _no_power_notes(s)]
         kinds = sec.kinds()
@@ -459,12 +484,15 @@ def _html(sections: list[_Section], pngs: dict[str, bytes]) -> str:
         parts.append(f'<table class="summary" data-scenario="{e(s.scenario)}" '
                      f'data-dataset="{e(s.dataset)}" data-arch="{e(s.arch)}" '
                      f'data-scenario-kind="{e(s.scenario_kind)}">')
+        vcol = s.has_verdicts
         parts.append("<thead><tr><th>method</th><th>n</th>"
+                     + ("<th>verdict</th>" if vcol else "")
                      + "".join(f"<th>{e(m)}</th>" for m in s.metrics) + "</tr></thead>")
         parts.append("<tbody>")
         no_power = s.uninformative()
         for i, r in enumerate(s.rows):
-            cells = []
+            cells = ([f'<td data-metric="verdict" class="forget-verdict">{e(r.verdict)}</td>']
+                     if vcol else [])
             for m in s.metrics:
                 attrs = f'data-metric="{e(m)}"'
                 if m in r.mean:
@@ -571,12 +599,15 @@ def write_report(db: str | os.PathLike, out_dir: str | os.PathLike, *,
         has = any(rid in artefacts for r in s.rows for rid in r.run_ids)
         sections.append(_Section(s, _unique(f"s-{s.slug}", anchors), named, notes, has))
     from unlearnkit.report.claims import check_claims, claims_html, claims_markdown
+    from unlearnkit.report.verdicts import agreement_html, agreement_markdown, verdict_agreement
 
     claims = check_claims(summaries, artefacts)  # the founding report's, on a store with them
-    page = _html(sections, pngs).replace("</body>", claims_html(claims) + "</body>", 1)
-    files.append(_write_bytes(out / "report.md",
-                              (_markdown(sections) + claims_markdown(claims)).encode("utf-8")))
+    check = verdict_agreement(rows)  # the oracle-free verdict against the retrained model
+    page = _html(sections, pngs).replace(
+        "</body>", agreement_html(check) + claims_html(claims) + "</body>", 1)
+    files.append(_write_bytes(out / "report.md", (_markdown(sections) + agreement_markdown(check)
+                                                  + claims_markdown(claims)).encode("utf-8")))
     files.append(_write_bytes(out / "report.html", page.encode("utf-8")))
     return {"db": str(db), "out": str(out), "files": [str(f) for f in files],
             "scenarios": [s.to_dict() for s in summaries],
-            "claims": [c.to_dict() for c in claims]}
+            "claims": [c.to_dict() for c in claims], "verdict_check": check.to_dict()}

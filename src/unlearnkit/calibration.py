@@ -1,0 +1,383 @@
+"""Calibration: search a method's hyper-parameters for the user's model and request, within a
+time budget, judged by the oracle-free verdict alone (:func:`calibrate`).
+
+The founding report spent most of its pages searching hyper-parameters by hand, and every
+public tool leaves that search to the user. :func:`calibrate` does it with Optuna's TPE
+sampler and median pruner over the search space each method declares beside its
+hyper-parameters (:meth:`unlearnkit.UnlearningMethod.search_space`).
+
+**Objective (never the test set, never the retrained model).** Each trial's model gets the
+verdict of :func:`unlearnkit.evaluation.verdict` (D_f against the split's validation set). The
+search maximises ``retained - 2 * shortfall``, where ``retained`` is the retained held-out
+accuracy and ``shortfall`` how far the forgetting checks are from holding (class: the forget
+and held-out forgotten-class accuracies above the threshold; samples: the accuracy gap and the
+loss-attack AUC outside their bands), under two constraints that Optuna's constrained TPE
+reads: ``shortfall <= 0`` and a retained accuracy within the verdict's tolerance of the
+original's. The best trial is the ``forgotten`` one with the highest retained accuracy (ties:
+the faster); when no trial is ``forgotten``, the one with the highest objective.
+
+**Budget.** Wall-clock, all of it counted (each trial's unlearning, its verdicts, the sampler):
+``budget`` times the estimated cost of retraining (the original's recorded training seconds
+scaled by |D_r| / |D|; 0.2 by default, the NeurIPS 2023 competition's gate), or
+``budget_seconds``. A trial may use at most half of the budget left when it starts
+(:data:`TRIAL_SHARE`), and is stopped at an epoch's end when it runs past that
+(``over budget``) or when its per-epoch objective falls below the median of earlier trials at
+the same epoch (``pruned``: it cannot win). A method without epochs (SSD, one pass) cannot be
+stopped mid-way: its trial ends, and the search stops once the budget is spent. The method's
+defaults are the first trial, so calibration never returns worse than the defaults when they
+fit in half the budget.
+
+**Reuse.** Importance passes are read from the on-disk importance cache after the first trial
+(SSD's I_D is computed once per search, not per trial).
+
+**Reproducible.** Seeded (the sampler and every trial use ``seed``); the history is returned
+(:meth:`Calibration.to_dict`) and ``unlearnkit forget --calibrate`` writes it beside the
+checkpoint. A time budget decides how many trials run, so only ``max_trials`` without a budget
+repeats a search trial for trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unlearnkit.data.splits import Split
+from unlearnkit.exceptions import InvalidParameterError, UnlearnkitError
+from unlearnkit.methods.base import Search, UnlearningMethod, get_method
+from unlearnkit.metrics.verdict import Verdict
+from unlearnkit.models.info import check_finite, get_info, set_info
+from unlearnkit.training import data_size, watch_epochs
+
+__all__ = ["DEFAULT_BUDGET", "SHORTFALL_WEIGHT", "Calibration", "CalibrationTrial",
+           "calibrate", "objective_of", "retrain_estimate"]
+
+#: The default budget: a fifth of the estimated retraining cost (the competition's gate).
+DEFAULT_BUDGET = 0.2
+
+#: The weight of the forgetting shortfall in the objective (``retained - w * shortfall``).
+SHORTFALL_WEIGHT = 2.0
+
+#: Trials of random sampling before TPE models the objective.
+STARTUP_TRIALS = 5
+
+#: A trial may spend at most this share of the budget left when it starts, so that one
+#: expensive configuration (the defaults, say) cannot use up the whole search.
+TRIAL_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class CalibrationTrial:
+    """One trial of a search.
+
+    Attributes:
+        number: 0-based; trial 0 holds the method's defaults.
+        params: the searched hyper-parameters' values.
+        state: ``complete``, ``pruned`` (could not win), ``over budget`` (stopped when the
+            budget ran out) or ``failed`` (the method refused the values; ``note`` says why).
+        value: the objective (``retained - 2 * shortfall``), ``None`` unless complete.
+        outcome, retained, shortfall: the verdict and its two quantities.
+        seconds: the trial's wall-clock, verdicts included.
+    """
+
+    number: int
+    params: dict[str, Any]
+    state: str
+    value: float | None = None
+    outcome: str | None = None
+    retained: float | None = None
+    shortfall: float | None = None
+    seconds: float = 0.0
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Calibration:
+    """The result of :func:`calibrate`.
+
+    Attributes:
+        method: the method's name.
+        params: every hyper-parameter of the best trial (JSON form, per-scenario defaults
+            resolved), to re-run it with ``uk.unlearn(model, split, method, **params)``.
+        model: the best trial's model (its info carries the verdict and the search's summary).
+        verdict: the best model's verdict.
+        trials: the history, in order.
+        best_trial: the number of the best trial.
+        budget_seconds: the wall-clock budget (``None``: none).
+        retrain_estimate: the estimated seconds of retraining it was derived from.
+        seconds: the search's wall-clock.
+        seed: the search's seed.
+    """
+
+    method: str
+    params: dict[str, Any]
+    model: nn.Module
+    verdict: Verdict
+    trials: list[CalibrationTrial]
+    best_trial: int
+    budget_seconds: float | None
+    retrain_estimate: float | None
+    seconds: float
+    seed: int
+    space: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: everything but the model."""
+        return {"method": self.method, "params": self.params, "verdict": self.verdict.to_dict(),
+                "best_trial": self.best_trial, "budget_seconds": self.budget_seconds,
+                "retrain_estimate": self.retrain_estimate, "seconds": self.seconds,
+                "seed": self.seed, "space": self.space,
+                "objective": f"retained - {SHORTFALL_WEIGHT:g} * shortfall",
+                "trials": [t.to_dict() for t in self.trials]}
+
+    def save_history(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_dict` as JSON to ``path``, atomically."""
+        from unlearnkit.compare import write_json
+
+        return write_json(path, self.to_dict())
+
+
+def objective_of(v: Verdict) -> tuple[float, float, float]:
+    """``(objective, shortfall, retained)`` of a verdict (see the module's docstring)."""
+    n = v.numbers
+    if v.scenario == "class":
+        t = float(n["threshold"])
+        shortfall = max(0.0, float(n["forget_acc"]) - t)
+        if n.get("heldout_forget_acc") is not None:
+            shortfall += max(0.0, float(n["heldout_forget_acc"]) - t)
+    else:
+        shortfall = (max(0.0, abs(float(n["accuracy_gap"])) - float(n["accuracy_band"]))
+                     + max(0.0, abs(float(n["loss_auc"]) - 0.5) - float(n["auc_band"])))
+    retained = float(n["heldout_retain_acc"])
+    return retained - SHORTFALL_WEIGHT * shortfall, shortfall, retained
+
+
+def retrain_estimate(model: nn.Module, split: Split) -> float | None:
+    """The estimated seconds of retraining: the original's recorded training seconds scaled by
+    |D_r| / |D| (``None`` when the model records none or the sizes are unknown)."""
+    info = get_info(model)
+    if info is None or info.seconds is None or info.method is not None:
+        return None
+    try:
+        n_r, n_f = data_size(split.retain), data_size(split.forget)
+    except TypeError:
+        return None
+    return float(info.seconds) * n_r / max(n_r + n_f, 1)
+
+
+def _suggest(trial: Any, name: str, space: Search, kind: type) -> Any:
+    if space.choices is not None:
+        return trial.suggest_categorical(name, list(space.choices))
+    assert space.low is not None and space.high is not None
+    if kind is int:
+        return trial.suggest_int(name, int(space.low), int(space.high), log=space.log)
+    return trial.suggest_float(name, float(space.low), float(space.high), log=space.log)
+
+
+def _clip(value: Any, space: Search) -> Any:
+    if space.choices is not None:
+        return value if value in space.choices else space.choices[0]
+    assert space.low is not None and space.high is not None
+    return min(max(value, type(value)(space.low)), type(value)(space.high))
+
+
+class _OverBudget(Exception):
+    pass
+
+
+def calibrate(
+    model: nn.Module,
+    split: Split,
+    method: str | UnlearningMethod,
+    *,
+    budget: float | None = DEFAULT_BUDGET,
+    budget_seconds: float | None = None,
+    max_trials: int | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    **params: Any,
+) -> Calibration:
+    """Search ``method``'s hyper-parameters for ``model`` and ``split``; return the best model,
+    its parameters and the history (see the module's docstring for the objective and budget).
+
+    Args:
+        model: the original model (left untouched).
+        split: the forget request; it needs a validation set (the split builders' default).
+        method: a registered name or a method instance (its values are the fixed ones).
+        budget: the wall-clock budget as a fraction of the estimated retraining cost
+            (:func:`retrain_estimate`); ignored when ``budget_seconds`` is given.
+        budget_seconds: the budget in seconds.
+        max_trials: stop after this many trials (``budget=None`` and no ``budget_seconds``:
+            the only limit, which makes the search repeat trial for trial).
+        seed: seeds the sampler and every trial.
+        **params: hyper-parameters to hold fixed (not searched).
+
+    Raises:
+        InvalidParameterError: no validation set, no budget that can be worked out, nothing
+            to search, or a bad budget.
+    """
+    import optuna
+
+    if split.validation is None:
+        raise InvalidParameterError(
+            "Calibration is judged on the split's validation set, and this split has none: "
+            "build it with validation > 0 (the default).")
+    base = get_method(method, **params)
+    cls = type(base)
+    fixed = set(params) | ({f.name for f in dataclasses.fields(base)
+                            if getattr(base, f.name) != f.default}
+                           if isinstance(method, UnlearningMethod) else set())
+    kinds = {f.name: f.metadata.get("type", float) for f in dataclasses.fields(cls)}
+    space = {k: s for k, s in cls.search_space().items() if k not in fixed}
+    if not space:
+        raise InvalidParameterError(
+            f"{cls.name}: nothing to calibrate (it declares no search space, or every searched "
+            "hyper-parameter was given a fixed value).")
+    estimate = retrain_estimate(model, split)
+    if budget_seconds is not None:
+        if not (isinstance(budget_seconds, (int, float)) and math.isfinite(budget_seconds)
+                and budget_seconds > 0):
+            raise InvalidParameterError(
+                f"budget_seconds must be a positive number of seconds; got {budget_seconds!r}.")
+        limit: float | None = float(budget_seconds)
+    elif budget is not None:
+        if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
+            raise InvalidParameterError(
+                f"budget must be a positive fraction of the retraining cost; got {budget!r}.")
+        if estimate is None:
+            raise InvalidParameterError(
+                "The model records no training time, so a budget as a share of retraining "
+                "cannot be worked out: give budget_seconds (or max_trials with budget=None).")
+        limit = float(budget) * estimate
+    else:
+        limit = None
+    if limit is None and max_trials is None:
+        raise InvalidParameterError("Give a budget, budget_seconds or max_trials: a search "
+                                    "needs a limit.")
+    if max_trials is not None and (isinstance(max_trials, bool) or not isinstance(
+            max_trials, int) or max_trials < 1):
+        raise InvalidParameterError(f"max_trials must be a positive int; got {max_trials!r}.")
+    check_finite(model, "The model to calibrate")
+    say = log or (lambda _m: None)
+
+    from unlearnkit.api import unlearn
+    from unlearnkit.evaluation import Outputs, verdict
+
+    start = time.perf_counter()
+    deadline = start + limit if limit is not None else math.inf
+    original = Outputs.of(model, split, device, retain=False)  # computed once per search
+    defaults = base.for_scenario(split.scenario)
+    first = {k: _clip(getattr(defaults, k), s) for k, s in space.items()
+             if getattr(defaults, k) is not None}
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
+    study = optuna.create_study(direction="maximize", sampler=sampler,
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2,
+                                                                   n_warmup_steps=1))
+    study.enqueue_trial(first)
+    trials: list[CalibrationTrial] = []
+    best: dict[str, Any] = {}
+
+    def rank(t: CalibrationTrial) -> tuple[int, float, float]:
+        return (t.outcome == "forgotten", t.value if t.value is not None else -math.inf,
+                -t.seconds)
+
+    def objective(trial: optuna.Trial) -> float:
+        t0 = time.perf_counter()
+        if t0 >= deadline:
+            study.stop()
+            raise _OverBudget
+        # this trial's own limit: a share of what is left (all of it when there is no budget)
+        stop_at = t0 + TRIAL_SHARE * (deadline - t0) if math.isfinite(deadline) else deadline
+        values = {k: _suggest(trial, k, s, kinds[k]) for k, s in space.items()}
+        try:
+            m = dataclasses.replace(base, **values)
+        except InvalidParameterError as exc:
+            trials.append(CalibrationTrial(trial.number, values, "failed", note=str(exc),
+                                           seconds=time.perf_counter() - t0))
+            raise optuna.TrialPruned(str(exc)) from None
+        step = [0]
+
+        def watch(phase: str, epoch: int, current: nn.Module) -> None:
+            if time.perf_counter() >= stop_at:
+                raise _OverBudget
+            if epoch == 0:
+                return
+            step[0] += 1
+            value, _, _ = objective_of(verdict(current, split, original))
+            trial.report(value, step[0])
+            if trial.should_prune():
+                raise optuna.TrialPruned
+
+        try:
+            with watch_epochs(watch):
+                out = unlearn(model, split, m, seed=seed, device=device, progress=progress,
+                              verdict=False)
+        except UnlearnkitError as exc:  # e.g. a learning rate that makes the loss diverge
+            trials.append(CalibrationTrial(trial.number, values, "failed", note=str(exc),
+                                           seconds=time.perf_counter() - t0))
+            raise optuna.TrialPruned(str(exc)) from None
+        except _OverBudget:
+            now = time.perf_counter()
+            trials.append(CalibrationTrial(trial.number, values, "over budget",
+                                           seconds=now - t0))
+            if now >= deadline:
+                study.stop()
+            raise optuna.TrialPruned("over budget") from None
+        except optuna.TrialPruned:
+            trials.append(CalibrationTrial(trial.number, values, "pruned",
+                                           seconds=time.perf_counter() - t0))
+            raise
+        v = verdict(out, split, original, hint=m.forget_more, utility_hint=m.keep_utility)
+        value, shortfall, retained = objective_of(v)
+        tolerance = float(v.numbers["tolerance"])
+        drop = float(v.numbers["original_heldout_retain_acc"]) - retained - tolerance
+        trial.set_constraint("shortfall", shortfall)  # feasible: <= 0 (constrained TPE)
+        trial.set_constraint("utility", drop)
+        record = CalibrationTrial(trial.number, values, "complete", value, v.outcome, retained,
+                                  shortfall, time.perf_counter() - t0)
+        trials.append(record)
+        if not best or rank(record) > rank(best["trial"]):
+            best.update(trial=record, model=out, verdict=v, method=m)
+        say(f"trial {trial.number}: {values} -> {v.outcome}, retained {retained:.3f}, "
+            f"shortfall {shortfall:.3f} ({record.seconds:.2f} s)")
+        return value
+
+    timeout = None if limit is None else max(deadline - time.perf_counter(), 0.0)
+    study.optimize(objective, n_trials=max_trials, timeout=timeout,
+                   catch=(_OverBudget,))
+    seconds = time.perf_counter() - start
+    if not best:
+        raise InvalidParameterError(
+            f"{cls.name}: no trial finished within the budget ({limit:.3g} s); give a larger "
+            "budget or budget_seconds." if limit is not None else
+            f"{cls.name}: no trial finished.")
+    m_best: UnlearningMethod = best["method"].for_scenario(split.scenario)
+    out = best["model"]
+    info = get_info(out)
+    summary = {"budget_seconds": limit, "retrain_estimate": estimate, "seconds": seconds,
+               "trials": len(trials), "best_trial": best["trial"].number}
+    if info is not None:
+        method_info = dict(info.method or {})
+        method_info["calibration"] = summary
+        set_info(out, info.replace(method=method_info, verdict=best["verdict"].to_dict()))
+    return Calibration(
+        method=cls.name, params=m_best.json_params(), model=out, verdict=best["verdict"],
+        trials=trials, best_trial=best["trial"].number, budget_seconds=limit,
+        retrain_estimate=estimate, seconds=seconds, seed=seed,
+        space={k: s.to_dict() for k, s in space.items()})
+

@@ -1,0 +1,175 @@
+"""Calibration (unlearnkit.calibration): the oracle-free objective, the budget, the history,
+reproducibility, and `unlearnkit forget --calibrate`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import unlearnkit as uk
+from _cli import assert_one_error_line, run
+from unlearnkit import calibration as C
+from unlearnkit.metrics.verdict import judge_class, judge_samples
+
+
+# ---------------------------------------------------------------------- the objective
+def test_objective_of_a_class_verdict_by_hand():
+    v = judge_class(forget_acc=0.30, heldout_forget_acc=0.15, n_heldout_forget=20,
+                    heldout_retain_acc=0.90, original_heldout_retain_acc=0.92,
+                    original_forget_acc=1.0)
+    value, shortfall, retained = C.objective_of(v)
+    assert shortfall == pytest.approx((0.30 - 0.05) + (0.15 - 0.05))
+    assert retained == 0.90
+    assert value == pytest.approx(0.90 - 2 * 0.35)
+    forgotten = judge_class(forget_acc=0.0, heldout_forget_acc=0.0, n_heldout_forget=20,
+                            heldout_retain_acc=0.91, original_heldout_retain_acc=0.92,
+                            original_forget_acc=1.0)
+    assert C.objective_of(forgotten) == (pytest.approx(0.91), 0.0, 0.91)
+
+
+def test_objective_of_a_sample_verdict_by_hand():
+    v = judge_samples(forget_acc=1.0, n_forget=100, validation_acc=0.8, n_validation=100,
+                      auc=0.7, original_forget_acc=1.0, original_validation_acc=0.8,
+                      original_auc=0.7)
+    n = v.numbers
+    gap_excess = 0.2 - n["accuracy_band"]
+    auc_excess = 0.2 - n["auc_band"]
+    value, shortfall, retained = C.objective_of(v)
+    assert retained == 0.8
+    assert shortfall == pytest.approx(gap_excess + auc_excess)
+    assert value == pytest.approx(0.8 - 2 * (gap_excess + auc_excess))
+
+
+def test_retrain_estimate_scales_the_training_time(mlp_model, class_split):
+    info = uk.get_info(mlp_model)
+    n_r, n_f = len(class_split.retain), len(class_split.forget)
+    assert C.retrain_estimate(mlp_model, class_split) == pytest.approx(
+        info.seconds * n_r / (n_r + n_f))
+    assert C.retrain_estimate(torch.nn.Linear(64, 10), class_split) is None
+
+
+# ---------------------------------------------------------------------- the search
+def test_calibrate_starts_from_the_defaults_and_keeps_the_best(mlp_model, class_split):
+    cal = uk.calibrate(mlp_model, class_split, "ssd", budget=None, max_trials=6, seed=0)
+    assert len(cal.trials) == 6 and [t.number for t in cal.trials] == list(range(6))
+    # trial 0 is the method's defaults for the scenario (alpha 10, lambda 1 for a class)
+    defaults = uk.get_method("ssd").for_scenario("class")
+    assert cal.trials[0].params == {k: getattr(defaults, k) for k in cal.space}
+    done = [t for t in cal.trials if t.state == "complete"]
+    forgotten = [t for t in done if t.outcome == "forgotten"]
+    best = next(t for t in cal.trials if t.number == cal.best_trial)
+    if forgotten:  # the forgotten trial with the highest retained accuracy
+        assert best.outcome == "forgotten"
+        assert best.retained == max(t.retained for t in forgotten)
+    else:
+        assert best.value == max(t.value for t in done)
+    # the returned model is that trial's: its verdict and parameters say so
+    assert cal.verdict.outcome == best.outcome
+    assert uk.get_info(cal.model).verdict == cal.verdict.to_dict()
+    for k, v in best.params.items():
+        assert cal.params[k] == pytest.approx(v)
+    assert uk.verdict(cal.model, class_split, mlp_model).outcome == best.outcome
+    assert uk.get_info(cal.model).method["calibration"]["trials"] == 6
+
+
+def test_calibrate_is_reproducible_given_the_seed(mlp_model, random_split):
+    runs = [uk.calibrate(mlp_model, random_split, "finetune", budget=None, max_trials=4,
+                         seed=3, epochs=1) for _ in range(2)]
+    a, b = (r.to_dict()["trials"] for r in runs)
+    assert [t["params"] for t in a] == [t["params"] for t in b]
+    assert [t["value"] for t in a] == [t["value"] for t in b]
+    # the fixed hyper-parameter is not searched
+    assert "epochs" not in runs[0].space and runs[0].params["epochs"] == 1
+
+
+def test_history_round_trips_as_json(mlp_model, class_split, tmp_path):
+    cal = uk.calibrate(mlp_model, class_split, "fisher-mask", budget=None, max_trials=3,
+                       epochs=0)
+    path = cal.save_history(tmp_path / "h.json")
+    data = json.loads(path.read_text())
+    assert data["method"] == "fisher-mask" and data["best_trial"] == cal.best_trial
+    assert [t["params"] for t in data["trials"]] == [t.params for t in cal.trials]
+    assert data["verdict"]["outcome"] == cal.verdict.outcome
+    assert data["space"]["fraction"]["log"] is True
+
+
+def test_a_spent_budget_stops_the_search(mlp_model, class_split, monkeypatch):
+    # a clock that advances 1 s per reading: the budget of 6 s runs out within a few epochs
+    now = [0.0]
+
+    def tick() -> float:
+        now[0] += 1.0
+        return now[0]
+
+    monkeypatch.setattr(C.time, "perf_counter", tick)
+    with pytest.raises(uk.InvalidParameterError, match="no trial finished within the budget"):
+        uk.calibrate(mlp_model, class_split, "finetune", budget_seconds=3.0, epochs=10)
+
+
+def test_over_budget_trials_are_recorded_and_end_the_search(mlp_model, class_split,
+                                                             monkeypatch):
+    now = [0.0]
+
+    def tick() -> float:
+        now[0] += 1.0
+        return now[0]
+
+    monkeypatch.setattr(C.time, "perf_counter", tick)
+    # the defaults (SSD: no epochs) finish; the fine-tuning of later trials cannot
+    cal = uk.calibrate(mlp_model, class_split, "fisher-mask", budget_seconds=40.0, seed=0)
+    states = [t.state for t in cal.trials]
+    assert states[-1] == "over budget"
+    assert "complete" in states
+    assert cal.trials[cal.best_trial].state == "complete"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"budget": None}, "needs a limit"),
+    ({"budget": -1.0}, "positive fraction"),
+    ({"budget_seconds": 0.0}, "positive number"),
+    ({"budget": None, "max_trials": 0}, "positive int"),
+])
+def test_bad_limits_are_refused(mlp_model, class_split, kwargs, match):
+    with pytest.raises(uk.InvalidParameterError, match=match):
+        uk.calibrate(mlp_model, class_split, "ssd", **kwargs)
+
+
+def test_refusals_name_the_problem(mlp_model, digits, class_split):
+    with pytest.raises(uk.InvalidParameterError, match="validation set"):
+        uk.calibrate(mlp_model, uk.split_by_class(digits, [3], validation=0), "ssd")
+    with pytest.raises(uk.InvalidParameterError, match="nothing to calibrate"):
+        uk.calibrate(mlp_model, class_split, "retrain")
+    with pytest.raises(uk.InvalidParameterError, match="budget_seconds"):
+        plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        uk.calibrate(plain, class_split, "ssd")
+
+
+# ---------------------------------------------------------------------- the command line
+def test_forget_calibrate_writes_the_model_and_its_history(mlp_model, tmp_path):
+    ckpt = uk.save_checkpoint(mlp_model, tmp_path / "original.safetensors")
+    out = tmp_path / "unlearned.safetensors"
+    code, stdout, err = run("forget", "--checkpoint", ckpt, "--forget-class", "3",
+                            "--method", "ssd", "--calibrate", "--max-trials", "3",
+                            "--budget-seconds", "600", "--out", out, "--json",
+                            "--no-relearn")
+    assert code == 0, err
+    result = json.loads(stdout)
+    history = tmp_path / "unlearned.calibration.json"
+    assert result["calibration"]["history"] == str(history)
+    data = json.loads(history.read_text())
+    assert len(data["trials"]) == result["calibration"]["trials"] == 3
+    best = data["trials"][data["best_trial"]]
+    assert {k: result["params"][k] for k in best["params"]} == pytest.approx(best["params"])
+    model = uk.load_checkpoint(out)
+    assert uk.get_info(model).verdict["outcome"] == result["verdict"]["outcome"]
+
+
+def test_calibration_limits_need_calibrate(mlp_model, tmp_path):
+    ckpt = uk.save_checkpoint(mlp_model, tmp_path / "original.safetensors")
+    code, _, err = run("forget", "--checkpoint", ckpt, "--forget-class", "3", "--method", "ssd",
+                       "--budget", "0.5", "--out", tmp_path / "u.safetensors")
+    assert code == 2
+    assert_one_error_line(err, "--budget", "--calibrate")
+    assert not (tmp_path / "u.safetensors").exists()
