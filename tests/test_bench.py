@@ -31,6 +31,7 @@ from unlearnkit.bench import (
 )
 from unlearnkit.exceptions import InvalidParameterError
 from unlearnkit.methods.base import METHODS
+from unlearnkit.metrics.verdict import OUTCOMES
 
 TINY = {
     "dataset": "digits",
@@ -194,6 +195,8 @@ def test_run_stores_rows_and_resume_skips_finished(tmp_path):
         assert r["mia_loss_cv"] is None and r["anamnesis"] is None  # mia, relearn off
         assert r["started"] <= r["finished"]
         assert (tmp_path / "r.sqlite.logs" / f"{r['run_id']}.log").is_file()
+        # the oracle-free verdict, in its column and in the metrics
+        assert r["verdict"] in OUTCOMES and r["verdict"] == r["metrics"]["verdict"]
     class_ft = next(r for r in ok if r["scenario"] == "class 3" and r["method"] == "finetune")
     assert class_ft["test_forget_acc"] is not None and class_ft["params"]["epochs"] == 1
     skipped = next(r for r in rows.values() if r["status"] == "skipped")

@@ -22,6 +22,7 @@ from unlearnkit.compare import (
     scenario_label,
 )
 from unlearnkit.methods import METHODS, Request, UnlearningMethod
+from unlearnkit.metrics.verdict import OUTCOMES
 
 ROW_KEYS = {"scenario", "scenario_kind", "split", "method", "status", "params", "reason",
             "warnings", "checkpoint"}
@@ -54,7 +55,8 @@ def test_rows_cover_every_method_and_scenario(rows):
                 expected = {"retain_acc", "forget_acc", "test_acc", "forget_acc_gap",
                             "retrain_seconds", "mia_loss_cv", "mia_entropy", "mia_confidence",
                             "js_divergence", "activation_distance", "zrf", "avg_gap",
-                            "anamnesis"}
+                            "anamnesis", "verdict"}
+                assert r["verdict"] in OUTCOMES
                 if scenario.startswith("class"):
                     expected |= CLASS_KEYS
                 if r["status"] == "ok":
@@ -109,6 +111,14 @@ def test_format_table(rows):
     assert text.count("mia_entropy") == 2 and "anamnesis" in text  # the forgetting tables
     assert " F " not in text  # no pools, no competition columns
     assert text.count("closest to the retrained model (avg_gap): ") == 2
+    # the verdict column: each judged row's outcome on its line
+    assert text.count(" verdict") == 2
+    blocks = dict(zip(("class 3", "random 10%"), text.split("Scenario: ")[1:], strict=True))
+    for r in rows:
+        if r["status"] in ("ok", "original"):
+            line = next(x for x in blocks[r["scenario"]].splitlines()
+                        if x.startswith(r["method"] + " "))
+            assert line.rstrip().endswith(r["verdict"]), (line, r["verdict"])
     for name in ("original", *METHODS.names()):
         assert name in text
 
