@@ -875,6 +875,11 @@ def _method_text(d: dict[str, Any]) -> str:
         if h.get("per_scenario"):  # the scenario decides: show both values
             default = "/".join(f"{v}" for v in h["per_scenario"].values())
             extra += ", by scenario: " + ", ".join(f"{k} {v}" for k, v in h["per_scenario"].items())
+        search = h.get("search")
+        if search:  # where calibration looks
+            extra += (f", calibrated over {list(search['choices'])}" if search["choices"]
+                      else f", calibrated over [{search['low']:g}, {search['high']:g}]"
+                      + (" log" if search["log"] else ""))
         lines.append(f"  --param {h['name']}={default}  ({h['type']}{extra}) {h['help']}")
     return "\n".join(lines)
 
