@@ -143,3 +143,15 @@ def test_search_declarations():
     for kwargs in bad:
         with pytest.raises(TypeError, match="Search"):
             Search(**kwargs)
+
+
+def test_methods_command_shows_the_search_ranges():
+    from _cli import run
+
+    code, out, _ = run("methods")
+    assert code == 0
+    ssd = out.split("\n\n")[[b.split(":")[0] for b in out.split("\n\n")].index("ssd")]
+    assert "--param alpha=10.0/0.5" in ssd and "calibrated over [0.1, 100] log" in ssd
+    assert "calibrated over [0.1, 1])" in ssd  # lambd, linear
+    assert "calibrated over" not in out.split("\n\n")[
+        [b.split(":")[0] for b in out.split("\n\n")].index("retrain")]
