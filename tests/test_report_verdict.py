@@ -83,4 +83,5 @@ def test_report_shows_the_verdict_column_and_the_check(tmp_path):
     assert "## The verdict against the retrained model" in md and "4 of 6 rows" in md
     page = (tmp_path / "rep" / "report.html").read_text()
     assert page.count('class="forget-verdict"') == 3  # one cell per summary row
+    assert 'data-verdict="forgotten 2/3, partial 1/3"' in page
     assert 'id="verdict-check" data-agree="4" data-n="6"' in page

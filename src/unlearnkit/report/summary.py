@@ -491,8 +491,8 @@ def _html(sections: list[_Section], pngs: dict[str, bytes]) -> str:
         parts.append("<tbody>")
         no_power = s.uninformative()
         for i, r in enumerate(s.rows):
-            cells = ([f'<td data-metric="verdict" class="forget-verdict">{e(r.verdict)}</td>']
-                     if vcol else [])
+            cells = ([f'<td class="forget-verdict" data-verdict="{e(r.verdict)}">'
+                      f"{e(r.verdict)}</td>"] if vcol else [])
             for m in s.metrics:
                 attrs = f'data-metric="{e(m)}"'
                 if m in r.mean:
