@@ -695,8 +695,9 @@ score:                                    # the competition score of perturbatio
     "founding-report-cifar10": """\
 # the founding report's own setting: CIFAR-10 (the JPEG copy of ../shared/data, read from the
 # current folder), a narrow ResNet-18 (81 % test accuracy), class 'cat' and 10 % at random;
-# one seed, sized for an estimated 1.5 hours on 2 idle CPU cores. The report checks
-# the report's seven claims; benchmarks/README.md holds a run's table.
+# one seed. Measured on 2 CPU cores: about 3.5 hours (each run's evaluation takes ~400 s on
+# one thread). The report checks the report's seven claims; benchmarks/README.md holds a run's
+# table.
 name: founding-report-cifar10
 dataset: {name: imagefolder, root: ../shared/data/cifar10-jpeg.tar.gz}
 model: {arch: resnet18, kwargs: {width: 0.125}}
