@@ -286,7 +286,7 @@ def test_short_calls_are_repeated_and_their_median_reported():
     """A call's seconds are what it records (a list here): short ones are made again until
     they add up to REPEAT_BELOW (or MAX_REPEATS calls), and the median is reported; the
     first call's model is returned."""
-    assert REPEAT_BELOW == 1.0 and MAX_REPEATS == 5
+    assert REPEAT_BELOW == 3.0 and MAX_REPEATS == 5
 
     def calls(*seconds):
         made = []
@@ -299,17 +299,17 @@ def test_short_calls_are_repeated_and_their_median_reported():
 
         return call, made
 
-    call, made = calls(0.3, 0.1, 0.5, 0.2, 9.0)
+    call, made = calls(0.9, 0.3, 1.5, 0.6, 27.0)
     model, measured = _timed(call, read_cache=False)
-    assert len(made) == 4 and model is made[0]  # 0.3 + 0.1 + 0.5 < 1 <= ... + 0.2
-    assert uk.get_info(model).seconds == pytest.approx(0.25)  # median of the four
+    assert len(made) == 4 and model is made[0]  # 0.9 + 0.3 + 1.5 < 3 <= ... + 0.6
+    assert uk.get_info(model).seconds == pytest.approx(0.75)  # median of the four
     assert measured["repeats"] == 4 and measured["cache_hit"] is False
     call, made = calls(0.01, 0.01, 0.01, 0.01, 0.01, 0.01)
     model, measured = _timed(call, read_cache=False)
     assert len(made) == measured["repeats"] == MAX_REPEATS
-    call, made = calls(2.0, 0.1)
+    call, made = calls(6.0, 0.1)
     model, measured = _timed(call, read_cache=False)
-    assert len(made) == measured["repeats"] == 1 and uk.get_info(model).seconds == 2.0
+    assert len(made) == measured["repeats"] == 1 and uk.get_info(model).seconds == 6.0
 
 
 # ---------------------------------------------------------------------- caches

@@ -48,6 +48,7 @@ from torch import nn
 
 from unlearnkit import metrics as M
 from unlearnkit.data.batches import own_batch_size
+from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.data.splits import Data, Split
 from unlearnkit.exceptions import InvalidParameterError, InvalidSplitError, ModelError
 from unlearnkit.methods.base import get_method
@@ -55,7 +56,7 @@ from unlearnkit.metrics import verdict as V
 from unlearnkit.metrics.accuracy import accuracy_from_logits, speedup
 from unlearnkit.metrics.divergence import DEFAULT_GAP_KEYS
 from unlearnkit.metrics.lira import mia_lira
-from unlearnkit.metrics.representation import PROBE_MAX_SAMPLES
+from unlearnkit.metrics.representation import PROBE_MAX_SAMPLES, subsample
 from unlearnkit.models import graph
 from unlearnkit.models.adapters import forward
 from unlearnkit.models.info import check_finite, get_info
@@ -80,6 +81,7 @@ from unlearnkit.training import (
 __all__ = [
     "MIN_MIA_SAMPLES",
     "NO_UNLEARNING",
+    "EvaluationCache",
     "Outputs",
     "activation_distance",
     "anamnesis",
@@ -401,6 +403,19 @@ def probe_forget_acc(model: nn.Module, split: Split, *, seed: int = 0,
     if split.scenario != "class" or not split.forget_classes:
         raise InvalidParameterError("probe_forget_acc needs a class-unlearning split (it "
                                     "measures how well the forgotten classes are recognised).")
+    if (max_samples is not None and isinstance(split.retain, ArrayDataset)
+            and isinstance(split.forget, ArrayDataset)):
+        # the probe's subsample depends on the labels alone: draw it first, and compute the
+        # features of those samples only (the same value, a fraction of the forward passes)
+        n_r = len(split.retain)
+        labels = torch.cat([split.retain.y, split.forget.y]).cpu().numpy().astype(np.int64)
+        idx = subsample(labels, max_samples, seed)
+        parts = [d.subset(i) for d, i in ((split.retain, idx[idx < n_r]),
+                                          (split.forget, idx[idx >= n_r] - n_r)) if len(i)]
+        got = [_features_and_labels(model, d, layer=layer, device=device) for d in parts]
+        feats = np.concatenate([f for f, _ in got])
+        return M.probe_accuracy(feats, np.concatenate([y for _, y in got]),
+                                split.forget_classes, seed=seed, max_samples=None)
     fr, yr = _features_and_labels(model, split.retain, layer=layer, device=device)
     ff, yf = _features_and_labels(model, split.forget, layer=layer, device=device)
     feats = ff if not len(yr) else np.concatenate([fr, ff])
@@ -568,6 +583,44 @@ _EMPTY_FORGET = ("The forget set is empty: there is nothing to evaluate forgetti
                  "split whose forget set holds at least one sample.")
 
 
+class EvaluationCache:
+    """What :func:`evaluate` computes on the retrained and the original model, kept between
+    calls that judge several models against the same references on the same split: their
+    outputs, their attack figures and their penultimate features on D_f. A benchmark judges
+    every method of a scenario against one reference; without this cache each judgement pays
+    the references' forward passes again (on CIFAR-10, most of a run's evaluation).
+
+    An entry is found by the identity of the model and the split objects (the cache holds
+    them, so that an identity is never reused) and must not outlive a change to either: build
+    a new cache for new models or a new split.
+
+    >>> cache = EvaluationCache()
+    >>> len(cache)
+    0
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, int, int], tuple[Any, Any, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, what: str, model: nn.Module, split: Split, compute: Callable[[], Any]) -> Any:
+        """The value ``what`` of ``model`` on ``split``: ``compute()`` the first time."""
+        key = (what, id(model), id(split))
+        found = self._entries.get(key)
+        if found is not None and found[0] is model and found[1] is split:
+            return found[2]
+        value = compute()
+        self._entries[key] = (model, split, value)
+        return value
+
+
+def _memo(cache: EvaluationCache | None, what: str, model: nn.Module, split: Split,
+          compute: Callable[[], Any]) -> Any:
+    return compute() if cache is None else cache.get(what, model, split, compute)
+
+
 def evaluate(
     model: nn.Module,
     split: Split,
@@ -580,6 +633,7 @@ def evaluate(
     seed: int = 0,
     device: str | torch.device | None = None,
     verdict: bool = False,
+    cache: EvaluationCache | None = None,
 ) -> dict[str, Any]:
     """Every metric the inputs allow, keyed by DESIGN.md's names.
 
@@ -621,6 +675,9 @@ def evaluate(
             and the probe's subsample and folds.
         device: where to compute (default: where each model is).
         verdict: add the oracle-free ``verdict`` (needs ``original``).
+        cache: an :class:`EvaluationCache` that keeps the work done on ``retrained`` and
+            ``original`` for the next call with the same models and split (the values are
+            the same with or without it).
     """
     want_verdict = verdict  # the parameter; the function is _judge
     try:
@@ -654,20 +711,30 @@ def evaluate(
         out["probe_forget_acc"] = probe_forget_acc(model, split, seed=seed, device=dev)
     if retrained is not None or original is not None:
         fu = penultimate_features(model, split.forget, device=dev)
+    def features(other: nn.Module, role: str) -> np.ndarray:
+        return _memo(cache, f"{role} features", other, split,
+                     lambda: penultimate_features(other, split.forget, device=dev))
+
+    def outputs(other: nn.Module, role: str) -> Outputs:
+        return _memo(cache, f"{role} outputs", other, split,
+                     lambda: Outputs.of(other, split, dev))
+
     if retrained is not None:
-        check_finite(retrained, "The retrained model")
-        out["cka_retrained"] = _cka(fu, retrained, split, None, dev)
+        _memo(cache, "finite", retrained, split,
+              lambda: check_finite(retrained, "The retrained model") or True)
+        out["cka_retrained"] = M.linear_cka(fu, features(retrained, "retrained"))
         rinfo = get_info(retrained)
         out["retrain_seconds"] = rinfo.seconds if rinfo is not None else None
         out["speedup"] = speedup(out["seconds"], out["retrain_seconds"])
-        ro = Outputs.of(retrained, split, dev)
+        ro = outputs(retrained, "retrained")
         out["js_divergence"] = js_divergence(o, ro, split)
         out["activation_distance"] = activation_distance(o, ro, split)
         ref = {"forget_acc": _acc(ro.forget), "retain_acc": _acc(ro.retain),
                "test_acc": _acc(ro.test)}
         # the attacks on the reference: all of them where their separation is wanted
-        ref_figures: dict[str, Any] = (_mias(ro, split) if original is not None and figures
-                                       else {})
+        ref_figures: dict[str, Any] = (_memo(cache, "retrained mias", retrained, split,
+                                             lambda: _mias(ro, split))
+                                       if original is not None and figures else {})
         if "mia_confidence" in out:
             ref["mia_confidence"] = (ref_figures["mia_confidence"] if ref_figures
                                      else mia_confidence(ro, split))
@@ -678,15 +745,18 @@ def evaluate(
             out["anamnesis"] = anamnesis(model, original, retrained, split, seed=seed,
                                          device=dev)
     if original is not None:
-        check_finite(original, "The original model")
-        out["cka_original"] = _cka(fu, original, split, None, dev)
+        _memo(cache, "finite", original, split,
+              lambda: check_finite(original, "The original model") or True)
+        out["cka_original"] = M.linear_cka(fu, features(original, "original"))
         oo = o if original is model else None
         if want_verdict and split.validation is not None:
-            oo = oo or Outputs.of(original, split, dev)
+            oo = oo or outputs(original, "original")
             out["verdict"] = _judge(o, split, oo).outcome
         if retrained is not None and figures:
             orig_figures = (figures if original is model
-                            else _mias(oo or Outputs.of(original, split, dev), split))
+                            else _memo(cache, "original mias", original, split,
+                                       lambda: _mias(oo or outputs(original, "original"),
+                                                     split)))
             for k in figures:
                 out[f"{k}_separation"] = M.mia_separation(orig_figures[k], ref_figures[k])
     if pools is not None:

@@ -147,15 +147,25 @@ def model_artefacts(
     class_names: Sequence[str] | None = None,
     device: Any = None,
     saliency: bool = True,
+    cache: Any = None,
 ) -> dict[str, Any]:
     """``per_class``, ``losses`` and (with ``saliency``) ``saliency`` for ``models`` (keys
-    ``original``, ``unlearned``, ``retrained``), as JSON-able lists."""
+    ``original``, ``unlearned``, ``retrained``), as JSON-able lists. ``cache`` (an
+    :class:`unlearnkit.evaluation.EvaluationCache`) keeps the outputs of the ``original`` and
+    ``retrained`` models for the next run on the same split."""
     num_classes = split.num_classes or (len(class_names) if class_names else 0)
     names = list(class_names) if class_names else [str(c) for c in range(num_classes)]
     forgotten = [names[c] if 0 <= c < len(names) else str(c)
                  for c in (split.forget_classes or ())]
-    test = {k: _outputs(m, split.test, device) for k, m in models.items()}
-    forget = {k: _outputs(m, split.forget, device) for k, m in models.items()}
+    def outputs(name: str, model: nn.Module, part: str) -> Any:
+        data = split.test if part == "test" else split.forget
+        if cache is None or name == "unlearned":
+            return _outputs(model, data, device)
+        return cache.get(f"artefact {part} outputs", model, split,
+                         lambda: _outputs(model, data, device))
+
+    test = {k: outputs(k, m, "test") for k, m in models.items()}
+    forget = {k: outputs(k, m, "forget") for k, m in models.items()}
     out: dict[str, Any] = {
         "per_class": {"classes": names, "forgotten": forgotten,
                       **{k: _per_class(test[k], num_classes) for k in models}},

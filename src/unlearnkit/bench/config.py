@@ -26,6 +26,11 @@
     score:                           # the competition's score, from pools of n_models
       n_models: 8
       methods: {perturb: {beta: 0.7}}   # the runs it applies to ({} = all of the method's)
+    calibrate:                       # a calibrated run per method, scenario and seed
+      budget: 0.2                    # a fraction of the retraining measured in the same pool
+      max_trials: 40                 # optional; or budget_seconds: S instead of budget
+      methods: all                   # the default: every listed method with a search space;
+                                     # or [names], or {name: {budget: ...}} per method
 
 Each run is identified by a hash of everything that determines its result
 (:mod:`unlearnkit.bench.plan`).
@@ -72,6 +77,7 @@ __all__ = [
     "PRESETS",
     "SEED_MAX",
     "BenchConfig",
+    "Calibrate",
     "MethodGrid",
     "Scenario",
     "load_config",
@@ -80,7 +86,7 @@ __all__ = [
 ]
 
 _TOP_KEYS = ("name", "dataset", "model", "recipe", "scenarios", "methods", "seeds", "relearn",
-             "mia", "curves", "original", "score", "max_runs", "timing")
+             "mia", "curves", "original", "score", "max_runs", "timing", "calibrate")
 
 #: The values of the config's ``timing`` key: ``cold`` (the default: every read of the
 #: importance cache misses inside a method's timed call, so that its ``seconds`` is the cost
@@ -165,6 +171,22 @@ class MethodGrid:
 
 
 @dataclass(frozen=True)
+class Calibrate:
+    """A method calibrated by the benchmark (the config's ``calibrate`` key): its search is
+    limited by ``budget`` (a fraction of the scenario's retraining, measured in the same pool)
+    or ``budget_seconds``, and ``max_trials`` (see :func:`unlearnkit.calibrate`)."""
+
+    method: str
+    budget: float | None = 0.2
+    budget_seconds: float | None = None
+    max_trials: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"budget": self.budget, "budget_seconds": self.budget_seconds,
+                "max_trials": self.max_trials}
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     """A validated benchmark configuration (see the module's docstring for the YAML)."""
 
@@ -187,6 +209,9 @@ class BenchConfig:
     score_runs: tuple[tuple[str, tuple[tuple[str, tuple[Any, ...]], ...]], ...] = ()
     #: how each method's seconds are measured: one of :data:`TIMINGS`
     timing: str = "cold"
+    #: the calibrated methods (the ``calibrate`` key): one calibrated run each per scenario
+    #: and seed, beside the grid's runs
+    calibrate: tuple[Calibrate, ...] = ()
 
     def scored(self, method: str, params: dict[str, Any]) -> bool:
         """Whether the run of ``method`` with ``params`` gets the competition's score."""
@@ -504,6 +529,10 @@ def parse_config(raw: Any, *, name: str = "config", max_runs: int | None = None
         _in_method(mg.name, mg.points)
     methods = grids
     score_models, score_runs = _score(m.get("score"), methods)
+    calibrate = _calibrate(m.get("calibrate"), methods)
+    if calibrate:
+        _plan_size(len(scenarios), (*grids, *(MethodGrid(c.method) for c in calibrate)),
+                   len(dict.fromkeys(seeds)), flags["original"], limit)
 
     return BenchConfig(
         name=str(m.get("name", name)),
@@ -518,8 +547,76 @@ def parse_config(raw: Any, *, name: str = "config", max_runs: int | None = None
         score_models=score_models,
         score_runs=score_runs,
         timing=timing,
+        calibrate=calibrate,
         **flags,
     )
+
+
+def _budget_values(key: str, m: Mapping[str, Any], inherited: Calibrate | None
+                   ) -> dict[str, Any]:
+    """``budget``, ``budget_seconds`` and ``max_trials`` of a ``calibrate`` mapping, checked
+    (``inherited``: the values a method's own mapping overrides)."""
+    out = ({"budget": inherited.budget, "budget_seconds": inherited.budget_seconds,
+            "max_trials": inherited.max_trials} if inherited is not None
+           else {"budget": 0.2, "budget_seconds": None, "max_trials": None})
+    if "budget_seconds" in m and m["budget_seconds"] is not None:
+        out["budget"] = None
+    if "budget" in m and m["budget"] is not None:
+        out["budget_seconds"] = None
+    for name in ("budget", "budget_seconds"):
+        if name not in m:
+            continue
+        value = m[name]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not math.isfinite(value) or value <= 0):
+            raise _err(f"{key}.{name}", "a positive number" + (
+                " (a fraction of the retraining's seconds)" if name == "budget" else
+                " of seconds"), value)
+        out[name] = None if value is None else float(value)
+    if "max_trials" in m:
+        value = m["max_trials"]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise _err(f"{key}.max_trials", "a positive int", value)
+        out["max_trials"] = value
+    if out["budget"] is None and out["budget_seconds"] is None and out["max_trials"] is None:
+        raise _err(key, "a limit: budget, budget_seconds or max_trials", dict(m))
+    return out
+
+
+def _calibrate(value: Any, methods: tuple[MethodGrid, ...]) -> tuple[Calibrate, ...]:
+    """The ``calibrate`` key: ``{budget, budget_seconds, max_trials, methods: all | [names] |
+    {name: {budget, ...}}}``; ``methods`` defaults to every listed method that declares a
+    search space."""
+    if value is None:
+        return ()
+    m = _mapping("calibrate", value)
+    _unknown("'calibrate'", m, ("budget", "budget_seconds", "max_trials", "methods"))
+    common = Calibrate("", **_budget_values("calibrate", m, None))
+    listed = [g.name for g in methods]
+    searchable = [n for n in dict.fromkeys(listed) if METHODS.get(n).search_space()]
+    which = m.get("methods", "all")
+    if which == "all":
+        which = {n: {} for n in searchable}
+    elif isinstance(which, list):
+        which = {name: {} for name in _nonempty_list("calibrate.methods", which)}
+    which = _mapping("calibrate.methods", which)
+    if not which:
+        raise _err("calibrate.methods", "all, a non-empty list or mapping of methods", value)
+    out = []
+    for name, own in which.items():
+        if name not in listed:
+            raise InvalidParameterError(
+                f"calibrate.methods names {name!r}, which the config's 'methods' do not run."
+                f"{did_you_mean(str(name), listed)} Methods run: {', '.join(sorted(listed))}.")
+        if name not in searchable:
+            raise InvalidParameterError(
+                f"calibrate.methods names {name!r}, which declares no search space: there is "
+                "nothing to calibrate.")
+        own = _mapping(f"calibrate.methods.{name}", own or {})
+        _unknown(f"'calibrate.methods.{name}'", own, ("budget", "budget_seconds", "max_trials"))
+        out.append(Calibrate(name, **_budget_values(f"calibrate.methods.{name}", own, common)))
+    return tuple(out)
 
 
 def _check_classes(scenarios: tuple[Scenario, ...], dataset: str) -> None:
@@ -658,6 +755,19 @@ model: cnn
 scenarios: {classes: [[3]], random: [0.1]}
 methods: all
 seeds: [0, 1, 2]
+""",
+    "calibrated": """\
+# every method at its defaults and calibrated beside them (issue 13's equal-budget comparison):
+# each method's hyper-parameters searched by uk.calibrate within a fifth of the scenario's
+# retraining time, measured in the same pool; the report leads with the leaderboard
+name: calibrated
+dataset: digits
+model: cnn
+scenarios: {classes: [[3]], random: [0.1]}
+methods: all
+calibrate: {budget: 0.2}
+seeds: [0]
+relearn: false
 """,
     "founding-report": """\
 # every figure and table of the founding report, and its claims checked, on digits: one class

@@ -17,7 +17,7 @@ from typing import Any
 
 from unlearnkit.bench.config import BenchConfig, Scenario
 from unlearnkit.compare import refusal
-from unlearnkit.methods.base import METHODS
+from unlearnkit.methods.base import METHODS, get_method
 
 __all__ = ["ORIGINAL", "Plan", "Run", "expand"]
 
@@ -51,6 +51,15 @@ class Run:
     score_models: int = 0
     #: ``"cold"`` or ``"warm"``: whether the timed call may read the importance cache
     timing: str = "cold"
+    #: a calibrated run's limits (``{"budget", "budget_seconds", "max_trials"}``;
+    #: :class:`unlearnkit.bench.config.Calibrate`): its method's hyper-parameters are searched
+    #: from ``params`` (the defaults) within them; ``None`` for every other run
+    calibrate: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def label(self) -> str:
+        """The method's name, marked when the run is calibrated."""
+        return f"{self.method} (calibrated)" if self.calibrate else self.method
 
     @property
     def method_seed(self) -> int:
@@ -63,13 +72,15 @@ class Run:
         """Everything that determines the run's result (what :attr:`run_id` hashes)."""
         return _spec(self.dataset, self.dataset_options, self.arch, self.arch_kwargs,
                      self.recipe, self.scenario, self.method, self.params, self.seed,
-                     self.relearn, self.mia, self.curves, self.score_models, self.timing)
+                     self.relearn, self.mia, self.curves, self.score_models, self.timing,
+                     self.calibrate)
 
 
 def _spec(dataset: str, dataset_options: dict[str, Any], arch: str,
           arch_kwargs: dict[str, Any], recipe: dict[str, Any], scenario: Scenario, method: str,
           params: dict[str, Any], seed: int, relearn: bool, mia: bool, curves: bool,
-          score_models: int, timing: str = "cold") -> dict[str, Any]:
+          score_models: int, timing: str = "cold",
+          calibrate: dict[str, Any] | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "format": _FORMAT,
         "dataset": {"name": dataset, "options": dataset_options},
@@ -84,6 +95,8 @@ def _spec(dataset: str, dataset_options: dict[str, Any], arch: str,
     }
     if timing != "cold":  # only then: the runs of every earlier store keep their ids
         spec["record"]["timing"] = timing
+    if calibrate:  # likewise: only calibrated runs carry the key
+        spec["calibrate"] = calibrate
     return spec
 
 
@@ -129,14 +142,20 @@ def expand(config: BenchConfig) -> Plan:
             todo.append((ORIGINAL, [{}], None))
         todo += [(g.name, points[g.name], refusal(METHODS.get(g.name), scenario.kind))
                  for g in config.methods]
+        calibrated = {c.method: c.to_dict() for c in config.calibrate}
         for method, grid_points, why in todo:
-            for params in grid_points:
-                n_models = config.score_models if config.scored(method, params) else 0
-                curves = config.curves and method != ORIGINAL
+            batch: list[tuple[dict[str, Any], dict[str, Any] | None]] = [
+                (params, None) for params in grid_points]
+            if method in calibrated:  # after the grid's points: searched from the defaults
+                batch.append((get_method(method).params(), calibrated.pop(method)))
+            for params, limits in batch:
+                n_models = (config.score_models if limits is None
+                            and config.scored(method, params) else 0)
+                curves = config.curves and method != ORIGINAL and limits is None
                 for seed in config.seeds:
                     spec = _spec(config.dataset, options, config.arch, kwargs, recipe, scenario,
                                  method, params, seed, config.relearn, config.mia, curves,
-                                 n_models, config.timing)
+                                 n_models, config.timing, limits)
                     rid = run_id(spec)
                     if rid in seen:  # the same method listed twice, or a repeated grid value
                         continue
@@ -146,6 +165,6 @@ def expand(config: BenchConfig) -> Plan:
                         arch=config.arch, arch_kwargs=kwargs, recipe=recipe, scenario=scenario,
                         method=method, params=params, seed=seed, relearn=config.relearn,
                         mia=config.mia, refused=why, curves=curves, score_models=n_models,
-                        timing=config.timing,
+                        timing=config.timing, calibrate=limits,
                     ))
     return Plan(config=config, runs=tuple(runs))

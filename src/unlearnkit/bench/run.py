@@ -54,7 +54,7 @@ from unlearnkit.compare import jsonable
 from unlearnkit.data.containers import DataBundle
 from unlearnkit.data.registry import load_dataset
 from unlearnkit.data.splits import Split, split_by_class, split_random
-from unlearnkit.evaluation import evaluate
+from unlearnkit.evaluation import EvaluationCache, evaluate
 from unlearnkit.exceptions import DataError, InvalidParameterError, UnlearnkitError
 from unlearnkit.importance.cache import cache_use
 from unlearnkit.methods.base import get_method
@@ -69,7 +69,14 @@ from unlearnkit.pools import (
     retrained_pool,
     unlearned_pool,
 )
-from unlearnkit.training import Recipe, resolve_device, warm_up, watch_epochs, watcher_seconds
+from unlearnkit.training import (
+    Recipe,
+    accuracy,
+    resolve_device,
+    warm_up,
+    watch_epochs,
+    watcher_seconds,
+)
 
 __all__ = ["EXECUTORS", "POLL_SECONDS", "describe", "execute", "log_dir", "prepare", "run_plan"]
 
@@ -144,7 +151,7 @@ def _warm(model: torch.nn.Module, data: Any, device: torch.device) -> None:
 
 
 #: A timed call shorter than this (wall-clock seconds) is repeated, and its median reported.
-REPEAT_BELOW = 1.0
+REPEAT_BELOW = 3.0
 
 #: The most calls a short timed call is repeated to (the first included).
 MAX_REPEATS = 5
@@ -166,25 +173,107 @@ def _timed(call: Callable[[], torch.nn.Module], *, read_cache: bool,
     """
     walls: list[float] = []
     cpus: list[float] = []
-    with cache_use(read=read_cache) as use:
-        with watch_epochs(watcher) if watcher is not None else nullcontext():
-            cpu, watched = time.process_time(), watcher_seconds(cpu=True)
-            model = call()
-            cpus.append(time.process_time() - cpu - (watcher_seconds(cpu=True) - watched))
-        info = get_info(model)
-        first = info.seconds if info is not None else None
-        if first is not None:
-            walls.append(first)
-            while sum(walls) < REPEAT_BELOW and len(walls) < MAX_REPEATS:
+    hits: list[bool] = []
+    # each call in its own block: a repeat does not read what the first call stored
+    with (cache_use(read=read_cache) as use,
+          watch_epochs(watcher) if watcher is not None else nullcontext()):
+        cpu, watched = time.process_time(), watcher_seconds(cpu=True)
+        model = call()
+        cpus.append(time.process_time() - cpu - (watcher_seconds(cpu=True) - watched))
+    hits.append(use.hit)
+    info = get_info(model)
+    first = info.seconds if info is not None else None
+    if first is not None:
+        walls.append(first)
+        while sum(walls) < REPEAT_BELOW and len(walls) < MAX_REPEATS:
+            with cache_use(read=read_cache) as use:
                 cpu = time.process_time()
                 again = call()
                 cpus.append(time.process_time() - cpu)
-                walls.append(get_info(again).seconds or 0.0)  # type: ignore[union-attr]
-                del again
+            hits.append(use.hit)
+            walls.append(get_info(again).seconds or 0.0)  # type: ignore[union-attr]
+            del again
     if info is not None and len(walls) > 1:
         set_info(model, info.replace(seconds=statistics.median(walls)))
     return model, {"repeats": len(cpus), "cpu_seconds": statistics.median(cpus),
-                   "cache_hit": use.hit}
+                   "cache_hit": any(hits)}
+
+
+#: The scenarios a worker keeps the references of (their split, original and retrained
+#: model, and what evaluating against them computed): the runs of a scenario reuse them.
+_KEEP_SCENARIOS = 2
+_JUDGED: dict[tuple[Any, ...], tuple[Split, torch.nn.Module, torch.nn.Module,
+                                     EvaluationCache]] = {}
+
+
+def _judged_against(task: dict[str, Any], run: Run, data: DataBundle, dev: torch.device
+                    ) -> tuple[Split, torch.nn.Module, torch.nn.Module, EvaluationCache]:
+    """The split, the original, the retrained reference and an :class:`EvaluationCache` of a
+    run's scenario, loaded once per worker and kept for the scenario's other runs: every run
+    is judged against the same references, whose outputs and features are then computed once
+    per worker instead of once per run (the methods never change the original: they work on
+    a copy). At most :data:`_KEEP_SCENARIOS` scenarios are kept."""
+    key = (run.dataset, repr(sorted(run.dataset_options.items())), run.scenario, run.seed,
+           task["original"], task["reference"], str(dev))
+    found = _JUDGED.pop(key, None)
+    if found is None:
+        found = (_split(data, run.scenario, run.seed),
+                 load_checkpoint(task["original"], device=dev),
+                 load_checkpoint(task["reference"], device=dev), EvaluationCache())
+    _JUDGED[key] = found  # the most recent last
+    while len(_JUDGED) > _KEEP_SCENARIOS:
+        _JUDGED.pop(next(iter(_JUDGED)))
+    return found
+
+
+def _calibrated(run: Run, original: torch.nn.Module, split: Split, dev: torch.device,
+                task: dict[str, Any], say: Callable[[str], None]
+                ) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """A calibrated run's search (:func:`unlearnkit.calibrate`), timed whole: every trial's
+    cost counts. Its budget is ``budget`` times the retraining of the scenario measured in the
+    same pool (``task["retrain_seconds"]``, whose source ``task["retrain_source"]`` names), or
+    ``budget_seconds``. Returns ``(model, calibration, trials, timing)``; ``model`` is ``None``
+    when no trial finished within the budget (``calibration["note"]`` then says so)."""
+    from unlearnkit.calibration import calibrate
+
+    limits = run.calibrate or {}
+    basis, source = task.get("retrain_seconds"), task.get("retrain_source")
+    if limits.get("budget_seconds") is not None:
+        budget_seconds, source = float(limits["budget_seconds"]), None
+    elif limits.get("budget") is not None and basis:
+        budget_seconds = float(limits["budget"]) * float(basis)
+    elif limits.get("budget") is not None:  # no measured retraining: the original's estimate
+        budget_seconds, source = None, "estimate"
+    else:
+        budget_seconds, source = None, None
+    summary = {"budget": limits.get("budget") if limits.get("budget_seconds") is None
+               else None, "budget_seconds": budget_seconds, "budget_basis": source,
+               "max_trials": limits.get("max_trials"), "defaults": dict(run.params)}
+    say(f"calibrating {run.method}: budget {budget_seconds} s ({summary['budget']} of the "
+        f"retraining's {basis} s, {source}), max_trials {limits.get('max_trials')}")
+    with cache_use(read=run.timing == "warm") as use:
+        cpu = time.process_time()
+        try:
+            found = calibrate(
+                original, split, run.method, seed=run.method_seed, device=dev,
+                budget=limits.get("budget") if budget_seconds is None else None,
+                budget_seconds=budget_seconds, max_trials=limits.get("max_trials"),
+                log=say)
+        except InvalidParameterError as exc:
+            if "no trial finished" not in str(exc):
+                raise
+            summary["note"] = str(exc)
+            return None, summary, [], {}
+        cpu = time.process_time() - cpu
+    info = get_info(found.model)
+    if info is not None:  # the row's seconds: the whole search
+        set_info(found.model, info.replace(seconds=found.seconds))
+    summary.update(budget_seconds=found.budget_seconds, trials=len(found.trials),
+                   best_trial=found.best_trial, search_seconds=found.seconds,
+                   params=found.params, space=found.space)
+    trials = [t.to_dict() for t in found.trials]
+    return found.model, summary, trials, {"repeats": 1, "cpu_seconds": cpu,
+                                          "cache_hit": use.hit}
 
 
 # ---------------------------------------------------------------------- one run
@@ -205,9 +294,7 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
         try:
             dev = resolve_device(task.get("device"))
             data = _data(run.dataset, run.dataset_options)
-            split = _split(data, run.scenario, run.seed)
-            original = load_checkpoint(task["original"], device=dev)
-            reference = load_checkpoint(task["reference"], device=dev)
+            split, original, reference, references = _judged_against(task, run, data, dev)
             watch, curve = curve_watcher(split, device=dev)
             timing = {**_conditions(task.get("process", "main"), dev), "mode": run.timing,
                       "repeats": 1}
@@ -216,6 +303,19 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
                 warnings.simplefilter("always")
                 if run.method == ORIGINAL:  # the original itself, judged like a method
                     model = original
+                elif run.calibrate:
+                    _warm(original, split.retain if split.retain is not None else split.forget,
+                          dev)
+                    model, calibration, trials, measured = _calibrated(
+                        run, original, split, dev, task, say)
+                    if model is None:  # no trial finished within the budget: the method
+                        why = calibration["note"]  # cannot get there; not run again
+                        row = _row(run, "skipped", error=why, calibration=calibration)
+                        say(f"skipped: {why}")
+                        row["started"], row["finished"] = started, _now()
+                        return row
+                    cache_hit = measured.pop("cache_hit")
+                    timing.update(measured)
                 else:
                     _warm(original, split.retain if split.retain is not None else split.forget,
                           dev)
@@ -242,10 +342,12 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
                                         run.score_models, device=dev),
                          retrained_pool(original, split, run.score_models, device=dev))
             say("unlearned; evaluating")
-            ref_forget = evaluate(reference, split, mia=False, relearn=False)["forget_acc"]
+            ref_forget = references.get(
+                "forget_acc", reference, split,
+                lambda: accuracy(reference, split.forget, device=dev))
             metrics = evaluate(model, split, retrained=reference, original=original,
                                pools=pools, mia=run.mia, relearn=run.relearn, seed=run.seed,
-                               verdict=True)
+                               verdict=True, cache=references)
             if run.method == ORIGINAL:  # no unlearning took place: no cost to report
                 for key in ("seconds", "speedup"):
                     metrics.pop(key, None)
@@ -255,13 +357,16 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
             say("recording the artefacts")
             artefacts = model_artefacts(
                 {"original": original, "unlearned": model, "retrained": reference}, split,
-                class_names=getattr(data, "class_names", None), device=dev)
+                class_names=getattr(data, "class_names", None), device=dev, cache=references)
             if curve:
                 artefacts["curves"] = curve
             for key, value in metrics.items():
                 say(f"  {key} = {value}")
             row = _row(run, "ok", metrics=metrics, warnings=notes, artefacts=artefacts,
                        cache_hit=cache_hit, timing=timing if run.method != ORIGINAL else None)
+            if run.calibrate:
+                row.update(params=calibration["params"], calibration=calibration,
+                           trials=trials)
         except Exception as exc:  # a failing run is a row, never a crashed benchmark
             say(traceback.format_exc())
             text = str(exc) if isinstance(exc, UnlearnkitError) else (
@@ -627,9 +732,15 @@ def run_plan(
             else:
                 original = prep_done[("original", r.seed)]["path"]
                 reference = prep_done[("reference", r.scenario, r.seed)]["path"]
-            return {"run": r, "original": str(original), "reference": str(reference),
-                    "log": str(logs / f"{r.run_id}.log"), "device": device,
-                    "process": process}
+            out = {"run": r, "original": str(original), "reference": str(reference),
+                   "log": str(logs / f"{r.run_id}.log"), "device": device,
+                   "process": process}
+            if r.calibrate:  # the budget's basis: the retraining measured in this pool
+                basis = (retrain_rows.get((r.scenario, r.seed))
+                         or bases.get((r.scenario, r.seed)) or {})
+                out.update(retrain_seconds=basis.get("seconds"),
+                           retrain_source=basis.get("source"))
+            return out
 
         def retime(run: Run, row: dict[str, Any]) -> None:
             """The row's retrain_seconds and speedup, like for like (see RETRAIN_SOURCES)."""
@@ -735,8 +846,11 @@ def run_plan(
                              "repeats": result.get("repeats"), **t})
 
         # the reference retrain runs first: the other runs are measured against them
+        # and the calibrated runs last: their budgets are shares of those retrainings
         remaining = [r.run_id for r in todo if _is_reference_retrain(r)]
-        remaining += [r.run_id for r in todo if not _is_reference_retrain(r)]
+        remaining += [r.run_id for r in todo if not _is_reference_retrain(r)
+                      and not r.calibrate]
+        remaining += [r.run_id for r in todo if r.calibrate]
 
         def claim(candidates: list[str], n: int) -> list[str]:
             nonlocal remaining

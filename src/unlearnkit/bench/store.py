@@ -41,9 +41,11 @@ from unlearnkit.compare import jsonable
 from unlearnkit.exceptions import DataError, short_repr
 from unlearnkit.metrics.verdict import OUTCOMES
 
-__all__ = ["ARTEFACT_KEYS", "FINISHED", "HEARTBEAT_SECONDS", "LEASE_TIMEOUT", "METRIC_COLUMNS",
-           "RETRAIN_SOURCES", "SPEC_COLUMNS", "TIMING_COLUMNS", "VERDICT_COLUMN", "ResultStore",
-           "check_store", "read_artefacts", "read_rows", "read_states"]
+__all__ = ["ARTEFACT_KEYS", "CALIBRATION_COLUMN", "FINISHED", "HEARTBEAT_SECONDS",
+           "LEASE_TIMEOUT", "METRIC_COLUMNS",
+           "RETRAIN_SOURCES", "SPEC_COLUMNS", "TIMING_COLUMNS", "TRIAL_COLUMNS", "VERDICT_COLUMN",
+           "ResultStore", "check_store", "read_artefacts", "read_rows", "read_states",
+           "read_trials"]
 
 #: The metrics stored as REAL columns (``NULL`` where absent); every metric is also in the
 #: ``metrics`` JSON column.
@@ -75,6 +77,22 @@ TIMING_COLUMNS: tuple[str, ...] = ("retrain_seconds_source", "cache_hit", "timin
 #: forgotten`` or ``utility lost``; :func:`unlearnkit.evaluation.verdict`), also in the
 #: ``metrics`` JSON as ``verdict``; ``NULL`` where the split has no validation set.
 VERDICT_COLUMN = "verdict"
+
+#: The calibration of a calibrated row (``calibrate:`` in the config; JSON, ``NULL`` in every
+#: other row): ``{"budget" (the fraction of retraining, or null), "budget_seconds",
+#: "budget_basis" (where the retraining seconds the budget was derived from come from, one of
+#: :data:`RETRAIN_SOURCES`), "max_trials", "trials" (how many ran), "best_trial",
+#: "search_seconds", "defaults" (the method's default parameters: the search's first trial),
+#: "space"}``. The row's ``params`` are the chosen parameters and its ``seconds`` the whole
+#: search's: every trial's cost counts. Its trials are in table ``trials``.
+CALIBRATION_COLUMN = "calibration"
+
+#: The columns of table ``trials`` (one row per trial of a calibrated run, in order):
+#: ``number`` (0: the method's defaults), ``params`` (JSON: the searched values), ``state``
+#: (``complete``, ``pruned``, ``over budget`` or ``failed``), ``value`` (the objective),
+#: ``outcome`` (the trial's verdict), ``retained``, ``shortfall``, ``seconds``, ``note``.
+TRIAL_COLUMNS: tuple[str, ...] = ("number", "params", "state", "value", "outcome", "retained",
+                                  "shortfall", "seconds", "note")
 
 #: The values of ``retrain_seconds_source``, from the most to the least like for like:
 #:
@@ -127,6 +145,7 @@ CREATE TABLE IF NOT EXISTS runs (
     cache_hit INTEGER,
     timing TEXT,
     verdict TEXT,
+    calibration TEXT,
     metrics TEXT,
     warnings TEXT,
     spec TEXT NOT NULL,
@@ -138,6 +157,19 @@ CREATE TABLE IF NOT EXISTS artefacts (
     run_id TEXT PRIMARY KEY,
     payload TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS trials (
+    run_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,
+    value REAL,
+    outcome TEXT,
+    retained REAL,
+    shortfall REAL,
+    seconds REAL,
+    note TEXT,
+    PRIMARY KEY (run_id, number)
+);
 CREATE TABLE IF NOT EXISTS leases (
     run_id TEXT PRIMARY KEY,
     token TEXT NOT NULL,
@@ -147,16 +179,19 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 """
 _COLUMNS = ("run_id", *SPEC_COLUMNS, "status", *METRIC_COLUMNS, *TIMING_COLUMNS,
-            VERDICT_COLUMN, "metrics",
+            VERDICT_COLUMN, CALIBRATION_COLUMN, "metrics",
             "warnings", "spec", "started", "finished", "error")
 #: the SQL type of each column added after the first stores (added to older stores on writing)
 _ADDED = {**{c: "REAL" for c in METRIC_COLUMNS}, "retrain_seconds_source": "TEXT",
-          "cache_hit": "INTEGER", "timing": "TEXT", VERDICT_COLUMN: "TEXT"}
+          "cache_hit": "INTEGER", "timing": "TEXT", VERDICT_COLUMN: "TEXT",
+          CALIBRATION_COLUMN: "TEXT"}
 _TABLES = {"runs": _COLUMNS, "artefacts": ("run_id", "payload"),
+           "trials": ("run_id", *TRIAL_COLUMNS),
            "leases": ("run_id", "token", "pid", "host", "heartbeat")}
 #: the JSON columns of ``runs`` and the type each holds (``None`` allowed where marked)
 _JSON = {"params": (dict, False), "metrics": (dict, True), "warnings": (list, True),
-         "spec": (dict, False), "timing": (dict, True)}
+         "spec": (dict, False), "timing": (dict, True),
+         CALIBRATION_COLUMN: (dict, True)}
 
 #: How often (seconds) a benchmark refreshes the heartbeat of the runs it holds.
 HEARTBEAT_SECONDS = 10.0
@@ -374,6 +409,9 @@ class ResultStore:
                        if row.get("timing") is not None else None),
             VERDICT_COLUMN: (metrics.get("verdict")
                              if isinstance(metrics.get("verdict"), str) else None),
+            CALIBRATION_COLUMN: (json.dumps(jsonable(row[CALIBRATION_COLUMN]), sort_keys=True,
+                                            allow_nan=False)
+                                 if row.get(CALIBRATION_COLUMN) is not None else None),
             "metrics": json.dumps(jsonable(metrics), sort_keys=True, allow_nan=False),
             "warnings": json.dumps(list(row.get("warnings") or ())),
             "spec": json.dumps(jsonable(row["spec"]), sort_keys=True),
@@ -383,6 +421,11 @@ class ResultStore:
         }
         artefacts = (json.dumps(jsonable(row["artefacts"]), allow_nan=False)
                      if row.get("artefacts") else None)
+        trials = [(values["run_id"], int(t["number"]),
+                   json.dumps(jsonable(t.get("params") or {}), sort_keys=True),
+                   str(t["state"]), _real(t.get("value")), t.get("outcome"),
+                   _real(t.get("retained")), _real(t.get("shortfall")),
+                   _real(t.get("seconds")), t.get("note")) for t in row.get("trials") or ()]
         sql = (f"INSERT INTO runs ({', '.join(_COLUMNS)}) "
                f"VALUES ({', '.join('?' * len(_COLUMNS))})")
         rid = values["run_id"]
@@ -397,6 +440,11 @@ class ResultStore:
             if artefacts is not None:
                 conn.execute("INSERT INTO artefacts (run_id, payload) VALUES (?, ?)",
                              (rid, artefacts))
+            conn.execute("DELETE FROM trials WHERE run_id = ?", (rid,))
+            if trials:
+                conn.executemany(
+                    f"INSERT INTO trials (run_id, {', '.join(TRIAL_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * (len(TRIAL_COLUMNS) + 1))})", trials)
         return True
 
     def amend_timing(self, run_id: str, changes: Mapping[str, Any],
@@ -436,6 +484,10 @@ class ResultStore:
     def artefacts(self) -> dict[str, dict[str, Any]]:
         """Every stored artefacts document, by run_id."""
         return _artefacts(self.conn, self.path)
+
+    def trials(self) -> dict[str, list[dict[str, Any]]]:
+        """Every calibrated run's trials, by run_id (see :data:`TRIAL_COLUMNS`)."""
+        return _trials(self.conn, self.path)
 
     # ------------------------------------------------------------------ leases
     def _alive(self, pid: int, host: str, heartbeat: float, now: float) -> bool:
@@ -651,6 +703,42 @@ def _artefacts(conn: sqlite3.Connection, path: str | os.PathLike) -> dict[str, d
             raise _store_error(path, f"the artefacts of run {rid!r} (artefacts row {rowid}) "
                                      "are not a JSON mapping")
         out[rid] = value
+    return out
+
+
+def _trials(conn: sqlite3.Connection, path: str | os.PathLike
+            ) -> dict[str, list[dict[str, Any]]]:
+    if not _check_schema(conn, path):
+        return {}
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='trials'").fetchone()
+    if not found:  # a store from before calibration
+        return {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    cur = conn.execute(f"SELECT rowid, run_id, {', '.join(TRIAL_COLUMNS)} FROM trials "
+                       "ORDER BY run_id, number")
+    for rowid, rid, *values in cur:
+        trial = dict(zip(TRIAL_COLUMNS, values, strict=True))
+        try:
+            params = json.loads(trial["params"])
+        except (TypeError, ValueError):
+            params = None
+        if not isinstance(params, dict):
+            raise _store_error(path, f"trial {trial['number']!r} of run {rid!r} (trials row "
+                                     f"{rowid}) holds parameters that are not a JSON mapping")
+        trial["params"] = params
+        out.setdefault(rid, []).append(trial)
+    return out
+
+
+def read_trials(path: str | os.PathLike, run_ids: Iterable[str] | None = None
+                ) -> dict[str, list[dict[str, Any]]]:
+    """The trials of the calibrated runs of an existing results database, by run_id, in order
+    (read-only; ``{}`` if there is no file or no calibrated run)."""
+    out = _read_only(path, lambda conn: _trials(conn, path), {})
+    if run_ids is not None:
+        wanted = set(run_ids)
+        out = {k: v for k, v in out.items() if k in wanted}
     return out
 
 

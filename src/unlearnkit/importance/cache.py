@@ -19,7 +19,7 @@ import contextvars
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +43,15 @@ CACHE_FORMAT = 1
 @dataclass
 class CacheUse:
     """What the importance cache did inside a :func:`cache_use` block: ``lookups`` (reads
-    tried), ``hits`` (reads that returned stored importances) and whether reads were
-    allowed (``read``)."""
+    tried), ``hits`` (reads that returned stored importances), whether reads of what was
+    stored before the block were allowed (``read``), and the keys stored inside it
+    (``written``: those are read even with ``read=False``, so that a calibration's trials
+    share one importance pass and still pay its cold cost once)."""
 
     read: bool = True
     lookups: int = 0
     hits: int = 0
+    written: set[str] = field(default_factory=set)
 
     @property
     def hit(self) -> bool:
@@ -63,8 +66,9 @@ _USES: contextvars.ContextVar[tuple[CacheUse, ...]] = contextvars.ContextVar(
 @contextlib.contextmanager
 def cache_use(*, read: bool = True) -> Iterator[CacheUse]:
     """Record the importance-cache lookups made inside the block; with ``read=False`` every
-    read misses (the importances are computed afresh, and still written), so that the block
-    pays the cold cost whatever the cache holds.
+    read of an entry stored before the block misses (the importances are computed afresh, and
+    still written), so that the block pays the cold cost whatever the cache holds; what the
+    block itself stored is read back.
 
     >>> with cache_use(read=False) as use:
     ...     pass
@@ -111,7 +115,7 @@ def load_cached_importances(
     uses = _USES.get()
     for use in uses:
         use.lookups += 1
-    if any(not use.read for use in uses):
+    if any(not use.read and key not in use.written for use in uses):
         return None
     out = _load(key, model, device=device)
     if out is not None:
@@ -139,6 +143,8 @@ def _load(key: str, model: nn.Module, *, device: torch.device | None) -> Importa
 def save_cached_importances(key: str, imps: Importances) -> Path:
     """Store ``imps`` under ``key``, atomically."""
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in imps.items()}
+    for use in _USES.get():
+        use.written.add(key)
     return atomic_write(cache_path(key), lambda tmp: save_file(tensors, tmp))
 
 

@@ -26,7 +26,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
-__all__ = ["PROBE_MAX_SAMPLES", "linear_cka", "probe_accuracy"]
+__all__ = ["PROBE_MAX_SAMPLES", "linear_cka", "probe_accuracy", "subsample"]
 
 #: Default cap on the samples :func:`probe_accuracy` fits its probe on.
 PROBE_MAX_SAMPLES = 5000
@@ -91,7 +91,7 @@ def linear_cka(x: Any, y: Any) -> float:
     return float(np.clip(value, 0.0, 1.0))
 
 
-def _subsample(labels: np.ndarray, max_samples: int, seed: int) -> np.ndarray:
+def subsample(labels: np.ndarray, max_samples: int, seed: int) -> np.ndarray:
     """Sorted indices of at most ``max_samples`` samples, drawn per label in proportion to its
     count (at least one of each label), seeded."""
     n = len(labels)
@@ -159,7 +159,7 @@ def probe_accuracy(
     if not np.isin(y, targets).any():
         return float("nan")
     if max_samples is not None:
-        idx = _subsample(y, max_samples, seed)
+        idx = subsample(y, max_samples, seed)
         f, y = f[idx], y[idx]
     labels_present, counts = np.unique(y, return_counts=True)
     if len(labels_present) < 2:
