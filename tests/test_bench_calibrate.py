@@ -272,3 +272,18 @@ def test_the_probe_computes_features_for_its_subsample_only_with_the_same_value(
         assert got == expected
         assert sum(calls) == len(subsample(labels, cap, 4))
     assert len(subsample(labels, 300, 4)) < len(labels)  # the cap of 300 did subsample
+
+
+def test_a_one_pass_trial_that_ends_after_the_budget_is_discarded(digits, mlp_model):
+    """SSD cannot stop mid-pass: a trial that ends past the budget is over budget, its model
+    not returned, so a calibrated result never costs more than its budget."""
+    from unlearnkit.calibration import NoTrialFinished
+
+    split = uk.split_by_class(digits, [3])
+    with cache_use(read=False), pytest.raises(NoTrialFinished) as caught:
+        uk.calibrate(mlp_model, split, "ssd", budget_seconds=0.005)
+    (first, *_) = caught.value.trials
+    assert first.number == 0 and first.state == "over budget"
+    assert "after the budget" in first.note and first.seconds > 0.005
+    assert caught.value.budget_seconds == 0.005
+    assert "no trial finished within the budget" in str(caught.value)

@@ -19,13 +19,15 @@ the faster); when no trial is ``forgotten``, the one with the highest objective.
 **Budget.** Wall-clock, all of it counted (each trial's unlearning, its verdicts, the sampler):
 ``budget`` times the estimated cost of retraining (the original's recorded training seconds
 scaled by |D_r| / |D|; 0.2 by default, the NeurIPS 2023 competition's gate), or
-``budget_seconds``. A trial may use at most half of the budget left when it starts
-(:data:`TRIAL_SHARE`), and is stopped at an epoch's end when it runs past that
-(``over budget``) or when its per-epoch objective falls below the median of earlier trials at
-the same epoch (``pruned``: it cannot win). A method without epochs (SSD, one pass) cannot be
-stopped mid-way: its trial ends, and the search stops once the budget is spent. The method's
-defaults are the first trial, so calibration never returns worse than the defaults when they
-fit in half the budget.
+``budget_seconds``. The method's defaults are the first trial, and may use the whole budget,
+so that calibration never returns worse than the defaults when they fit in it; every later
+trial may use at most half of the budget left when it starts (:data:`TRIAL_SHARE`). A trial is
+stopped at an epoch's end when it runs past its share (``over budget``) or when its per-epoch
+objective falls below the median of earlier trials at the same epoch (``pruned``: it cannot
+win). A method without epochs (SSD, one pass) cannot be stopped mid-way: a trial of it that
+ends after the budget ran out is ``over budget`` too, its model discarded, so that a
+calibrated result never costs more than its budget (give or take the last verdict). When no
+trial finishes, :class:`NoTrialFinished` says so, with the history.
 
 **Reuse.** Importance passes are read from the on-disk importance cache after the first trial
 (SSD's I_D is computed once per search, not per trial).
@@ -58,7 +60,7 @@ from unlearnkit.models.info import check_finite, get_info, set_info
 from unlearnkit.training import data_size, watch_epochs
 
 __all__ = ["DEFAULT_BUDGET", "SHORTFALL_WEIGHT", "Calibration", "CalibrationTrial",
-           "calibrate", "objective_of", "retrain_estimate"]
+           "NoTrialFinished", "calibrate", "objective_of", "retrain_estimate"]
 
 #: The default budget: a fifth of the estimated retraining cost (the competition's gate).
 DEFAULT_BUDGET = 0.2
@@ -196,6 +198,18 @@ class _OverBudget(Exception):
     pass
 
 
+class NoTrialFinished(InvalidParameterError):
+    """No trial of a search finished within its budget; :attr:`trials` holds the history
+    (every trial ``over budget``, ``pruned`` or ``failed``) and :attr:`budget_seconds` the
+    budget."""
+
+    def __init__(self, message: str, trials: list[CalibrationTrial],
+                 budget_seconds: float | None) -> None:
+        super().__init__(message)
+        self.trials = trials
+        self.budget_seconds = budget_seconds
+
+
 def calibrate(
     model: nn.Module,
     split: Split,
@@ -301,8 +315,10 @@ def calibrate(
         if t0 >= deadline:
             study.stop()
             raise _OverBudget
-        # this trial's own limit: a share of what is left (all of it when there is no budget)
-        stop_at = t0 + TRIAL_SHARE * (deadline - t0) if math.isfinite(deadline) else deadline
+        # this trial's own limit: a share of what is left (all of it for the defaults, the
+        # first trial, and when there is no budget)
+        stop_at = (t0 + TRIAL_SHARE * (deadline - t0)
+                   if math.isfinite(deadline) and trial.number > 0 else deadline)
         values = {k: _suggest(trial, k, s, kinds[k]) for k, s in space.items()}
         try:
             m = dataclasses.replace(base, **values)
@@ -342,6 +358,12 @@ def calibrate(
             trials.append(CalibrationTrial(trial.number, values, "pruned",
                                            seconds=time.perf_counter() - t0))
             raise
+        if time.perf_counter() > deadline:  # a pass that cannot stop mid-way ran past it
+            trials.append(CalibrationTrial(trial.number, values, "over budget",
+                                           seconds=time.perf_counter() - t0,
+                                           note="finished after the budget ran out"))
+            study.stop()
+            raise optuna.TrialPruned("over budget")
         v = verdict(out, split, original, hint=m.forget_more, utility_hint=m.keep_utility)
         value, shortfall, retained = objective_of(v)
         tolerance = float(v.numbers["tolerance"])
@@ -362,10 +384,10 @@ def calibrate(
                    catch=(_OverBudget,))
     seconds = time.perf_counter() - start
     if not best:
-        raise InvalidParameterError(
+        raise NoTrialFinished(
             f"{cls.name}: no trial finished within the budget ({limit:.3g} s); give a larger "
             "budget or budget_seconds." if limit is not None else
-            f"{cls.name}: no trial finished.")
+            f"{cls.name}: no trial finished.", trials, limit)
     m_best: UnlearningMethod = best["method"].for_scenario(split.scenario)
     out = best["model"]
     info = get_info(out)

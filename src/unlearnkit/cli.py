@@ -819,7 +819,10 @@ def _bench_text(r: dict[str, Any]) -> str:
                   "report says why); not a forgetting signal", ""]
     return "\n".join(lines) + (
             f"{r['config']}: {r['total']} runs: {r['ok']} done, {r['reused']} skipped (already "
-            f"in the store), {r['skipped']} refused by their method, {r['failed']} failed; "
+            f"in the store), {r['skipped']} refused by their method, "
+            + (f"{r['over_budget']} calibrated without a trial in their budget, "
+               if r.get("over_budget") else "")
+            + f"{r['failed']} failed; "
             f"{r['seconds']:.1f} s\nResults: {r['db']} (logs: {r['logs']})"
             + (f"\nReport: {r['report']}" if r.get("report") else ""))
 

@@ -24,6 +24,8 @@ accuracies, seconds    the model                                   :func:`evalua
 ``probe_forget_acc``   the model (class unlearning)                :func:`probe_forget_acc`
 ``cka_retrained``      a retrained model                           :func:`cka_retrained`
 ``cka_original``       the original model                          :func:`cka_original`
+``verdict``,           the original and a validation set           :func:`verdict`
+``verdict_loss_auc``   (sample unlearning, for the AUC)
 ``forgetting_quality``,  pools of unlearned and retrained models   :func:`pool_metrics`
 ``competition_score``,   (:mod:`unlearnkit.pools`)
 ``mia_lira``
@@ -654,7 +656,9 @@ def evaluate(
     ``mia_confidence``) and ``cka_retrained`` (linear CKA of the penultimate features on D_f).
     With ``original``: ``cka_original`` (the same, against the original) and, with
     ``verdict=True`` and a split with a validation set, ``verdict`` (the oracle-free outcome
-    of :func:`verdict`, the one value that is a string; :func:`verdict` gives its numbers);
+    of :func:`verdict`, the one value that is a string; :func:`verdict` gives its numbers;
+    for sample unlearning also ``verdict_loss_auc``, its loss attack's AUC of D_f against the
+    validation set, 0.5 = treated like unseen data);
     with both:
     ``anamnesis`` (relearning; skip it with ``relearn=False``) and, with ``mia``,
     ``<attack>_separation`` per MIA figure (the attack's figure on the original minus on the
@@ -751,7 +755,10 @@ def evaluate(
         oo = o if original is model else None
         if want_verdict and split.validation is not None:
             oo = oo or outputs(original, "original")
-            out["verdict"] = _judge(o, split, oo).outcome
+            judged = _judge(o, split, oo)
+            out["verdict"] = judged.outcome
+            if judged.numbers.get("loss_auc") is not None:  # sample unlearning
+                out["verdict_loss_auc"] = float(judged.numbers["loss_auc"])
         if retrained is not None and figures:
             orig_figures = (figures if original is model
                             else _memo(cache, "original mias", original, split,

@@ -234,7 +234,7 @@ def _calibrated(run: Run, original: torch.nn.Module, split: Split, dev: torch.de
     same pool (``task["retrain_seconds"]``, whose source ``task["retrain_source"]`` names), or
     ``budget_seconds``. Returns ``(model, calibration, trials, timing)``; ``model`` is ``None``
     when no trial finished within the budget (``calibration["note"]`` then says so)."""
-    from unlearnkit.calibration import calibrate
+    from unlearnkit.calibration import NoTrialFinished, calibrate
 
     limits = run.calibrate or {}
     basis, source = task.get("retrain_seconds"), task.get("retrain_source")
@@ -259,11 +259,10 @@ def _calibrated(run: Run, original: torch.nn.Module, split: Split, dev: torch.de
                 budget=limits.get("budget") if budget_seconds is None else None,
                 budget_seconds=budget_seconds, max_trials=limits.get("max_trials"),
                 log=say)
-        except InvalidParameterError as exc:
-            if "no trial finished" not in str(exc):
-                raise
-            summary["note"] = str(exc)
-            return None, summary, [], {}
+        except NoTrialFinished as exc:  # the method cannot get there within the budget
+            summary.update(note=str(exc), budget_seconds=exc.budget_seconds,
+                           trials=len(exc.trials))
+            return None, summary, [t.to_dict() for t in exc.trials], {}
         cpu = time.process_time() - cpu
     info = get_info(found.model)
     if info is not None:  # the row's seconds: the whole search
@@ -310,7 +309,8 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
                         run, original, split, dev, task, say)
                     if model is None:  # no trial finished within the budget: the method
                         why = calibration["note"]  # cannot get there; not run again
-                        row = _row(run, "skipped", error=why, calibration=calibration)
+                        row = _row(run, "skipped", error=why, calibration=calibration,
+                                   trials=trials)
                         say(f"skipped: {why}")
                         row["started"], row["finished"] = started, _now()
                         return row
@@ -651,9 +651,11 @@ def run_plan(
         ``{"db", "total", "ran", "reused", "skipped", "failed", "seconds", "runs",
         "prepared", "cpu_share"}``: ``ran`` = the runs this call executed; ``reused`` =
         already in the store, or stored meanwhile by another benchmark; ``skipped`` = the
-        method refuses the scenario; ``runs`` = one ``{run_id, scenario, method, params, seed,
-        status}`` per run; ``prepared`` = one ``{kind, scenario, seed, cached, seconds,
-        cpu_seconds, repeats, process, threads, device}`` per original, reference and pool
+        method refuses the scenario; ``over_budget`` = calibrated runs whose search finished
+        no trial within its budget (stored as ``skipped``, saying so); ``runs`` = one
+        ``{run_id, scenario, method, params, seed, status}`` per run; ``prepared`` = one
+        ``{kind, scenario, seed, cached, seconds, cpu_seconds, repeats, process, threads,
+        device}`` per original, reference and pool
         this call made or loaded; ``cpu_share`` = the median, over the timed calls on a CPU, of
         their CPU time over their wall-clock time (1: each had a core to itself; lower: the
         machine was busy, and wall-clock seconds are noisy), or ``None``.
@@ -794,7 +796,8 @@ def run_plan(
             retime(run, row)
             if store.write(row):
                 counts["wrote"] += 1
-                status[rid] = row["status"]
+                status[rid] = ("over budget" if row["status"] == "skipped" and run.calibrate
+                               else row["status"])
                 extra = f": {row['error']}" if row["error"] else ""
                 if row["status"] == "ok":
                     amend(run, row)
@@ -943,7 +946,7 @@ def run_plan(
             for r in plan.runs]
     summary = {k: sum(1 for r in runs if r["status"] == v)
                for k, v in (("ok", "ok"), ("reused", "reused"), ("skipped", "skipped"),
-                            ("failed", "failed"))}
+                            ("failed", "failed"), ("over_budget", "over budget"))}
     return {"db": str(db), "logs": str(logs), "total": len(plan.runs), "ran": counts["ran"],
             **summary, "seconds": time.perf_counter() - start, "runs": runs,
             "prepared": prepared,

@@ -58,6 +58,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "cka_retrained", "cka_original", "probe_forget_acc",
     "mia_loss_cv_power", "mia_entropy_power", "mia_confidence_power",
     "mia_loss_cv_separation", "mia_entropy_separation", "mia_confidence_separation",
+    "verdict_loss_auc",
 )
 
 #: How a row's ``seconds`` was measured, beside the metrics (``NULL`` in older stores, in
