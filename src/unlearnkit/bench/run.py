@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import statistics
 import sys
 import time
@@ -380,6 +381,54 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
 def _init_worker() -> None:
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")  # a run's warnings are recorded in its row and log
+    # Ctrl-C reaches the terminal's whole process group: the benchmark (the parent) decides
+    # what stops, and stops its workers itself (_stop_workers)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (if it is not running yet) with its warning
+    about leaked semaphores silenced. A worker stopped by :func:`_stop_workers` (Ctrl-C)
+    cannot unregister the semaphores its libraries created; the tracker removes them, as it
+    should, but says so in a warning that would read like a fault of the interrupted run."""
+    from multiprocessing import resource_tracker
+
+    tracker = resource_tracker._resource_tracker
+    if getattr(tracker, "_pid", None) is not None:
+        return
+    quiet = "ignore::UserWarning:multiprocessing.resource_tracker"
+    before = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = ",".join(x for x in (before, quiet) if x)
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONWARNINGS", None)
+        else:
+            os.environ["PYTHONWARNINGS"] = before
+
+
+#: Seconds a terminated worker is given to exit before it is killed.
+STOP_GRACE = 2.0
+
+
+def _stop_workers(pool: Any) -> None:
+    """Stop a process pool's workers now: terminate each (SIGTERM), kill what is still alive
+    after :data:`STOP_GRACE` seconds, and shut the pool down without waiting for its tasks, so
+    that an interrupted benchmark returns within seconds and leaves no orphan process."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.terminate()
+    deadline = time.monotonic() + STOP_GRACE
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.join(max(deadline - time.monotonic(), 0.0))
+            if p.is_alive():
+                p.kill()
+                p.join(1.0)
+    with contextlib.suppress(Exception):
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------- the models runs need
@@ -885,6 +934,9 @@ def run_plan(
                     wait_for_others()
         elif todo:
             slots = 1 if inline else min(n_workers, len(todo) + len(preps))
+            if not inline:
+                with contextlib.suppress(Exception):  # cosmetic: never stop a benchmark
+                    _quiet_resource_tracker()
             pool_kind: Any = (_Inline() if inline else ProcessPoolExecutor(
                 max_workers=slots, mp_context=get_context("spawn"), initializer=_init_worker))
             # one torch thread everywhere: the clock sees the same conditions in every task
@@ -919,8 +971,18 @@ def run_plan(
                                     finished(fut.result())
                         elif remaining:
                             wait_for_others()
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
+                except BaseException as exc:
+                    if inline:
+                        pool.shutdown(wait=False, cancel_futures=True)
+                    else:
+                        _stop_workers(pool)
+                    if isinstance(exc, KeyboardInterrupt):
+                        lost = [key for kind, key in running.values() if kind == "run"]
+                        for rid in lost:  # their logs would describe runs that never ended
+                            (logs / f"{rid}.log").unlink(missing_ok=True)
+                        say(f"interrupted: {counts['wrote']} run(s) stored, "
+                            f"{len(lost)} in flight discarded (not stored); the same "
+                            "command completes the rest")
                     raise
     except BaseException:
         if bar is not None:

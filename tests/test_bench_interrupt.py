@@ -1,0 +1,99 @@
+"""Ctrl-C on a running benchmark (issue 15): a real SIGINT to the terminal's process group
+stops the workers at once, leaves no process behind, stores exactly the runs that finished
+(and says how many), and the same command completes the rest."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CONFIG = """\
+dataset: digits
+model: {arch: mlp, kwargs: {hidden: [32]}}
+recipe: {epochs: 2}
+scenarios: {classes: [[3]]}
+methods: {finetune: {epochs: [30, 31, 32, 33, 34, 35]}}
+seeds: [0]
+relearn: false
+mia: false
+original: false
+"""
+
+
+def _rows(db: Path) -> int:
+    try:
+        conn = sqlite3.connect(db)
+        try:
+            return conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.slow
+def test_sigint_stops_the_workers_stores_the_finished_runs_and_a_rerun_completes(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(CONFIG)
+    db = tmp_path / "r.sqlite"
+    cmd = [sys.executable, "-m", "unlearnkit", "bench", str(cfg), "--out", str(db),
+           "--workers", "2"]
+    env = {**os.environ, "PYTHONWARNINGS": ""}
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while _rows(db) < 1 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert proc.poll() is None, "the benchmark ended before it could be interrupted"
+        workers = _children(proc.pid)
+        assert len(workers) >= 2  # the pool's two workers (and multiprocessing's tracker)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130
+    said = re.search(r"interrupted: (\d+) run\(s\) stored, (\d+) in flight discarded", out)
+    assert said, out
+    stored, lost = int(said.group(1)), int(said.group(2))
+    assert 1 <= stored < 6 and 1 <= lost <= 2
+    assert "leaked semaphore" not in out and "Traceback" not in out
+    # no process left behind: every worker is gone within a few seconds
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in workers)
+    # the store holds exactly the finished runs, no lease, and one log per stored run
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM runs WHERE status = 'ok'").fetchone()[0] == stored
+    assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == stored
+    assert conn.execute("SELECT count(*) FROM leases").fetchone()[0] == 0
+    conn.close()
+    assert len(list((tmp_path / "r.sqlite.logs").glob("*.log"))) == stored
+    # the same command completes the rest
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert f"{6 - stored} done, {stored} skipped (already in the store)" in again.stdout
+    assert _rows(db) == 6
