@@ -177,3 +177,97 @@ def test_report_of_a_subset(tmp_path):
     assert code == 0
     rows = json.loads(out)["scenarios"][0]["rows"]
     assert rows == 4  # retrain, original, and finetune with epochs 1 and 2
+
+
+# ---------------------------------------------------------------------- calibrated rows
+FT = {"epochs": 5, "lr": 1e-05, "weight_decay": 0.01, "optimizer": "adam", "momentum": 0.9,
+      "batch_size": 64}  # finetune's defaults
+
+
+def _calibration(method, defaults, params, space):
+    return {"budget": 0.2, "budget_seconds": 2.0, "budget_basis": "retrain-row",
+            "max_trials": None, "trials": 3, "best_trial": 2, "search_seconds": 3.0,
+            "defaults": defaults, "params": params,
+            "space": {k: {"low": 0.1, "high": 10.0, "log": True} for k in space}}
+
+
+def make_calibrated_db(path: Path) -> Path:
+    """Each of finetune and ssd at its defaults and calibrated, the references, and a
+    calibrated scrub that found nothing within its budget (skipped)."""
+    ft_cal = {**FT, "lr": 0.003}
+    ssd_cal = {"alpha": 3.0, "lambd": 1.0}
+    trials = [{"number": 0, "params": {"lr": 1e-5}, "state": "complete", "value": -1.0,
+               "outcome": "not forgotten", "retained": 0.9, "shortfall": 0.95, "seconds": 1.0},
+              {"number": 1, "params": {"lr": 0.5}, "state": "failed", "seconds": 0.1,
+               "note": "diverged"},
+              {"number": 2, "params": {"lr": 0.003}, "state": "complete", "value": 0.9,
+               "outcome": "forgotten", "retained": 0.9, "shortfall": 0.0, "seconds": 1.2}]
+    rows = [  # (method, params, avg_gap, js, seconds, verdict, calibration, trials)
+        ("retrain", {}, 0.01, 0.0, 10.0, "forgotten", None, None),
+        ("original", {}, 0.5, 0.6, None, "not forgotten", None, None),
+        ("finetune", FT, 0.4, 0.3, 1.0, "not forgotten", None, None),
+        ("finetune", ft_cal, 0.05, 0.02, 3.0, "forgotten",
+         _calibration("finetune", FT, ft_cal, ["lr", "epochs"]), trials),
+        ("ssd", {}, 0.1, 0.05, 0.5, "forgotten", None, None),
+        ("ssd", ssd_cal, 0.02, 0.01, 2.0, "forgotten",
+         _calibration("ssd", {"alpha": 10.0, "lambd": 1.0}, ssd_cal, ["alpha", "lambd"]), None),
+    ]
+    with ResultStore(path) as store:
+        for n, (method, params, gap, js, sec, verdict, cal, tr) in enumerate(rows):
+            store.write({"run_id": f"c{n}", "dataset": "digits", "arch": "mlp",
+                         "scenario": "class 3", "scenario_kind": "class", "method": method,
+                         "params": params, "seed": 0, "status": "ok", "spec": {},
+                         "metrics": {"retain_acc": 0.9, "forget_acc": 0.1, "avg_gap": gap,
+                                     "js_divergence": js, "seconds": sec, "verdict": verdict},
+                         "calibration": cal, "trials": tr})
+        store.write({"run_id": "skip", "dataset": "digits", "arch": "mlp",
+                     "scenario": "class 3", "scenario_kind": "class", "method": "scrub",
+                     "params": {}, "seed": 0, "status": "skipped", "spec": {},
+                     "error": "no trial finished within the budget of 2 s",
+                     "calibration": {"budget": 0.2, "budget_seconds": 2.0}})
+    return path
+
+
+def test_leaderboard_of_defaults_and_calibrated_rows(tmp_path):
+    out = tmp_path / "rep"
+    result = write_report(make_calibrated_db(tmp_path / "c.sqlite"), out)
+    (board,) = result["leaderboards"]
+    # by avg_gap: each method's calibrated row ahead of its defaults; no reference ranked
+    assert [(r["rank"], r["label"]) for r in board["rows"]] == [
+        (1, "ssd (calibrated)"), (2, "finetune (calibrated)"), (3, "ssd"), (4, "finetune")]
+    assert board["baseline"] == 0.5 and board["front"] == ["ssd", "ssd (calibrated)"]
+    assert board["rows"][1]["params"] == [{"lr": 0.003}]  # what the search changed
+    assert board["rows"][0]["params"] == [{"alpha": 3.0}]
+    assert board["rows"][3]["closer_than_original"] is True
+    assert board["verdict_counts"] == {"forgotten": 3, "not forgotten": 1}
+
+    pareto = out / "pareto-digits-mlp-class-3.png"
+    assert str(pareto) in result["files"] and pareto.read_bytes().startswith(b"\x89PNG")
+
+    md = (out / "report.md").read_text()
+    assert "1. ssd (calibrated): avg_gap 0.02, 2 s, forgotten, alpha=3" in md  # at a glance
+    assert "Verdicts of the 4 rows: forgotten 3, not forgotten 1." in md
+    assert re.search(r"\| 2 \| finetune \(calibrated\) \| forgotten \| 0\.05 \|.*"
+                     r"\| closer \| lr=0\.003 \(best of 3 trials \(trial 2\), budget 0\.2 x "
+                     r"retraining = 2 s", md)
+    assert md.count("(pareto-digits-mlp-class-3.png)") == 2
+    assert "| **2** (best) | complete | 0.9 | forgotten |" in md  # the trials, as data
+    assert "scrub (calibrated), seed 0: not in the leaderboard: no trial finished" in md
+
+    page = (out / "report.html").read_text()
+    glance = page.split('<section id="at-a-glance">', 1)[1].split("</section>", 1)[0]
+    assert re.findall(r'<li value="(\d)" data-method="(\w+)" data-calibrated="(\w+)"',
+                      glance) == [("1", "ssd", "true"), ("2", "finetune", "true"),
+                                  ("3", "ssd", "false")]
+    assert 'data-file="pareto-digits-mlp-class-3.png"' in glance
+    assert page.count('data-file="pareto-digits-mlp-class-3.png"') == 2
+    lb = page.split('<table class="leaderboard"', 1)[1].split("</table>", 1)[0]
+    assert [m for m in re.findall(r'<tr(?: class="front")? data-method="([\w-]+)"', lb)] == [
+        "ssd", "finetune", "ssd", "finetune", "original", "retrain"]
+    assert 'data-chosen=\'[{&quot;lr&quot;: 0.003}]\'' in lb
+    trials = page.split('<details class="calibration"', 1)[1].split("</details>", 1)[0]
+    assert 'data-run-id="c3"' in trials and trials.count('data-best="true"') == 1
+    assert "diverged" in trials
+    # the summary table keeps both finetune rows apart, the calibrated one marked
+    assert page.count('data-method="finetune" data-params') == 2
+    assert 'data-calibrated="true" data-n="1"><td>finetune (calibrated)</td>' in page

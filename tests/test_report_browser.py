@@ -1,9 +1,11 @@
 """The HTML report in a real browser: headless Chromium, driven by Selenium.
 
-A tiny real benchmark (an MLP on digits, two scenarios, three methods, two seeds) is run
-once for this module, its report written and served over HTTP on 127.0.0.1. The page must
-load with no console error, every image must render, and every cell of the summary tables
-must equal the mean ± std that this test computes itself from the SQLite store.
+A tiny real benchmark (an MLP on digits, two scenarios, three methods, finetune also
+calibrated, two seeds) is run once for this module, its report written and served over HTTP
+on 127.0.0.1. The page must load with no console error, every image must render, every cell
+of the summary tables must equal the mean ± std that this test computes itself from the
+SQLite store, the page must lead with the leaderboards and the Pareto figures, and every
+other figure must sit in a closed ``<details>`` that opens on a click.
 
 Chromium and ChromeDriver are Debian's ``chromium`` and ``chromium-driver`` packages, which
 ``make test`` installs. Without them these tests fail (never skip): a report that no browser
@@ -39,10 +41,13 @@ CONFIG = {
     "model": {"arch": "mlp", "kwargs": {"hidden": [16]}},
     "recipe": {"epochs": 2},
     "scenarios": {"classes": [[3]], "random": [0.1]},
-    "methods": {"finetune": {"epochs": 1}, "ssd": {}, "retrain": {}},
+    "methods": {"finetune": {}, "ssd": {}, "retrain": {}},
     "seeds": [0, 1],
     "relearn": False,
     "mia": False,
+    "curves": True,
+    # a budget in seconds: a fifth of this MLP's retraining would fit no trial
+    "calibrate": {"budget_seconds": 30, "max_trials": 3, "methods": ["finetune"]},
 }
 
 
@@ -129,19 +134,25 @@ def page(driver, server):
 
 
 # ---------------------------------------------------------------------- the store, independently
+def _key(method: str, params: str, calibrated: bool) -> tuple[str, str]:
+    """A summary row's key: a calibrated method's seeds are one row whatever they chose."""
+    return (method, "calibrated" if calibrated
+            else json.dumps(json.loads(params), sort_keys=True))
+
+
 def _expected(db: Path) -> dict[str, dict[tuple[str, str], dict[str, str]]]:
-    """Scenario -> (method, params as sorted JSON) -> metric -> the cell text, computed from
-    the ``runs`` table with sqlite3 and numpy (rows with status 'ok', std with ddof=1)."""
+    """Scenario -> :func:`_key` -> metric -> the cell text, computed from the ``runs`` table
+    with sqlite3 and numpy (rows with status 'ok', std with ddof=1)."""
     conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        cur = conn.execute(f"SELECT scenario, method, params, {', '.join(METRIC_COLUMNS)} "
-                           "FROM runs WHERE status = 'ok'")
+        cur = conn.execute("SELECT scenario, method, params, calibration IS NOT NULL, "
+                           f"{', '.join(METRIC_COLUMNS)} FROM runs WHERE status = 'ok'")
         rows = cur.fetchall()
     finally:
         conn.close()
     values: dict[str, dict[tuple[str, str], dict[str, list[float]]]] = {}
-    for scenario, method, params, *metrics in rows:
-        key = (method, json.dumps(json.loads(params), sort_keys=True))
+    for scenario, method, params, calibrated, *metrics in rows:
+        key = _key(method, params, bool(calibrated))
         group = values.setdefault(scenario, {}).setdefault(key, {})
         for name, v in zip(METRIC_COLUMNS, metrics, strict=True):
             if v is not None:
@@ -181,6 +192,7 @@ return Array.from(document.querySelectorAll("table.summary"), table => ({
   rows: Array.from(table.querySelectorAll("tbody tr"), tr => ({
     method: tr.dataset.method,
     params: tr.dataset.params,
+    calibrated: tr.dataset.calibrated === "true",
     cells: Object.fromEntries(Array.from(tr.querySelectorAll("td[data-metric]"),
                                          td => [td.dataset.metric, td.innerText.trim()])),
   })),
@@ -203,7 +215,7 @@ def test_summary_tables_equal_the_store(page, report):
         found = set()
         for row in rows:
             assert row["method"] and row["params"] is not None, row
-            key = (row["method"], json.dumps(json.loads(row["params"]), sort_keys=True))
+            key = _key(row["method"], row["params"], row["calibrated"])
             assert key in groups, (scenario, key, list(groups))
             found.add(key)
             cells, want = row["cells"], groups[key]
@@ -232,3 +244,126 @@ def test_title_and_one_heading_per_scenario(page, report):
     assert len(in_sections) == len(scenarios), [h.text for h in in_sections]
     for s in scenarios:  # titled "<dataset> / <arch>: <scenario> (<kind>)"
         assert sum(f": {s} (" in h for h in headings) == 1, (s, headings)
+
+
+def _mean(db: Path, scenario: str, key: tuple[str, str], metric: str) -> float | None:
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    with contextlib.closing(conn):
+        vals = [v for method, params, cal, v in conn.execute(
+            f"SELECT method, params, calibration IS NOT NULL, {metric} FROM runs "
+            "WHERE status = 'ok' AND scenario = ?", (scenario,))
+            if _key(method, params, bool(cal)) == key and v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+# The page's first block, as rendered: what follows the title, and where it sits.
+_READ_GLANCE = """
+const h1 = document.querySelector("h1");
+const first = h1.nextElementSibling;
+return {
+  id: first.id, tag: first.tagName, heading: first.querySelector("h2").innerText,
+  top: first.getBoundingClientRect().top, viewport: window.innerHeight,
+  scenarios: Array.from(first.querySelectorAll(".glance"), g => ({
+    scenario: g.dataset.scenario,
+    top: Array.from(g.querySelectorAll("ol.top li"), li => li.dataset.method),
+    counts: g.querySelector(".verdict-counts").innerText,
+    images: Array.from(g.querySelectorAll("img"), img => ({
+      kind: img.dataset.kind, width: img.naturalWidth, shown: img.checkVisibility()})),
+  })),
+};
+"""
+
+
+def test_page_leads_with_the_leaderboards_at_a_glance(page):
+    glance = page["driver"].execute_script(_READ_GLANCE)
+    assert (glance["tag"], glance["id"], glance["heading"]) == ("SECTION", "at-a-glance",
+                                                                 "At a glance")
+    assert glance["top"] < glance["viewport"]  # in the first screen
+    assert sorted(g["scenario"] for g in glance["scenarios"]) == ["class 3", "random 10%"]
+    for g in glance["scenarios"]:
+        assert 1 <= len(g["top"]) <= 3 and set(g["top"]) <= {"finetune", "ssd"}, g
+        assert g["counts"].startswith("Verdicts of the "), g
+        # the Pareto figure, rendered on the page (not folded)
+        assert [(im["kind"], im["width"] > 0, im["shown"]) for im in g["images"]] == [
+            ("pareto", True, True)], g
+
+
+_READ_BOARDS = """
+return Array.from(document.querySelectorAll("table.leaderboard"), t => ({
+  scenario: t.dataset.scenario,
+  rows: Array.from(t.querySelectorAll("tbody tr"), tr => ({
+    method: tr.dataset.method, calibrated: tr.dataset.calibrated === "true",
+    rank: tr.dataset.rank, chosen: tr.dataset.chosen,
+    params: tr.querySelector("td.params").innerText,
+    gap: tr.querySelector('td[data-metric="avg_gap"]').dataset.value})),
+}));
+"""
+
+
+def test_leaderboards_rank_by_the_stores_avg_gap(page, report):
+    boards = page["driver"].execute_script(_READ_BOARDS)
+    assert sorted(b["scenario"] for b in boards) == ["class 3", "random 10%"]
+    for b in boards:
+        rows = b["rows"]
+        # finetune at its defaults and calibrated, ssd; never a reference
+        assert sorted((r["method"], r["calibrated"]) for r in rows) == [
+            ("finetune", False), ("finetune", True), ("ssd", False)], b
+        gaps = [float(r["gap"]) for r in rows]
+        assert gaps == sorted(gaps), b
+        for r in rows:  # each the mean over seeds that this test computes from the store
+            if r["calibrated"]:
+                key = (r["method"], "calibrated")
+            else:  # one grid point per method in this config
+                conn = sqlite3.connect(f"{report['db'].resolve().as_uri()}?mode=ro", uri=True)
+                with contextlib.closing(conn):
+                    (params,) = {p for (p,) in conn.execute(
+                        "SELECT params FROM runs WHERE status='ok' AND scenario=? AND "
+                        "method=? AND calibration IS NULL", (b["scenario"], r["method"]))}
+                key = _key(r["method"], params, False)
+            assert float(r["gap"]) == pytest.approx(
+                _mean(report["db"], b["scenario"], key, "avg_gap")), (b["scenario"], r)
+        # the calibrated row shows what its searches chose: finetune's searched parameters
+        cal = next(r for r in rows if r["calibrated"])
+        chosen = json.loads(cal["chosen"])
+        assert chosen and all(set(p) <= {"epochs", "lr"} for p in chosen), cal
+        assert "best of 3 trials" in cal["params"], cal
+
+
+_READ_FOLDS = """
+return Array.from(document.querySelectorAll("img"), img => {
+  const d = img.closest("details");
+  return {kind: img.dataset.kind, folded: d !== null, open: d !== null && d.open,
+          width: img.naturalWidth, visible: img.checkVisibility()};
+});
+"""
+
+
+def test_figures_folded_closed_and_open_on_a_click(driver, server):
+    from selenium.webdriver.common.by import By
+
+    driver.get_log("browser")
+    driver.get(f"{server}/report.html")
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "Promise.all(Array.from(document.images, img => img.decode().catch(() => null)))"
+        ".then(() => done(true));")
+    details = driver.find_elements(By.CSS_SELECTOR, "details.figures")
+    assert details and not any(d.get_property("open") for d in details)
+    images = driver.execute_script(_READ_FOLDS)
+    kinds = {im["kind"] for im in images}
+    assert {"pareto", "curves", "losses", "saliency", "bars"} <= kinds, kinds
+    # every figure but the Pareto ones is folded, and a closed fold shows nothing
+    assert all(im["folded"] == (im["kind"] != "pareto") for im in images), images
+    assert all(im["visible"] != im["folded"] for im in images), images
+    # open the small multiples of the training curves: they render
+    fold = next(d for d in details if d.get_attribute("data-kind") == "curves")
+    fold.find_element(By.TAG_NAME, "summary").click()
+    assert fold.get_property("open")
+    shown = driver.execute_script(
+        "return Array.from(arguments[0].querySelectorAll('img'), img => "
+        "[img.naturalWidth, img.getBoundingClientRect().width, img.checkVisibility()]);", fold)
+    assert shown and all(w > 0 and s > 0 and v for w, s, v in shown), shown
+    others = [d for d in details if d.get_property("open")]
+    assert others == [fold]  # the others stay closed
+    severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    assert not severe, severe

@@ -20,6 +20,7 @@ from unlearnkit.bench import ResultStore
 from unlearnkit.report import ORIGINAL, REFERENCE, load_finished, summarize, write_report
 from unlearnkit.report.figures import (
     DPI,
+    FIGURE_KINDS,
     per_class_figure,
     representative,
     sweeps,
@@ -78,11 +79,12 @@ class DB:
         self.rng = np.random.default_rng(0)
 
     def add(self, scenario, method, params, seed, metrics, *, kind="classes", dataset="cifar10",
-            arch="resnet18", art=None):
+            arch="resnet18", art=None, calibration=None, trials=None):
         self.n += 1
         row = {"run_id": f"run{self.n}", "dataset": dataset, "arch": arch,
                "scenario": scenario, "scenario_kind": kind, "method": method,
-               "params": params, "seed": seed, "status": "ok", "spec": {}, "metrics": metrics}
+               "params": params, "seed": seed, "status": "ok", "spec": {}, "metrics": metrics,
+               "calibration": calibration, "trials": trials}
         if art is not None:
             row["artefacts"] = art
         self.store.write(row)
@@ -99,6 +101,25 @@ SSD = ([{"alpha": a} for a in (1, 5, 10)] + [{"lambd": x} for x in (0.5, 2, 3)]
        + [{"importance": "l1"}])
 
 
+CALIBRATED = {"lr": 3e-4, "epochs": 5}  # teacher's calibrated choice (its defaults: 1e-5, 5)
+TRIALS = [{"number": 0, "params": {"lr": 1e-5, "forget_lr": 1e-6}, "state": "complete",
+           "value": 0.1, "outcome": "not forgotten", "retained": 0.9, "shortfall": 0.4,
+           "seconds": 2.0},
+          {"number": 1, "params": {"lr": 3e-2, "forget_lr": 1e-3}, "state": "pruned",
+           "seconds": 1.0},
+          {"number": 2, "params": {"lr": 3e-4, "forget_lr": 1e-6}, "state": "complete",
+           "value": 0.93, "outcome": "forgotten", "retained": 0.93, "shortfall": 0.0,
+           "seconds": 2.5}]
+
+
+def calibration(params):
+    return {"budget": 0.2, "budget_seconds": 8.0, "budget_basis": "retrain-row",
+            "max_trials": None, "trials": len(TRIALS), "best_trial": 2, "search_seconds": 6.0,
+            "defaults": {"lr": 1e-5, "epochs": 5, "forget_lr": 1e-6}, "params": params,
+            "space": {"lr": {"low": 1e-5, "high": 0.1, "log": True},
+                      "forget_lr": {"low": 1e-6, "high": 1e-2, "log": True}}}
+
+
 def make_study(path: Path, *, with_artefacts: bool = True, small: bool = False) -> Path:
     """Two scenarios; ``small``: one seed and just the references and teacher in the first."""
     db = DB(path)
@@ -111,22 +132,31 @@ def make_study(path: Path, *, with_artefacts: bool = True, small: bool = False) 
             return artefacts(rng, CIFAR, ["cat"], cam=cam, curves=curves)
 
         db.add(cls3, REFERENCE, {}, seed,
-               {"retain_acc": 0.95 + 0.01 * seed, "forget_acc": 0.0, "test_acc": 0.90},
+               {"retain_acc": 0.95 + 0.01 * seed, "forget_acc": 0.0, "test_acc": 0.90,
+                "seconds": 10.0, "avg_gap": 0.01},
                art=art())
         db.add(cls3, ORIGINAL, {}, seed,  # the highest retain_acc, never marked
-               {"retain_acc": 0.999, "forget_acc": 0.97, "test_acc": 0.93}, art=art())
+               {"retain_acc": 0.999, "forget_acc": 0.97, "test_acc": 0.93, "avg_gap": 0.4},
+               art=art())
         for i, p in enumerate(TEACHER):
             db.add(cls3, "teacher", p, seed,
                    {"retain_acc": 0.9 - 0.01 * i, "forget_acc": 0.1 * i / 3,
-                    "test_acc": 0.85, "avg_gap": 0.05 + 0.01 * i},
+                    "test_acc": 0.85, "avg_gap": 0.05 + 0.01 * i, "seconds": 1.0 + 0.5 * i},
                    art=art(curve([("teacher: forget", 2), ("teacher: rebuild", p["epochs"])],
                                  rng)))
         if small:
             continue
+        # teacher calibrated: closer than any grid point, slower (the whole search); no
+        # curves (a search records none)
+        db.add(cls3, "teacher", CALIBRATED, seed,
+               {"retain_acc": 0.93, "forget_acc": 0.01, "test_acc": 0.88, "avg_gap": 0.02,
+                "seconds": 6.0, "verdict": "forgotten"},
+               art=art(), calibration=calibration(CALIBRATED), trials=TRIALS)
         for i, p in enumerate(FINETUNE):
             db.add(cls3, "finetune", p, seed,
                    {"retain_acc": 0.92, "forget_acc": 0.5 - 0.05 * i, "test_acc": 0.86,
-                    "avg_gap": abs(i - 4) * 0.02 + 0.01 * seed},  # lowest: FINETUNE[4]
+                    "avg_gap": abs(i - 4) * 0.02 + 0.01 * seed,  # lowest: FINETUNE[4]
+                    "seconds": 0.5 + 0.1 * i},
                    art=art(curve([("finetune", p["epochs"])], rng)))
         for i, p in enumerate(SSD):
             db.add(cls3, "ssd", p, seed,
@@ -246,29 +276,63 @@ def test_figures_kinds_and_pixel_sizes(report):
     result, out = report
     names = [Path(f).name for f in result["files"] if f.endswith(".png")]
     cat = "cifar10-resnet18-class-cat"
+    # per-method artefacts as small multiples (one figure per kind); a method with several
+    # rows with curves also gets its own curves figure
     assert [n for n in names if cat in n] == [
         f"{kind}-{cat}{tag}.png" for kind, tag in (
-            ("tradeoff", ""), ("bars", ""),
+            ("pareto", ""), ("tradeoff", ""), ("bars", ""),
             ("sweep", "-teacher-epochs"), ("sweep", "-teacher-lr"), ("sweep", "-finetune-lr"),
             ("sweep", "-ssd-alpha"), ("sweep", "-ssd-lambd"),
-            ("curves", "-teacher"), ("curves", "-finetune"), ("per-class", ""),
-            ("losses", "-teacher"), ("losses", "-finetune"), ("losses", "-ssd"),
-            ("saliency", "-teacher"), ("saliency", "-finetune"), ("saliency", "-ssd"))]
+            ("curves", ""), ("curves", "-teacher"), ("curves", "-finetune"), ("per-class", ""),
+            ("losses", ""), ("saliency", ""))]
     rnd = "digits-mlp-random-10"
+    # no avg_gap there: no Pareto figure
     assert [n for n in names if rnd in n] == [
         f"{kind}-{rnd}{tag}.png" for kind, tag in (
-            ("tradeoff", ""), ("bars", ""), ("curves", "-finetune"), ("per-class", ""),
-            ("losses", "-finetune"), ("saliency", "-finetune"))]
+            ("tradeoff", ""), ("bars", ""), ("curves", ""), ("curves", "-finetune"),
+            ("per-class", ""), ("losses", ""), ("saliency", ""))]
     size = {n: _png_size((out / n).read_bytes()) for n in names}  # all decode
     assert size[f"tradeoff-{cat}.png"] == (640, 480)
-    assert size[f"losses-{cat}-ssd.png"] == (1250, 420)
+    assert size[f"pareto-{cat}.png"] == (1000, 560)
     assert size[f"sweep-{cat}-teacher-lr.png"] == (1250, 440)  # 3 panels
     # the random scenario's finetune rows lack test_acc, its curves have it: 3 panels
     assert size[f"curves-{rnd}-finetune.png"] == (1250, 440)
-    # saliency with Grad-CAM: 4 rows (forget, retain) x (saliency, Grad-CAM), 4 columns
-    assert size[f"saliency-{cat}-ssd.png"] == (980, 1060)
-    assert size[f"saliency-{rnd}-finetune.png"] == (980, 560)  # MLP: no Grad-CAM rows
+    # small multiples: 2.5 x 1.9 in a panel, 5 a row: teacher and finetune (the reference
+    # has no curves; ssd neither)
+    assert size[f"curves-{cat}.png"] == (530, 270)
+    # losses: the original, the retrained model, teacher, finetune and ssd
+    assert size[f"losses-{cat}.png"] == (1280, 260)
+    assert size[f"losses-{rnd}.png"] == (780, 260)  # original, retrained, finetune
+    # saliency: 1.15 in a cell; a row of inputs, then 5 models; (forget, retain) x
+    # (saliency, Grad-CAM) columns, or no Grad-CAM for the MLP
+    assert size[f"saliency-{cat}.png"] == (515, 760)
+    assert size[f"saliency-{rnd}.png"] == (285, 530)
     assert DPI == 100
+    # a palette PNG (a third of matplotlib's RGBA), every file
+    for n in names:
+        with Image.open(out / n) as im:
+            assert im.mode == "P", n
+
+
+def test_saliency_small_multiples_in_blocks(tmp_path):
+    """Many models are laid out in side-by-side blocks, each headed by the inputs."""
+    db = DB(tmp_path / "r.sqlite")
+    methods = [REFERENCE, ORIGINAL] + [f"m{i}" for i in range(14)]
+    for method in methods:
+        db.add("class cat", method, {}, 0, {"retain_acc": 0.9, "forget_acc": 0.1},
+               art={"saliency": artefacts(db.rng, CIFAR, ["cat"])["saliency"]})
+    db.close()
+    from unlearnkit.bench.store import read_artefacts
+    from unlearnkit.report.figures import saliency_grid
+
+    s = summarize(load_finished(db.path))[0]
+    fig = saliency_grid(s, read_artefacts(db.path), CIFAR)
+    # 16 models (original, retrained, 14 methods) in 2 blocks of 8 rows and 4 columns
+    assert fig is not None and _png_size(fig.png) == fig.pixels == (1010, 1105)
+    one = saliency_grid(summarize(load_finished(db.path))[0],
+                        {k: v for k, v in read_artefacts(db.path).items()
+                         if k in ("run1", "run3")}, CIFAR)  # the reference and m0
+    assert one is not None and one.pixels == (515, 530)  # one block: inputs + 3 models
 
 
 def test_per_class_heatmap_when_crowded(tmp_path):
@@ -303,7 +367,7 @@ def test_malformed_artefacts_are_skipped_or_noted(tmp_path):
     out = tmp_path / "rep"
     result = write_report(db.path, out)
     names = [Path(f).name for f in result["files"] if f.endswith(".png")]
-    assert [n.split("-")[0] for n in names] == ["tradeoff", "bars", "saliency", "saliency"]
+    assert [n.split("-")[0] for n in names] == ["tradeoff", "bars", "saliency"]
     assert all(_png_size((out / n).read_bytes()) for n in names)
     note = "The per-class accuracy figure could not be drawn: TypeError"
     assert note in (out / "report.html").read_text()
@@ -326,29 +390,49 @@ class _Page(HTMLParser):
     def __init__(self):
         super().__init__()
         self.tables, self.imgs, self.ids, self.hrefs, self.links = [], [], [], [], []
-        self._row = None
+        self.boards, self.details, self.top = [], [], []  # leaderboards; <details>; top level
+        self._row = self._table = None
+        self._open_details = []
+        self._stack = []  # the open elements
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
+        if self._stack and self._stack[-1] == "body":
+            self.top.append((tag, a))
+        if tag not in ("meta", "link", "img", "br", "input"):
+            self._stack.append(tag)
         if "id" in a:
             self.ids.append(a["id"])
         if tag == "a":
             self.hrefs.append(a.get("href"))
         if tag == "link":
             self.links.append(a)
+        if tag == "details":
+            self.details.append(a)
+            self._open_details.append(a)
         if tag == "img":
-            self.imgs.append(a)
+            self.imgs.append({**a, "details": self._open_details[-1]["data-kind"]
+                              if self._open_details else None})
         if tag == "table" and "summary" in (a.get("class") or ""):
-            self.tables.append({"attrs": a, "rows": []})
-        if tag == "tr" and "data-method" in a:
+            self._table = {"attrs": a, "rows": []}
+            self.tables.append(self._table)
+        if tag == "table" and "leaderboard" in (a.get("class") or ""):
+            self._table = {"attrs": a, "rows": []}
+            self.boards.append(self._table)
+        if tag == "tr" and "data-method" in a and self._table is not None:
             self._row = {"attrs": a, "cells": {}}
-            self.tables[-1]["rows"].append(self._row)
+            self._table["rows"].append(self._row)
         if tag == "td" and "data-metric" in a and self._row is not None:
             self._row["cells"][a["data-metric"]] = a
 
     def handle_endtag(self, tag):
+        assert self._stack.pop() == tag  # well formed
         if tag == "tr":
             self._row = None
+        if tag == "table":
+            self._table = None
+        if tag == "details":
+            self._open_details.pop()
 
 
 def test_report_files_html_images_and_data_attributes(report, study):
@@ -356,31 +440,53 @@ def test_report_files_html_images_and_data_attributes(report, study):
     files = [Path(f) for f in result["files"]]
     assert sorted(f.name for f in files) == sorted(p.name for p in out.iterdir())
     pngs = {f.name: f.read_bytes() for f in files if f.suffix == ".png"}
-    assert len(pngs) == 2 + 15 + 5  # trade-off plots + the figures of both scenarios
+    assert len(pngs) == 14 + 7  # the figures of both scenarios
     assert "sweep-cifar10-resnet18-class-cat-teacher-lr.png" in pngs
-    assert "saliency-digits-mlp-random-10-finetune.png" in pngs
+    assert "saliency-digits-mlp-random-10.png" in pngs
 
     page_text = (out / "report.html").read_text()
     page = _Page()
     page.feed(page_text)
-    # exactly the images written, each once, with a non-empty alt and its pixel size
+    # exactly the images written, with a non-empty alt and its pixel size: each once, but
+    # the Pareto figure, at a glance and in its scenario's section
     embedded = {}
     for img in page.imgs:
         src = img["src"]
         assert src.startswith("data:image/png;base64,") and img["alt"].strip()
         data = base64.b64decode(src.split(",", 1)[1])
-        embedded[img["data-file"]] = data
+        embedded.setdefault(img["data-file"], []).append(data)
         assert _png_size(data) == (int(img["width"]), int(img["height"]))
-    assert len(page.imgs) == len(pngs) and embedded == pngs
+    assert embedded == {name: [data] * (2 if name.startswith("pareto-") else 1)
+                        for name, data in pngs.items()}
+    # the Pareto figures and the leaderboards lead; every other figure is folded, closed
+    assert [tag for tag, _ in page.top[:2]] == ["h1", "section"]
+    assert page.top[1][1]["id"] == "at-a-glance"
+    assert all((img["details"] is None) == (img["data-kind"] == "pareto") for img in page.imgs)
+    assert page.details and not any("open" in d for d in page.details)
+    assert {img["details"] for img in page.imgs} - {None} == set(FIGURE_KINDS) - {"pareto"}
     # navigable: every in-page link has its target; no external resource, a data: favicon
     assert all(h.startswith("#") and h[1:] in page.ids for h in page.hrefs)
     assert {"rel": "icon", "href": "data:,"} in page.links
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", page_text)
     assert "<script" not in page_text
     assert len(set(page.ids)) == len(page.ids)
-    # Markdown links the same files
+    # Markdown links the same files (the Pareto figures twice too)
     md = (out / "report.md").read_text()
-    assert sorted(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)) == sorted(pngs)
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert sorted(set(links)) == sorted(pngs)
+    assert len(links) == len(pngs) + sum(name.startswith("pareto-") for name in pngs)
+    assert md.index("## At a glance") < md.index("### Leaderboard") < md.index("### Summary")
+    # the leaderboard: ranked rows by avg_gap (ssd has none: after them, unranked), the
+    # calibrated teacher with its chosen parameters
+    assert [b["attrs"]["data-scenario"] for b in page.boards] == ["class cat"]
+    rows = page.boards[0]["rows"]
+    ranked = [r for r in rows if r["attrs"].get("data-rank")]
+    gaps = [float(r["cells"]["avg_gap"]["data-value"]) for r in ranked]
+    assert gaps == sorted(gaps) and len(ranked) == len(TEACHER) + 1 + len(FINETUNE)
+    assert [r["attrs"]["data-method"] for r in rows[len(ranked):]] == ["ssd"] * len(SSD) + [
+        ORIGINAL, REFERENCE]  # then the references, in the table's foot
+    (cal,) = [r for r in ranked if r["attrs"]["data-calibrated"] == "true"]
+    assert json.loads(cal["attrs"]["data-chosen"]) == [{"lr": 3e-4}]
 
     # the table's data attributes against SQLite
     conn = sqlite3.connect(study)
@@ -407,7 +513,7 @@ def test_report_files_html_images_and_data_attributes(report, study):
                 else:
                     assert cell["data-std"] == ""
     conn.close()
-    assert n_rows == 2 + len(TEACHER) + len(FINETUNE) + len(SSD) + 4
+    assert n_rows == 2 + len(TEACHER) + 1 + len(FINETUNE) + len(SSD) + 4  # 1: calibrated
     # quotes in params survive the single-quoted attribute
     assert "data-params='{&quot;epochs&quot;: 5, &quot;lr&quot;: 1e-05}'" in page_text
 
@@ -420,7 +526,8 @@ def test_report_without_artefacts(tmp_path):
     names = sorted(Path(f).name for f in result["files"] if f.endswith(".png"))
     assert [n.rsplit("-", 1)[-1] for n in names if n.startswith("sweep")] == [
         "epochs.png", "lr.png"]  # teacher's; the metrics alone give the sweeps and the bars
-    assert {n.split("-")[0] for n in names} == {"bars", "sweep", "tradeoff"}
+    # the metrics alone give the Pareto figure, the sweeps and the bars
+    assert {n.split("-")[0] for n in names} == {"pareto", "bars", "sweep", "tradeoff"}
     page = (out / "report.html").read_text()
     assert page.count("No artefacts stored") == 2
-    assert len(re.findall(r"<img ", page)) == len(names)
+    assert len(re.findall(r"<img ", page)) == len(names) + 1  # the Pareto figure twice

@@ -925,13 +925,19 @@ def run_plan(
         if executor == "ray":
             from unlearnkit.bench.ray_executor import run_tasks_ray
 
-            while remaining:
-                got = claim(remaining, len(remaining))
-                if got:
-                    run_tasks_ray([task(rid) for rid in got], finished, workers=n_workers,
-                                  address=ray_address)
-                elif remaining:
-                    wait_for_others()
+            try:
+                while remaining:
+                    got = claim(remaining, len(remaining))
+                    if got:
+                        run_tasks_ray([task(rid) for rid in got], finished, workers=n_workers,
+                                      address=ray_address)
+                    elif remaining:
+                        wait_for_others()
+            except KeyboardInterrupt:  # run_tasks_ray cancelled the tasks still going
+                say(f"interrupted: {counts['wrote']} run(s) stored, "
+                    f"{counts['ran'] - counts['finished']} in flight discarded (not stored); "
+                    "the same command completes the rest")
+                raise
         elif todo:
             slots = 1 if inline else min(n_workers, len(todo) + len(preps))
             if not inline:

@@ -4,14 +4,21 @@ Built from a :class:`~unlearnkit.report.summary.ScenarioSummary` and the runs' a
 documents (:func:`unlearnkit.bench.store.read_artefacts`, keys at
 :data:`unlearnkit.bench.store.ARTEFACT_KEYS`):
 
+- ``pareto``: distance to the retrained model (``avg_gap``) against seconds, each method's
+  defaults and its calibrated point joined by an arrow, the Pareto front as a step line
+  (:mod:`unlearnkit.report.leaderboard`);
 - ``bars``: retain / forget / test accuracy of the original, the retrained model and each
   method's :func:`representative` row;
 - ``sweep``: per method and hyper-parameter, the accuracies against the parameter's values
   (the rows grouped as :func:`sweeps` says);
-- ``curves``: accuracy per epoch during a method's training phases (artefact ``curves``);
+- ``curves``: accuracy per epoch during the methods' training phases (artefact ``curves``):
+  small multiples, a panel per method (its representative row), and a figure of its own for
+  a method with several rows that have curves;
 - ``per-class``: test accuracy per class, the forgotten classes marked (``per_class``);
-- ``losses``: per-sample loss histograms of the forget and test sets (``losses``);
-- ``saliency``: saliency maps and Grad-CAM of a forget and a retain sample (``saliency``).
+- ``losses``: per-sample loss histograms of the forget and test sets (``losses``), small
+  multiples: the original, the retrained model, then a panel per method;
+- ``saliency``: saliency maps and Grad-CAM of a forget and a retain sample (``saliency``),
+  small multiples: a row per model.
 
 Every figure is drawn with matplotlib's Agg canvas (no pyplot, no display) at :data:`DPI`, so
 a figure of ``figsize`` inches is a PNG of ``figsize * DPI`` pixels.
@@ -31,8 +38,10 @@ import numpy as np
 
 from unlearnkit.report.summary import ORIGINAL, REFERENCE, ScenarioSummary, SummaryRow
 
-__all__ = ["ACCURACIES", "DPI", "FIGURE_KINDS", "FigureImage", "Representative", "Sweep",
-           "SweepLine", "method_defaults", "representative", "scenario_figures", "sweeps"]
+__all__ = ["ACCURACIES", "DPI", "FIGURE_KINDS", "KIND_NOTES", "FigureImage", "Representative",
+           "Sweep", "SweepLine", "bars_figure", "curves_figure", "curves_grid", "losses_grid",
+           "method_defaults", "pareto_figure", "per_class_figure", "png_bytes", "representative",
+           "saliency_grid", "scenario_figures", "sweep_figure", "sweeps"]
 
 #: Pixels per inch of every figure (``savefig`` at the figure's dpi).
 DPI = 100
@@ -42,6 +51,7 @@ ACCURACIES: tuple[str, ...] = ("retain_acc", "forget_acc", "test_acc")
 
 #: The kinds of figure, in the order the report shows them, with their section headings.
 FIGURE_KINDS: dict[str, str] = {
+    "pareto": "Distance to the retrained model against seconds",
     "tradeoff": "Trade-off",
     "bars": "Original vs unlearned",
     "sweep": "Hyper-parameter sweeps",
@@ -53,6 +63,13 @@ FIGURE_KINDS: dict[str, str] = {
 
 #: One line per kind of figure that explains how to read it.
 KIND_NOTES: dict[str, str] = {
+    "pareto": "x: seconds (log scale; a calibrated point's are its whole search's, every trial "
+              "counted); y: avg_gap, the distance to the retrained model (lower is better). "
+              "Hollow: a method at its defaults (smaller: its other grid points); filled: "
+              "calibrated, joined to the defaults by an arrow. Step line: the Pareto front "
+              "(no point is both faster and closer), its points marked #rank (the "
+              "leaderboard's) and named in the legend; dashed: the original's distance (do "
+              "nothing); star: the retrain row (a second retraining, the noise floor).",
     "tradeoff": "x: distance of the forget accuracy to the retrained model's; y: retain "
                 "accuracy; point size: seconds. Star: retrained, square: original.",
     "bars": "Mean ± std over seeds of the original model, the retrained model and each "
@@ -61,18 +78,22 @@ KIND_NOTES: dict[str, str] = {
     "sweep": "One figure per method and hyper-parameter swept over at least 3 values; a line "
              "per combination of the method's other varying hyper-parameters; mean ± std over "
              "seeds. Dashed: retrained model, dotted: original model.",
-    "curves": "Accuracy during the method's training phases (mean over seeds), a line per "
-              "hyper-parameter setting; dash-dotted vertical lines in a line's colour: where "
-              "its next phase starts (each phase named where it first starts); dashed: "
+    "curves": "Accuracy during the methods' training phases (mean over seeds). First a panel "
+              "per method (its representative row): retain, forget and test accuracy, dashed "
+              "at the retrained model's values, dash-dotted vertical lines where a phase "
+              "starts. Then, for a method with several rows with curves, a figure of its own: "
+              "a line per hyper-parameter setting, phase starts in its colour; dashed: "
               "retrained model, dotted: original model.",
     "per-class": "Test accuracy per class (mean over seeds); the forgotten classes are marked "
                  "in red.",
-    "losses": "Per-sample cross-entropy of the forget and test sets (first seed of the "
-              "representative row), density histograms with shared bins; values above the "
-              "99.5th percentile are counted in the last bin.",
-    "saliency": "A forget and a retain sample (first seed of the representative row): the "
-                "input, then per model |input gradient| (saliency) and Grad-CAM overlaid on the "
-                "input where the model has convolutions; each map normalised to its maximum.",
+    "losses": "Per-sample cross-entropy of the forget (red) and test (blue) sets, density "
+              "histograms with bins shared by every panel (values above the 99.5th percentile "
+              "in the last bin): the original and the retrained model, then each method's "
+              "representative row (first seed).",
+    "saliency": "A forget and a retain sample (first seed of each method's representative "
+                "row): the inputs, then a row per model: |input gradient| (saliency) and, "
+                "where the model has convolutions, Grad-CAM overlaid on the input; each map "
+                "normalised to its maximum, each titled with the model's prediction.",
 }
 
 _REF_STYLE = {REFERENCE: ("retrained", "--", "black"), ORIGINAL: ("original", ":", "dimgray")}
@@ -185,16 +206,18 @@ class Representative:
 def representative(s: ScenarioSummary, method: str) -> Representative | None:
     """The row of ``method`` the per-method figures show: the one at the method's defaults if
     it was run, else the one with the lowest mean ``avg_gap`` (then ``forget_acc_gap``), else
-    the first; ``None`` if the method has no row."""
+    the first; ``None`` if the method has no row. A calibrated row is chosen only when the
+    method has no other (never as the defaults, even when its search kept them)."""
     rows = _rows_of(s, method)
     if not rows:
         return None
     defaults = method_defaults(method, s.scenario_kind)
     if defaults is not None:
         for r in rows:
-            if all(k in defaults and (_same(v, defaults[k]) or v is None)
-                   for k, v in r.params.items()):
+            if not r.calibrated and all(k in defaults and (_same(v, defaults[k]) or v is None)
+                                        for k, v in r.params.items()):
                 return Representative(r, "defaults")
+    rows = [r for r in rows if not r.calibrated] or rows  # a calibrated row only if alone
     for metric in ("avg_gap", "forget_acc_gap"):
         scored = [r for r in rows if metric in r.mean]
         if scored:
@@ -236,11 +259,12 @@ def sweeps(s: ScenarioSummary) -> list[Sweep]:
     grid ``lr x epochs`` with 2 values of ``epochs``, the ``lr`` figure has a line per
     ``epochs`` and ``epochs`` has no figure; in a union of sweeps (``lr`` at the default
     ``epochs``, ``epochs`` at the default ``lr``), each parameter gets its own figure.
-    Non-numeric parameters (and booleans) are not swept over.
+    Non-numeric parameters (and booleans) are not swept over, and calibrated rows are not
+    grid points.
     """
     out = []
     for method in [*_methods(s), REFERENCE]:
-        rows = _rows_of(s, method)
+        rows = [r for r in _rows_of(s, method) if not r.calibrated]  # grid points only
         if len(rows) < 3:
             continue
         eff = _effective(rows, method_defaults(method, s.scenario_kind))
@@ -276,11 +300,24 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
-def _image(fig: Any, kind: str, tag: str, title: str) -> FigureImage:
+def png_bytes(fig: Any, dpi: int = DPI) -> bytes:
+    """The figure as PNG bytes, ``figsize * dpi`` pixels, in a palette of 256 colours: a
+    third of the size of matplotlib's RGBA, with no visible change on plots like these."""
+    from PIL import Image
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
+    fig.savefig(buf, format="png", dpi=dpi)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        small = im.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE)
+    out = io.BytesIO()
+    small.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def _image(fig: Any, kind: str, tag: str, title: str) -> FigureImage:
     w, h = fig.get_size_inches()
-    return FigureImage(kind, tag, title, (float(w), float(h)), buf.getvalue())
+    return FigureImage(kind, tag, title, (float(w), float(h)), png_bytes(fig))
 
 
 def _ref_lines(ax: Any, s: ScenarioSummary, metric: str) -> None:
@@ -311,6 +348,133 @@ def _std(row: SummaryRow, metric: str) -> float:
 def _panels(s: ScenarioSummary, rows: Iterable[SummaryRow]) -> list[str]:
     rows = list(rows)
     return [m for m in ACCURACIES if any(m in r.mean for r in rows)]
+
+
+# ---------------------------------------------------------------------- small multiples
+def _grid(fig: Any, n: int, ncols: int, **kw: Any) -> list[Any]:
+    """``n`` axes in rows of ``ncols``; the grid's unused axes are hidden."""
+    nrows = math.ceil(n / ncols)
+    axes = list(fig.subplots(nrows, ncols, squeeze=False, **kw).ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return axes[:n]
+
+
+def _short(text: str, width: int = 34) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+#: Marker shapes of the Pareto figure's methods: the colour cycles over 10, the shape changes
+#: every 10 methods, so that 30 methods stay apart.
+_SHAPES = ("o", "s", "D", "^", "v", "P")
+
+
+def pareto_figure(s: ScenarioSummary) -> FigureImage | None:
+    """Distance to the retrained model (``avg_gap``) against seconds (log scale): each row of
+    a method a point, hollow for its defaults and other grid points (smaller), filled when
+    calibrated, an arrow from the defaults to the calibrated point; the Pareto front as a step
+    line, its points marked with their leaderboard rank and named in the legend; the
+    original's distance as a dashed "do nothing" line; the ``retrain`` row as a star. ``None``
+    when no row has both metrics."""
+    from unlearnkit.report.leaderboard import COST, DISTANCE, leaderboard
+
+    board = leaderboard(s)
+    shown = [e for e in board.entries
+             if e.avg_gap is not None and e.seconds is not None and e.seconds > 0]
+    if not shown:
+        return None
+    left_out = sum(1 for e in board.entries if e.avg_gap is not None) - len(shown)
+    methods = list(dict.fromkeys(e.method for e in board.entries))
+    style = {m: (f"C{i % 10}", _SHAPES[(i // 10) % len(_SHAPES)]) for i, m in enumerate(methods)}
+    fig = _figure(10.0, 5.6)
+    ax = fig.add_subplot()
+    at_defaults = {id(rep.row) for m in methods
+                   if (rep := representative(s, m)) is not None and rep.why == "defaults"}
+    default_xy: dict[str, tuple[float, float]] = {}
+    for e in shown:
+        color, marker = style[e.method]
+        xy = (e.seconds, e.avg_gap)
+        is_default = id(e.row) in at_defaults
+        if e.calibrated:
+            ax.scatter(*xy, s=55, marker=marker, color=color, edgecolors="black",
+                       linewidths=0.6, zorder=4)
+        else:
+            ax.scatter(*xy, s=55 if is_default else 22, marker=marker, facecolors="none",
+                       edgecolors=color, linewidths=1.4 if is_default else 0.8,
+                       alpha=1.0 if is_default else 0.7, zorder=3)
+        if is_default:
+            default_xy[e.method] = xy
+    for e in shown:  # each calibrated point's arrow from its method's defaults
+        if e.calibrated and e.method in default_xy:
+            start = default_xy[e.method]
+            if start != (e.seconds, e.avg_gap):
+                ax.annotate("", xy=(e.seconds, e.avg_gap), xytext=start, zorder=2,
+                            arrowprops={"arrowstyle": "->", "color": style[e.method][0],
+                                        "lw": 1.1, "shrinkA": 4, "shrinkB": 5})
+    front = [e for e in board.front if e.seconds is not None and e.seconds > 0]
+    if front:
+        xs = [e.seconds for e in front]
+        ys = [e.avg_gap for e in front]
+        ax.step(xs, ys, where="post", color="black", lw=1.0, alpha=0.6, zorder=1)
+        for e in front:  # by their leaderboard rank; the legend names them
+            ax.annotate(f"#{e.rank}", (e.seconds, e.avg_gap), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7, fontweight="bold", zorder=5)
+    ref = s.reference
+    if ref is not None and DISTANCE in ref.mean and (ref.mean.get(COST) or 0) > 0:
+        ax.scatter(ref.mean[COST], ref.mean[DISTANCE], marker="*", s=160, color="black",
+                   zorder=4)
+    if board.baseline is not None:
+        ax.axhline(board.baseline, ls="--", color="dimgray", lw=1.1, zorder=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds (log scale; calibrated: the whole search)")
+    ax.set_ylabel("avg_gap: distance to the retrained model")
+    ax.grid(alpha=0.3, which="both")
+    ax.margins(x=0.08, y=0.08)
+    ax.text(0.01, 0.01, "better: left (faster) and down (closer)", transform=ax.transAxes,
+            fontsize=7, color="dimgray", va="bottom")
+    title = s.title + (f" ({left_out} row(s) without seconds not shown)" if left_out else "")
+    ax.set_title(title, fontsize=10)
+    fig.legend(*_pareto_legend(methods, style, board.baseline is not None,
+                               ref is not None and DISTANCE in ref.mean, front),
+               loc="outside right upper", fontsize=7, frameon=False,
+               ncols=2 if len(methods) + len(front) > 20 else 1)
+    return _image(fig, "pareto", "", f"distance to the retrained model vs seconds: {s.title}")
+
+
+#: At most this many points of the Pareto front are named in the figure's legend.
+_FRONT_NAMED = 12
+
+
+def _pareto_legend(methods: Sequence[str], style: Mapping[str, tuple[str, str]],
+                   baseline: bool, reference: bool, front: Sequence[Any]
+                   ) -> tuple[list[Any], list[str]]:
+    from matplotlib.lines import Line2D
+
+    handles: list[Any] = [
+        Line2D([], [], ls="", marker="o", mfc="none", mec="black", ms=7),
+        Line2D([], [], ls="", marker="o", mfc="gray", mec="black", ms=7)]
+    labels = ["defaults (hollow)", "calibrated (filled)"]
+    if front:
+        handles.append(Line2D([], [], color="black", alpha=0.6))
+        labels.append("Pareto front")
+    if baseline:
+        handles.append(Line2D([], [], color="dimgray", ls="--"))
+        labels.append("do nothing (original)")
+    if reference:
+        handles.append(Line2D([], [], ls="", marker="*", color="black", ms=10))
+        labels.append("retrain (noise floor)")
+    for m in methods:
+        color, marker = style[m]
+        handles.append(Line2D([], [], ls="", marker=marker, mfc="none", mec=color, mew=1.4,
+                              ms=6))
+        labels.append(m)
+    for e in front[:_FRONT_NAMED]:  # "#rank label", no marker
+        handles.append(Line2D([], [], ls="", marker=""))
+        labels.append(f"#{e.rank} {_short(e.label, 44)}")
+    if len(front) > _FRONT_NAMED:
+        handles.append(Line2D([], [], ls="", marker=""))
+        labels.append(f"(and {len(front) - _FRONT_NAMED} more on the front)")
+    return handles, labels
 
 
 # ---------------------------------------------------------------------- bars
@@ -459,6 +623,69 @@ def curves_figure(s: ScenarioSummary, method: str,
     return _image(fig, "curves", method, f"{method}: training curves: {s.title}")
 
 
+#: The colour of each accuracy in the small multiples.
+_ACC_COLORS = {"retain_acc": "tab:blue", "forget_acc": "tab:red", "test_acc": "tab:green"}
+
+
+def _curve_rows(s: ScenarioSummary, method: str, artefacts: Mapping[str, Mapping[str, Any]]
+                ) -> list[tuple[SummaryRow, list[Any]]]:
+    """The method's rows that have curves, with them."""
+    out = []
+    for r in _rows_of(s, method):
+        docs = [c for _, c in _docs(r, artefacts, "curves") if isinstance(c, list)]
+        if docs:
+            out.append((r, docs))
+    return out
+
+
+def curves_grid(s: ScenarioSummary, artefacts: Mapping[str, Mapping[str, Any]]
+                ) -> FigureImage | None:
+    """Small multiples: a panel per method (the retrained model's last) with the retain,
+    forget and test accuracy of its representative row during its training phases (the
+    method's first row with curves where the representative has none)."""
+    panels = []
+    for method in [*_methods(s), REFERENCE]:
+        rows = _curve_rows(s, method, artefacts)
+        if not rows:
+            continue
+        rep = representative(s, method)
+        row, docs = next(((r, d) for r, d in rows if rep is not None and r is rep.row), rows[0])
+        panels.append((row, docs))
+    metrics = [m for m in ACCURACIES if any(_curve(d, m)[0] for _, d in panels)]
+    if not metrics:
+        return None
+    ncols = min(5, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = _figure(2.5 * ncols + 0.3, 1.9 * nrows + 0.8)
+    axes = _grid(fig, len(panels), ncols, sharey=True)
+    ref = s.reference
+    for ax, (row, docs) in zip(axes, panels, strict=True):
+        for m in metrics:
+            xs, ys = _curve(docs, m)
+            if xs:
+                ax.plot(xs, ys, color=_ACC_COLORS[m], lw=1.2, marker="o", ms=2, label=m)
+            if ref is not None and m in ref.mean and row.method != REFERENCE:
+                ax.axhline(ref.mean[m], color=_ACC_COLORS[m], ls="--", lw=0.8, alpha=0.5)
+        starts = _phase_starts(docs)
+        origin = min(starts.values(), default=0.0)
+        for x in starts.values():
+            if x > origin:
+                ax.axvline(x, color="dimgray", ls="-.", lw=0.8, alpha=0.6)
+        ax.set_title(_short(row.label), fontsize=8)
+        ax.set_ylim(-0.03, 1.03)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"accuracy during training against the epoch (across phases), a panel per "
+                 f"method ({s.title})", fontsize=10)
+    handles = [axes[0].plot([], [], color=_ACC_COLORS[m])[0] for m in metrics]
+    from matplotlib.lines import Line2D
+
+    handles.append(Line2D([], [], color="gray", ls="--"))
+    fig.legend(handles, [*metrics, "the retrained model's"], loc="outside lower center",
+               ncols=len(handles), fontsize=8, frameon=False)
+    return _image(fig, "curves", "", f"training curves of every method: {s.title}")
+
+
 # ---------------------------------------------------------------------- per class
 def _vector(v: Any, n: int) -> np.ndarray | None:
     if not isinstance(v, list) or len(v) != n:
@@ -570,43 +797,63 @@ def _losses(v: Any) -> np.ndarray:
     return np.array([float(x) for x in v if _is_number(x)], dtype=float)
 
 
-def losses_figure(s: ScenarioSummary, rep: Representative,
-                  artefacts: Mapping[str, Mapping[str, Any]]) -> FigureImage | None:
-    docs = [(seed, d) for seed, d in _docs(rep.row, artefacts, "losses")
-            if isinstance(d, Mapping)]
-    if not docs:
-        return None
-    seed, doc = docs[0]
-    data = {model: {split: _losses((doc.get(model) or {}).get(split))
-                    for split in ("forget", "test")}
-            for model in _MODELS if isinstance(doc.get(model), Mapping)}
-    values = np.concatenate([a for d in data.values() for a in d.values()] or [np.zeros(0)])
-    if not len(values):
+def _first_doc(row: SummaryRow, artefacts: Mapping[str, Mapping[str, Any]], key: str
+               ) -> tuple[int, Mapping[str, Any]] | None:
+    """(seed, artefacts[key]) of the row's first seed that has it as a mapping."""
+    return next(((seed, d) for seed, d in _docs(row, artefacts, key) if isinstance(d, Mapping)),
+                None)
+
+
+def losses_grid(s: ScenarioSummary, artefacts: Mapping[str, Mapping[str, Any]]
+                ) -> FigureImage | None:
+    """Small multiples: the per-sample loss histograms of the forget and test sets of the
+    original and the retrained model, then of each method's representative row (first seed),
+    with bins shared by every panel."""
+    reps = [rep for m in _methods(s) if (rep := representative(s, m)) is not None]
+    found = [(rep, doc) for rep in reps if (doc := _first_doc(rep.row, artefacts, "losses"))]
+    refs = [doc for r in s.rows if r.method in (REFERENCE, ORIGINAL)
+            if (doc := _first_doc(r, artefacts, "losses"))]
+    panels: list[tuple[str, Mapping[str, Any] | None]] = []
+    for model in ("original", "retrained"):  # from the first document that has them
+        doc = next((d for _, d in [*(d for _, d in found), *refs]
+                    if isinstance(d.get(model), Mapping)), None)
+        panels.append((model, doc.get(model) if doc is not None else None))
+    panels += [(rep.row.label + f" (seed {seed})",
+                d.get("unlearned") if isinstance(d.get("unlearned"), Mapping) else None)
+               for rep, (seed, d) in found]
+    data = [(title, {split: _losses((v or {}).get(split)) for split in ("forget", "test")})
+            for title, v in panels]
+    values = np.concatenate([a for _, d in data for a in d.values()] or [np.zeros(0)])
+    if not len(values) or not found:
         return None
     lo, hi = float(values.min()), float(np.percentile(values, 99.5))
     if hi <= lo:
         hi = lo + 1.0
-    bins = np.linspace(lo, hi, 41)
-    fig = _figure(12.5, 4.2)
-    axes = fig.subplots(1, len(_MODELS), sharex=True, squeeze=False)[0]
-    for ax, model in zip(axes, _MODELS, strict=True):
-        ax.set_title(model, fontsize=9)
-        ax.set_xlabel("cross-entropy loss")
+    bins = np.linspace(lo, hi, 31)
+    ncols = min(5, len(data))
+    nrows = math.ceil(len(data) / ncols)
+    fig = _figure(2.5 * ncols + 0.3, 1.8 * nrows + 0.8)
+    axes = _grid(fig, len(data), ncols, sharex=True)
+    for ax, (title, d) in zip(axes, data, strict=True):
+        ax.set_title(_short(title), fontsize=8)
+        ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        if model not in data:
-            ax.text(0.5, 0.5, "not stored", ha="center", va="center", transform=ax.transAxes)
+        if not any(len(a) for a in d.values()):
+            ax.text(0.5, 0.5, "not stored", ha="center", va="center", transform=ax.transAxes,
+                    fontsize=8)
             continue
         for split, color in (("forget", "tab:red"), ("test", "tab:blue")):
-            a = data[model][split]
+            a = d[split]
             if len(a):
                 ax.hist(np.clip(a, lo, hi), bins=bins, density=True, alpha=0.5, color=color,
-                        label=f"{split} (n={len(a)}, mean {a.mean():.3g})")
-        if ax.has_data():
-            ax.legend(fontsize=7)
-    axes[0].set_ylabel("density")
-    fig.suptitle(f"{rep.label}, seed {seed}: per-sample loss ({s.title})", fontsize=10)
-    return _image(fig, "losses", rep.row.method,
-                  f"{rep.row.method}: loss histograms: {s.title}")
+                        label=f"{split} (n={len(a)})")
+        means = ", ".join(f"{k} {a.mean():.2g}" for k, a in d.items() if len(a))
+        ax.text(0.98, 0.95, f"mean: {means}", ha="right", va="top", fontsize=6,
+                transform=ax.transAxes, color="dimgray")
+    fig.supxlabel("cross-entropy loss", fontsize=8)
+    fig.supylabel("density", fontsize=8)
+    fig.suptitle(f"per-sample loss, forget (red) and test (blue) ({s.title})", fontsize=10)
+    return _image(fig, "losses", "", f"loss histograms of every method: {s.title}")
 
 
 # ---------------------------------------------------------------------- saliency
@@ -644,62 +891,101 @@ def _norm(m: np.ndarray, signed: bool) -> np.ndarray:
     return m / top if top > 0 else m
 
 
-def saliency_figure(s: ScenarioSummary, rep: Representative,
-                    artefacts: Mapping[str, Mapping[str, Any]],
-                    classes: Sequence[str] | None) -> FigureImage | None:
-    docs = [(seed, d) for seed, d in _docs(rep.row, artefacts, "saliency")
-            if isinstance(d, Mapping)]
-    if not docs:
+def _sample_ok(doc: Mapping[str, Any], which: str) -> bool:
+    return isinstance(doc.get(which), Mapping) and _array(doc[which].get("image")) is not None
+
+
+def saliency_grid(s: ScenarioSummary, artefacts: Mapping[str, Mapping[str, Any]],
+                  classes: Sequence[str] | None) -> FigureImage | None:
+    """Small multiples: a forget and a retain sample (first seed of each method's
+    representative row). A first row of the inputs, then a row per model (the original, the
+    retrained model, each method's unlearned model) with its saliency map and, where any model
+    has one, its Grad-CAM per sample; many rows are laid out in side-by-side blocks."""
+    reps = [rep for m in _methods(s) if (rep := representative(s, m)) is not None]
+    found = []
+    for rep in reps:
+        sd = _first_doc(rep.row, artefacts, "saliency")
+        if sd is not None and (_sample_ok(sd[1], "forget") or _sample_ok(sd[1], "retain")):
+            found.append((rep, sd[1]))
+    if not found:
         return None
-    seed, doc = docs[0]
-    samples = [(k, doc[k]) for k in ("forget", "retain")
-               if isinstance(doc.get(k), Mapping) and _array(doc[k].get("image")) is not None]
-    if not samples:
-        return None
+    head = found[0][1]
+    samples = [k for k in ("forget", "retain") if _sample_ok(head, k)]
 
     def name(c: Any) -> str:
         if classes is not None and _is_number(c) and 0 <= int(c) < len(classes):
             return str(classes[int(c)])
         return str(c)
 
-    def has_cam(sample: Mapping[str, Any]) -> bool:
-        return any(_array((sample.get("models") or {}).get(m, {}).get("gradcam")) is not None
-                   for m in _MODELS if isinstance((sample.get("models") or {}).get(m), Mapping))
+    # the models: (row title, document, key of the model in the document)
+    models = [(m, head, m) for m in ("original", "retrained")]
+    models += [(rep.row.label, d, "unlearned") for rep, d in found]
 
-    blocks = [(k, smp, "saliency") for k, smp in samples]
-    blocks += [(k, smp, "gradcam") for k, smp in samples if has_cam(smp)]
-    ncols = 1 + len(_MODELS)
-    fig = _figure(2.3 * ncols + 0.6, 2.5 * len(blocks) + 0.6)
-    axes = fig.subplots(len(blocks), ncols, squeeze=False)
-    for row_axes, (kind, smp, what) in zip(axes, blocks, strict=True):
-        image = _array(smp.get("image"))
-        shown, cmap = _to_rgb(image)
-        h, w = shown.shape[:2]
-        extent = (-0.5, w - 0.5, h - 0.5, -0.5)
-        ax = row_axes[0]
-        ax.imshow(shown, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(f"{kind} #{smp.get('index')}: label {name(smp.get('label'))}", fontsize=8)
-        ax.set_ylabel("Grad-CAM" if what == "gradcam" else "saliency", fontsize=9)
-        models = smp.get("models") or {}
-        for ax, model in zip(row_axes[1:], _MODELS, strict=True):
-            entry = models.get(model) if isinstance(models.get(model), Mapping) else None
-            pred = f"pred {name(entry.get('pred'))}" if entry else "not stored"
-            ax.set_title(f"{model}: {pred}", fontsize=8)
-            amap = _array(entry.get(what)) if entry else None
-            if amap is None:
-                ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes)
-            elif what == "gradcam":
-                ax.imshow(_gray(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-                ax.imshow(_norm(amap, signed=False), cmap="jet", alpha=0.45, vmin=0, vmax=1,
-                          extent=extent, interpolation="bilinear")
-            else:
-                ax.imshow(_norm(amap, signed=True), cmap="inferno", vmin=0, vmax=1,
-                          extent=extent, interpolation="nearest")
-        for ax in row_axes:
+    def entry(doc: Mapping[str, Any], which: str, model: str) -> Mapping[str, Any] | None:
+        smp = doc.get(which)
+        if not isinstance(smp, Mapping):
+            return None
+        e = (smp.get("models") or {}).get(model)
+        return e if isinstance(e, Mapping) else None
+
+    cam = any(_array((entry(d, k, m) or {}).get("gradcam")) is not None
+              for _, d, m in models for k in samples)
+    whats = ("saliency", "gradcam") if cam else ("saliency",)
+    cols = [(k, w) for k in samples for w in whats]
+    blocks = 1 if len(models) <= 8 else min(4, math.ceil(len(models) / (12 if cam else 8)))
+    per_block = math.ceil(len(models) / blocks)
+    cell = 1.15
+    fig = _figure(blocks * (cell * len(cols) + 0.35) + 0.2, cell * (per_block + 1) + 0.7)
+    subs = fig.subfigures(1, blocks, squeeze=False)[0] if blocks > 1 else [fig]
+    for b, sub in enumerate(subs):
+        chunk = models[b * per_block:(b + 1) * per_block]
+        axes = sub.subplots(per_block + 1, len(cols), squeeze=False)
+        for ax in axes.ravel():
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle(f"{rep.label}, seed {seed}: saliency ({s.title})", fontsize=10)
-    return _image(fig, "saliency", rep.row.method, f"{rep.row.method}: saliency maps: {s.title}")
+            for spine in ax.spines.values():
+                spine.set_linewidth(0.4)
+        for j, (which, what) in enumerate(cols):  # the inputs, titled as the columns
+            ax = axes[0][j]
+            smp = head[which]
+            shown, cmap = _to_rgb(_array(smp.get("image")))
+            ax.imshow(shown, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(f"{which} #{smp.get('index')}, label {name(smp.get('label'))}\n"
+                         f"{'Grad-CAM' if what == 'gradcam' else 'saliency'}", fontsize=6.5)
+        axes[0][0].set_ylabel("input", fontsize=7)
+        for i in range(per_block):
+            row_axes = axes[i + 1]
+            if i >= len(chunk):
+                for ax in row_axes:
+                    ax.set_axis_off()
+                continue
+            title, doc, model = chunk[i]
+            row_axes[0].set_ylabel(_short(title, 18), fontsize=6.5)
+            for ax, (which, what) in zip(row_axes, cols, strict=True):
+                e = entry(doc, which, model)
+                smp = doc.get(which) if isinstance(doc.get(which), Mapping) else {}
+                image = _array(smp.get("image"))
+                amap = _array(e.get(what)) if e else None
+                if what == whats[0]:
+                    moved = smp.get("index") not in (None, head[which].get("index"))
+                    pred = f"pred {name(e.get('pred'))}" if e else "not stored"
+                    ax.set_title(pred + (f" (#{smp.get('index')})" if moved else ""),
+                                 fontsize=6, pad=2)
+                if amap is None or image is None:
+                    ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes,
+                            fontsize=7)
+                    continue
+                h, w = _to_rgb(image)[0].shape[:2]
+                extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+                if what == "gradcam":
+                    ax.imshow(_gray(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                    ax.imshow(_norm(amap, signed=False), cmap="jet", alpha=0.45, vmin=0, vmax=1,
+                              extent=extent, interpolation="bilinear")
+                else:
+                    ax.imshow(_norm(amap, signed=True), cmap="inferno", vmin=0, vmax=1,
+                              extent=extent, interpolation="nearest")
+    fig.suptitle(f"saliency maps, a row per model ({s.title})", fontsize=10)
+    return _image(fig, "saliency", "", f"saliency maps of every method: {s.title}")
 
 
 # ---------------------------------------------------------------------- all of a scenario
@@ -715,20 +1001,23 @@ def _class_names(s: ScenarioSummary, artefacts: Mapping[str, Mapping[str, Any]]
 def scenario_figures(s: ScenarioSummary, artefacts: Mapping[str, Mapping[str, Any]]
                      ) -> tuple[list[FigureImage], list[str]]:
     """Every figure of the scenario but the trade-off plot, in :data:`FIGURE_KINDS` order, and
-    notes on the figures that could not be drawn (a malformed artefact: the report goes on)."""
+    notes on the figures that could not be drawn (a malformed artefact: the report goes on).
+
+    Per-method artefacts are drawn as small multiples, one figure per kind for all the
+    methods (:func:`curves_grid`, :func:`losses_grid`, :func:`saliency_grid`); only a method
+    with several rows that have curves gets a curves figure of its own."""
     jobs: list[tuple[str, Callable[[], FigureImage | None]]] = [
-        ("bars", lambda: bars_figure(s))]
+        ("Pareto", lambda: pareto_figure(s)), ("bars", lambda: bars_figure(s))]
     jobs += [(f"sweep of {sw.method} / {sw.param}", lambda sw=sw: sweep_figure(s, sw))
              for sw in sweeps(s)]
+    jobs.append(("curves", lambda: curves_grid(s, artefacts)))
     methods = [*_methods(s), REFERENCE]
-    jobs += [(f"curves of {m}", lambda m=m: curves_figure(s, m, artefacts)) for m in methods]
+    jobs += [(f"curves of {m}", lambda m=m: curves_figure(s, m, artefacts)) for m in methods
+             if len(_curve_rows(s, m, artefacts)) > 1]
     jobs.append(("per-class accuracy", lambda: per_class_figure(s, artefacts)))
-    reps = [rep for m in _methods(s) if (rep := representative(s, m)) is not None]
-    jobs += [(f"losses of {rep.row.method}", lambda rep=rep: losses_figure(s, rep, artefacts))
-             for rep in reps]
+    jobs.append(("loss histograms", lambda: losses_grid(s, artefacts)))
     classes = _class_names(s, artefacts)
-    jobs += [(f"saliency of {rep.row.method}",
-              lambda rep=rep: saliency_figure(s, rep, artefacts, classes)) for rep in reps]
+    jobs.append(("saliency", lambda: saliency_grid(s, artefacts, classes)))
     figures, notes = [], []
     for what, job in jobs:
         try:

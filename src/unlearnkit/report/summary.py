@@ -1,28 +1,30 @@
-"""The summary of a benchmark's results: tables per scenario, trade-off plots, a report.
+"""The summary of a benchmark's results: tables per scenario, leaderboards, plots, a report.
 
 :func:`summarize` turns the finished rows of a results database (``unlearnkit bench``) into
-one table per scenario: a row per (method, params), each metric as mean ± std over seeds,
-the retrained model's row first as the reference, the original model's next, and the best
-value of each column marked according to :data:`BEST_RULES`. :func:`write_report` writes
-``report.md``, a self-contained ``report.html`` (the figures embedded as data URIs) and the
-figures as PNG files: per scenario a trade-off plot and, from the runs' artefacts, the
-figures of :mod:`unlearnkit.report.figures`.
+one table per scenario: a row per (method, params) (a calibrated method's runs in a row of
+their own), each metric as mean ± std over seeds, the retrained model's row first as the
+reference, the original model's next, and the best value of each column marked according to
+:data:`BEST_RULES`. :func:`write_report` writes ``report.md``, a self-contained
+``report.html`` (the figures embedded as data URIs) and the figures as PNG files. The page
+leads with the leaderboards (:mod:`unlearnkit.report.leaderboard`: the rows ranked by
+distance to the retrained model) and the Pareto figures of that distance against seconds;
+every other figure (:mod:`unlearnkit.report.figures`) is folded away, per-method ones drawn
+as small multiples.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 import os
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +38,9 @@ from unlearnkit.metrics.mia_power import (
     no_power_reasons,
 )
 from unlearnkit.models.checkpoint import atomic_write
+
+if TYPE_CHECKING:
+    from unlearnkit.report.leaderboard import Leaderboard
 
 __all__ = ["BEST_RULES", "ORIGINAL", "REFERENCE", "ScenarioSummary", "SummaryRow",
            "load_finished", "summarize", "tradeoff_png", "write_report"]
@@ -84,8 +89,17 @@ class SummaryRow:
     #: each seed's oracle-free verdict (aligned with :attr:`seeds`; ``None`` where absent)
     verdicts: list[str | None] = field(default_factory=list)
 
+    #: the row's runs were calibrated (the config's ``calibrate``): :attr:`params` are the
+    #: parameters chosen by the first seed's search, and ``seconds`` the whole searches'
+    calibrated: bool = False
+
+    #: each seed's calibration summary (the store's ``calibration`` column; calibrated rows)
+    calibrations: list[dict[str, Any] | None] = field(default_factory=list)
+
     @property
     def label(self) -> str:
+        if self.calibrated:
+            return f"{self.method} (calibrated)"
         params = ", ".join(f"{k}={self.params[k]}" for k in self.shown if k in self.params)
         return f"{self.method} ({params})" if params else self.method
 
@@ -161,7 +175,9 @@ class ScenarioSummary:
             "scenario_kind": self.scenario_kind, "metrics": list(self.metrics),
             "rows": [{"method": r.method, "label": r.label, "params": r.params, "n": r.n,
                       "seeds": r.seeds, "run_ids": r.run_ids, "mean": r.mean, "std": r.std,
-                      "verdict": r.verdict if any(r.verdicts) else None}
+                      "verdict": r.verdict if any(r.verdicts) else None,
+                      "calibrated": r.calibrated,
+                      **({"calibrations": r.calibrations} if r.calibrated else {})}
                      for r in self.rows],
             "best": {m: sorted(i) for m, i in self.best.items()},
             "uninformative": {m: sorted(i) for m, i in self.uninformative().items()},
@@ -210,16 +226,21 @@ def summarize(rows: list[dict[str, Any]]) -> list[ScenarioSummary]:
             continue
         key = (r["dataset"], r["arch"], r["scenario"])
         kinds.setdefault(key, r["scenario_kind"])
-        groups.setdefault(key, {}).setdefault((r["method"], _params_key(r["params"])),
-                                              []).append(r)
+        calibrated = r.get("calibration") is not None
+        # a calibrated method's seeds may choose different parameters: one row for them all
+        pkey = "calibrated" if calibrated else _params_key(r["params"])
+        groups.setdefault(key, {}).setdefault((r["method"], pkey), []).append(r)
     out = []
     for key, by_run in groups.items():
         summary_rows = []
         for (method, pkey), runs in by_run.items():
             runs = sorted(runs, key=lambda r: int(r["seed"]))
-            row = SummaryRow(method, json.loads(pkey), [int(r["seed"]) for r in runs],
+            calibrated = pkey == "calibrated"
+            row = SummaryRow(method, dict(runs[0]["params"] or {}) if calibrated
+                             else json.loads(pkey), [int(r["seed"]) for r in runs],
                              run_ids=[r.get("run_id") for r in runs],
-                             verdicts=[r.get("verdict") for r in runs])
+                             verdicts=[r.get("verdict") for r in runs], calibrated=calibrated,
+                             calibrations=[r.get("calibration") for r in runs])
             for m in METRIC_COLUMNS:
                 vals = np.array([r[m] for r in runs if r.get(m) is not None], dtype=float)
                 if len(vals):
@@ -239,7 +260,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[ScenarioSummary]:
 def _set_shown(rows: list[SummaryRow]) -> None:
     """Label each row by the hyper-parameters that tell it from its method's other rows."""
     for method in {r.method for r in rows}:
-        same = [r for r in rows if r.method == method]
+        same = [r for r in rows if r.method == method and not r.calibrated]
         keys = sorted({k for r in same for k in r.params})
         varying = tuple(k for k in keys
                         if len({json.dumps(r.params.get(k), sort_keys=True) for r in same}) > 1)
@@ -288,7 +309,7 @@ def tradeoff_png(s: ScenarioSummary) -> bytes | None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from unlearnkit.report.figures import representative
+    from unlearnkit.report.figures import png_bytes, representative
 
     ref = s.reference
     if ref is None or "forget_acc" not in ref.mean:
@@ -333,9 +354,7 @@ def tradeoff_png(s: ScenarioSummary) -> bytes | None:
     ax.set_ylabel("retain_acc")
     ax.set_title(s.title, fontsize=10)
     ax.grid(alpha=0.3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
+    return png_bytes(fig, dpi=100)
 
 
 # ---------------------------------------------------------------------- the documents
@@ -346,9 +365,29 @@ def _rule_lines() -> list[tuple[str, str]]:
     return [(_RULE_TEXT[rule], ", ".join(ms)) for rule, ms in by_rule.items()]
 
 
-_INTRO = ("Each cell is the mean ± standard deviation (ddof=1) over seeds (just the mean for "
-          "one seed); n is the number of seeds. A method is labelled by the hyper-parameters "
-          "that vary among its rows (all of them are in the --json output). The retrained "
+_DISTANCE = ("Each scenario's leaderboard ranks its rows by avg_gap, the distance to the "
+             "retrained model: the mean absolute gap between the row's and the retrained "
+             "model's forget, retain and test accuracy and, where measured, the mia_confidence "
+             "member rate on the forget set (SalUn's \"Avg. Gap\", Fan et al., ICLR 2024; 0 = "
+             "indistinguishable from retraining on these figures), mean over seeds; ties are "
+             "broken by js_divergence (the mean Jensen-Shannon divergence of the two models' "
+             "outputs on the forget set). This is the one place where the retrained model "
+             "judges a method: the verdict is oracle-free, and calibration never sees the "
+             "retrained model. A calibrated row is its method at the parameters that its "
+             "search (the config's calibrate) chose within the budget, its seconds the whole "
+             "search's, every trial counted; a method's other rows are its defaults and grid "
+             "points. Neither reference is ranked: the original's distance is the \"do "
+             "nothing\" baseline, the retrain row (a second retraining) the noise floor.")
+
+_GLANCE = ("Per scenario: the rows closest to the retrained model (avg_gap, lower is better; "
+           "see How to read the tables), how many rows each oracle-free verdict has, and that "
+           "distance against seconds. A calibrated row is its method at the parameters its "
+           "search chose within the budget, its seconds the whole search's.")
+
+_INTRO = ("In the summary tables, each cell is the mean ± standard deviation (ddof=1) over "
+          "seeds (just the mean for one seed); n is the number of seeds. A method is labelled "
+          "by the hyper-parameters that vary among its rows (all of them are in the --json "
+          "output). The retrained "
           f"model's row (method '{REFERENCE}') comes first, as the reference, then the "
           f"original model's before unlearning (method '{ORIGINAL}', where stored); neither is "
           "ever marked. An MIA figure marked † is uninformative: its attack has no power on "
@@ -361,6 +400,20 @@ _INTRO = ("Each cell is the mean ± standard deviation (ddof=1) over seeds (just
 _NO_TRADEOFF = ("(No trade-off plot: no retrained reference with forget_acc and retain_acc.)")
 _NO_ARTEFACTS = ("(No artefacts stored for this scenario's runs: no training curves, "
                  "per-class accuracy, loss or saliency figures.)")
+_NO_LEADERBOARD = ("(No leaderboard: no row has an avg_gap, which needs the retrained "
+                   "reference.)")
+_NO_PARETO = "(No Pareto figure: no row has both avg_gap and seconds.)"
+_FOLDED = ("Every figure below is folded: open a heading to see its figures. Per-method "
+           "artefacts are drawn as small multiples, a panel per method.")
+
+#: How many rows the "At a glance" block lists per scenario.
+TOP = 3
+
+#: The leaderboard's metric columns (the distance first).
+_BOARD_METRICS = ("avg_gap", "forget_acc_gap", "js_divergence", "seconds", "speedup")
+
+#: The trial table's columns (:data:`unlearnkit.bench.store.TRIAL_COLUMNS` but ``params``).
+_TRIAL_COLUMNS = ("number", "state", "value", "outcome", "retained", "shortfall", "seconds")
 
 
 def _slug(text: str) -> str:
@@ -382,16 +435,29 @@ def _unique(name: str, used: set[str]) -> str:
 
 @dataclass
 class _Section:
-    """One scenario of the documents: its table, figures (with their file names), notes."""
+    """One scenario of the documents: its table, leaderboard, figures (with their file names),
+    calibration trials (by run_id), notes."""
 
     summary: ScenarioSummary
     anchor: str
     figures: list[tuple[Any, str]]  # (FigureImage, file name)
     notes: list[str]
     has_artefacts: bool
+    board: Leaderboard | None = None
+    trials: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def kinds(self) -> list[str]:
-        return list(dict.fromkeys(f.kind for f, _ in self.figures))
+        """The kinds of the folded figures (all but the Pareto figure), in order."""
+        return list(dict.fromkeys(f.kind for f, _ in self.figures if f.kind != "pareto"))
+
+    def pareto(self) -> tuple[Any, str] | None:
+        return next(((f, n) for f, n in self.figures if f.kind == "pareto"), None)
+
+    def calibrated_runs(self) -> list[tuple[SummaryRow, int, str]]:
+        """(row, seed, run_id) of each calibrated run with stored trials."""
+        return [(r, seed, rid) for r in self.summary.rows if r.calibrated
+                for seed, rid in zip(r.seeds, r.run_ids, strict=False)
+                if rid is not None and self.trials.get(rid)]
 
 
 def _kind_heading(kind: str) -> str:
@@ -406,45 +472,156 @@ def _kind_note(kind: str) -> str:
     return KIND_NOTES.get(kind, "")
 
 
+def _opt(x: float | None) -> str:
+    return "-" if x is None else _fmt(x)
+
+
+def _top_text(e: Any) -> str:
+    """One line of the "At a glance" list."""
+    bits = [f"avg_gap {_opt(e.avg_gap)}", f"{_opt(e.seconds)} s"]
+    if any(e.row.verdicts):
+        bits.append(e.verdict)
+    if e.calibrated:
+        bits.append(e.params_text())
+    return f"{e.label}: " + ", ".join(bits)
+
+
+def _counts_text(s: ScenarioSummary) -> str:
+    from unlearnkit.report.leaderboard import verdict_counts
+
+    counts = verdict_counts(s)
+    n = sum(counts.values())
+    if not n or set(counts) == {"no verdict"}:
+        return "No verdict was recorded (the split had no validation set)."
+    return (f"Verdicts of the {n} rows: "
+            + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
+
+
+def _vs_text(e: Any) -> str:
+    return {True: "closer", False: "not closer", None: "-"}[e.closer_than_original]
+
+
+def _trial_cell(t: Mapping[str, Any], c: str) -> str:
+    v = t.get(c)
+    if v is None:
+        return "-"
+    return _fmt(v) if isinstance(v, float) else str(v)
+
+
+def _trial_params(t: Mapping[str, Any]) -> str:
+    p = t.get("params") or {}
+    return ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in p.items())
+
+
+def _best_trial(row: SummaryRow, seed: int) -> int | None:
+    cal = row.calibrations[row.seeds.index(seed)] if seed in row.seeds else None
+    return (cal or {}).get("best_trial")
+
+
 def _markdown(sections: list[_Section]) -> str:
-    lines = ["# Unlearning benchmark report", "", _INTRO, ""]
+    lines = ["# Unlearning benchmark report", "", "## At a glance", "", _md_escape(_GLANCE), ""]
+    for sec in sections:
+        s, board = sec.summary, sec.board
+        lines += [f"### [{_md_escape(s.title)}](#{sec.anchor})", ""]
+        if board is not None and board.ranked:
+            lines += [f"Closest to the retrained model (avg_gap; do nothing: "
+                      f"{_opt(board.baseline)}):", ""]
+            lines += [f"{e.rank}. {_md_escape(_top_text(e))}" for e in board.top(TOP)] + [""]
+        else:
+            lines += [_NO_LEADERBOARD, ""]
+        lines += [_counts_text(s), ""]
+        pareto = sec.pareto()
+        if pareto is not None:
+            lines += [f"![{_md_escape(pareto[0].title)}]({pareto[1]})", ""]
+    lines += ["## How to read the tables", "", _md_escape(_DISTANCE), "", _INTRO, ""]
     lines += [f"- {text}: {ms}" for text, ms in _rule_lines()] + [""]
     if len(sections) > 1:
         lines += ["Scenarios:", ""]
         lines += [f"- [{_md_escape(sec.summary.title)}](#{sec.anchor})" for sec in sections]
         lines.append("")
     for sec in sections:
-        s = sec.summary
-        lines += [f'<a id="{sec.anchor}"></a>', "", f"## {_md_escape(s.title)}", "",
-                  "### Summary", ""]
-        vcol = s.has_verdicts
-        lines.append("| method | n | " + ("verdict | " if vcol else "") + " | ".join(s.metrics)
-                     + " |")
-        lines.append("|---|---:|" + ("---|" if vcol else "") + "---:|" * len(s.metrics))
-        no_power = s.uninformative()
-        for i, r in enumerate(s.rows):
-            cells = [f"**{r.cell(m)}**" if i in s.best.get(m, ()) else
-                     f"{r.cell(m)} †" if i in no_power.get(m, ()) else r.cell(m)
-                     for m in s.metrics]
-            verdict = f"{r.verdict} | " if vcol else ""
-            lines.append(f"| {_md_escape(r.label)} | {r.n} | {verdict}" + " | ".join(cells)
-                         + " |")
-        lines.append("")
-        lines += [f"{_md_escape(note)}\n" for note in _no_power_notes(s)]
-        kinds = sec.kinds()
-        if "tradeoff" not in kinds:
-            lines += ["### Trade-off", "", _NO_TRADEOFF, ""]
-        for kind in kinds:
-            lines += [f"### {_kind_heading(kind)}", "", _kind_note(kind), ""]
-            lines += [f"![{_md_escape(f.title)}]({name})\n" for f, name in sec.figures
-                      if f.kind == kind]
-        if not sec.has_artefacts:
-            lines += [_NO_ARTEFACTS, ""]
-        lines += [f"- {_md_escape(note)}" for note in sec.notes]
-        if sec.notes:
-            lines.append("")
+        lines += _md_section(sec)
     return "\n".join(lines)
 
+
+def _md_section(sec: _Section) -> list[str]:
+    s, board = sec.summary, sec.board
+    lines = [f'<a id="{sec.anchor}"></a>', "", f"## {_md_escape(s.title)}", "",
+             "### Leaderboard", ""]
+    if board is not None and board.ranked:
+        lines.append("| rank | method | verdict | " + " | ".join(_BOARD_METRICS)
+                     + " | vs do nothing | parameters |")
+        lines.append("|---:|---|---|" + "---:|" * len(_BOARD_METRICS) + "---|---|")
+        for e in board.entries:
+            params = e.params_text() + (f" ({e.calibration_text()})" if e.calibrated else "")
+            lines.append(f"| {e.rank or '-'} | {_md_escape(e.label)}"
+                         + (" (front)" if e.on_front else "") + f" | {e.verdict} | "
+                         + " | ".join(e.row.cell(m) for m in _BOARD_METRICS)
+                         + f" | {_vs_text(e)} | {_md_escape(params)} |")
+        for ref, name in ((s.original, "do nothing (original)"),
+                          (s.reference, "retrain (noise floor)")):
+            if ref is not None:
+                lines.append(f"| - | {name} | {ref.verdict} | "
+                             + " | ".join(ref.cell(m) for m in _BOARD_METRICS) + " | | |")
+        lines += ["", "(front): on the Pareto front of avg_gap against seconds.", ""]
+    else:
+        lines += [_NO_LEADERBOARD, ""]
+    lines += [f"### {_kind_heading('pareto')}", ""]
+    pareto = sec.pareto()
+    if pareto is not None:
+        lines += [_kind_note("pareto"), "", f"![{_md_escape(pareto[0].title)}]({pareto[1]})", ""]
+    else:
+        lines += [_NO_PARETO, ""]
+    lines += ["### Summary", ""]
+    vcol = s.has_verdicts
+    lines.append("| method | n | " + ("verdict | " if vcol else "") + " | ".join(s.metrics)
+                 + " |")
+    lines.append("|---|---:|" + ("---|" if vcol else "") + "---:|" * len(s.metrics))
+    no_power = s.uninformative()
+    for i, r in enumerate(s.rows):
+        cells = [f"**{r.cell(m)}**" if i in s.best.get(m, ()) else
+                 f"{r.cell(m)} †" if i in no_power.get(m, ()) else r.cell(m)
+                 for m in s.metrics]
+        verdict = f"{r.verdict} | " if vcol else ""
+        lines.append(f"| {_md_escape(r.label)} | {r.n} | {verdict}" + " | ".join(cells)
+                     + " |")
+    lines.append("")
+    lines += [f"{_md_escape(note)}\n" for note in _no_power_notes(s)]
+    lines += ["### Figures", ""]
+    kinds = sec.kinds()
+    if "tradeoff" not in kinds:
+        lines += ["#### Trade-off", "", _NO_TRADEOFF, ""]
+    for kind in kinds:
+        lines += [f"#### {_kind_heading(kind)}", "", _kind_note(kind), ""]
+        lines += [f"![{_md_escape(f.title)}]({name})\n" for f, name in sec.figures
+                  if f.kind == kind]
+    runs = sec.calibrated_runs()
+    if runs:
+        lines += ["#### Calibration trials", "", _TRIALS_NOTE, ""]
+        for row, seed, rid in runs:
+            best = _best_trial(row, seed)
+            lines += [f"{_md_escape(row.label)}, seed {seed} (run {rid}):", "",
+                      "| " + " | ".join(_TRIAL_COLUMNS) + " | params | note |",
+                      "|" + "---:|" * len(_TRIAL_COLUMNS) + "---|---|"]
+            for t in sec.trials[rid]:
+                cells = [_md_escape(_trial_cell(t, c)) for c in _TRIAL_COLUMNS]
+                if t.get("number") == best:
+                    cells[0] = f"**{cells[0]}** (best)"
+                lines.append("| " + " | ".join(cells) + f" | {_md_escape(_trial_params(t))} | "
+                             f"{_md_escape(t.get('note') or '')} |")
+            lines.append("")
+    if not sec.has_artefacts:
+        lines += [_NO_ARTEFACTS, ""]
+    lines += [f"- {_md_escape(note)}" for note in sec.notes]
+    if sec.notes:
+        lines.append("")
+    return lines
+
+
+_TRIALS_NOTE = ("Each calibrated run's search, trial by trial (trial 0: the method's "
+                "defaults): its state, the objective (retained - 2 x shortfall, judged by the "
+                "oracle-free verdict on the validation set), the verdict, its seconds, the "
+                "searched values and why a trial failed; the best trial is the row's.")
 
 _CSS = ("body{font-family:sans-serif;margin:2em;max-width:110em}"
         "table{border-collapse:collapse}"
@@ -452,11 +629,164 @@ _CSS = ("body{font-family:sans-serif;margin:2em;max-width:110em}"
         "td:first-child,th:first-child{text-align:left}"
         "img{max-width:100%;height:auto}figure{margin:1em 0}"
         "figcaption{font-size:.85em;color:#555}.note{color:#555;font-size:.9em}"
-        "nav ul ul{font-size:.9em}td.no-power{color:#999}")
+        "nav ul ul{font-size:.9em}td.no-power{color:#999}"
+        ".glance-grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(34em,1fr));"
+        "gap:1.5em}.glance{border:1px solid #ddd;border-radius:6px;padding:0 1em}"
+        ".glance figure{margin:.5em 0}"
+        "div.wide{overflow-x:auto;max-width:100%}"
+        "table.leaderboard th,table.leaderboard td.label,table.leaderboard td.params,"
+        "table.leaderboard td.lb-verdict,table.leaderboard td.vs{text-align:left}"
+        "table.leaderboard tr.front td.label{font-weight:bold}"
+        "table.leaderboard tfoot td{color:#666;font-style:italic}"
+        "details{margin:.4em 0;border:1px solid #ddd;border-radius:4px;padding:.2em .6em}"
+        "details>summary{cursor:pointer;font-weight:bold}"
+        "details[open]>summary{margin-bottom:.4em}")
 
 
 def _num(x: float | None) -> str:
     return "" if x is None else repr(float(x))
+
+
+def _img(f: Any, name: str, pngs: dict[str, bytes]) -> str:
+    e = html.escape
+    data = base64.b64encode(pngs[name]).decode("ascii")
+    w, h = f.pixels
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{e(f.title)}" '
+            f'width="{w}" height="{h}" data-file="{e(name)}" data-kind="{e(f.kind)}">'
+            f"<figcaption>{e(f.title)}</figcaption></figure>")
+
+
+def _glance_html(sections: list[_Section], pngs: dict[str, bytes]) -> list[str]:
+    e = html.escape
+    parts = ['<section id="at-a-glance">', "<h2>At a glance</h2>",
+             f'<p class="note">{e(_GLANCE)}</p>', '<div class="glance-grid">']
+    for sec in sections:
+        s, board = sec.summary, sec.board
+        parts.append(f'<div class="glance" data-scenario="{e(s.scenario)}">')
+        parts.append(f'<h3><a href="#{sec.anchor}">{e(s.title)}</a></h3>')
+        if board is not None and board.ranked:
+            parts.append(f"<p>Closest to the retrained model (avg_gap; do nothing: "
+                         f"{e(_opt(board.baseline))}):</p>")
+            parts.append('<ol class="top">' + "".join(
+                f'<li value="{x.rank}" data-method="{e(x.method)}" '
+                f'data-calibrated="{str(x.calibrated).lower()}">{e(_top_text(x))}</li>'
+                for x in board.top(TOP)) + "</ol>")
+        else:
+            parts.append(f'<p class="note">{e(_NO_LEADERBOARD)}</p>')
+        parts.append(f'<p class="verdict-counts">{e(_counts_text(s))}</p>')
+        pareto = sec.pareto()
+        if pareto is not None:
+            parts.append(_img(*pareto, pngs))
+        parts.append("</div>")
+    parts += ["</div>", "</section>"]
+    return parts
+
+
+def _board_html(sec: _Section) -> list[str]:
+    e = html.escape
+    s, board = sec.summary, sec.board
+    if board is None or not board.ranked:
+        return [f'<p class="note">{e(_NO_LEADERBOARD)}</p>']
+    parts = ['<div class="wide">', f'<table class="leaderboard" data-scenario="{e(s.scenario)}" '
+             f'data-baseline="{_num(board.baseline)}">',
+             "<thead><tr><th>rank</th><th>method</th><th>verdict</th>"
+             + "".join(f"<th>{e(m)}</th>" for m in _BOARD_METRICS)
+             + "<th>vs do nothing</th><th>parameters</th></tr></thead>", "<tbody>"]
+    for x in board.entries:
+        params = e(json.dumps([dict(p) for p in x.params], sort_keys=True), quote=True)
+        cells = "".join(
+            f'<td data-metric="{m}" data-value="{_num(x.row.mean.get(m))}">'
+            f"{e(x.row.cell(m))}</td>" for m in _BOARD_METRICS)
+        cal = x.calibration_text()
+        front = ' class="front"' if x.on_front else ""
+        parts.append(
+            f'<tr{front} data-method="{e(x.method)}" '
+            f'data-label="{e(x.label)}" data-rank="{x.rank or ""}" '
+            f'data-calibrated="{str(x.calibrated).lower()}" '
+            f'data-on-front="{str(x.on_front).lower()}" data-chosen=\'{params}\'>'
+            f'<td class="rank">{x.rank or "-"}</td><td class="label">{e(x.label)}</td>'
+            f'<td class="lb-verdict">{e(x.verdict)}</td>{cells}'
+            f'<td class="vs">{_vs_text(x)}</td><td class="params">{e(x.params_text())}'
+            + (f'<br><span class="note">{e(cal)}</span>' if cal else "") + "</td></tr>")
+    parts.append("</tbody><tfoot>")
+    for ref, name in ((s.original, "do nothing (original)"), (s.reference,
+                                                              "retrain (noise floor)")):
+        if ref is not None:
+            parts.append(f'<tr data-method="{e(ref.method)}"><td>-</td><td class="label">'
+                         f"{e(name)}</td><td>{e(ref.verdict)}</td>"
+                         + "".join(f'<td data-metric="{m}" data-value="{_num(ref.mean.get(m))}">'
+                                   f"{e(ref.cell(m))}</td>" for m in _BOARD_METRICS)
+                         + "<td></td><td></td></tr>")
+    parts.append("</tfoot></table></div>")
+    parts.append('<p class="note">Bold: on the Pareto front of avg_gap against seconds. '
+                 "vs do nothing: whether the row is closer to the retrained model than the "
+                 "original is.</p>")
+    return parts
+
+
+def _summary_html(s: ScenarioSummary) -> list[str]:
+    e = html.escape
+    parts = ['<div class="wide">', f'<table class="summary" data-scenario="{e(s.scenario)}" '
+             f'data-dataset="{e(s.dataset)}" data-arch="{e(s.arch)}" '
+             f'data-scenario-kind="{e(s.scenario_kind)}">']
+    vcol = s.has_verdicts
+    parts.append("<thead><tr><th>method</th><th>n</th>"
+                 + ("<th>verdict</th>" if vcol else "")
+                 + "".join(f"<th>{e(m)}</th>" for m in s.metrics) + "</tr></thead>")
+    parts.append("<tbody>")
+    no_power = s.uninformative()
+    for i, r in enumerate(s.rows):
+        cells = ([f'<td class="forget-verdict" data-verdict="{e(r.verdict)}">'
+                  f"{e(r.verdict)}</td>"] if vcol else [])
+        for m in s.metrics:
+            attrs = f'data-metric="{e(m)}"'
+            if m in r.mean:
+                attrs += f' data-mean="{_num(r.mean[m])}" data-std="{_num(r.std.get(m))}"'
+            best = i in s.best.get(m, ())
+            if best:
+                attrs += ' data-best="true"'
+            text = f"<b>{e(r.cell(m))}</b>" if best else e(r.cell(m))
+            if i in no_power.get(m, ()):
+                why = "; ".join(no_power_reasons(r.mean, m))
+                attrs += (f' class="no-power" data-informative="false" '
+                          f'title="{e(why)}: no power"')
+                text += " †"
+            cells.append(f"<td {attrs}>{text}</td>")
+        params = e(json.dumps(r.params, sort_keys=True), quote=True)
+        parts.append(f'<tr data-method="{e(r.method)}" data-params=\'{params}\' '
+                     f'data-calibrated="{str(r.calibrated).lower()}" '
+                     f'data-n="{r.n}"><td>{e(r.label)}</td><td>{r.n}</td>'
+                     + "".join(cells) + "</tr>")
+    parts.append("</tbody></table></div>")
+    parts += [f'<p class="note no-power-note">{e(note)}</p>' for note in _no_power_notes(s)]
+    return parts
+
+
+def _trials_html(sec: _Section) -> list[str]:
+    e = html.escape
+    runs = sec.calibrated_runs()
+    if not runs:
+        return []
+    parts = [f'<details class="calibration" id="{sec.anchor}-calibration">',
+             f"<summary>Calibration trials ({len(runs)} calibrated run"
+             f"{'s' if len(runs) > 1 else ''})</summary>", f'<p class="note">{e(_TRIALS_NOTE)}</p>']
+    for row, seed, rid in runs:
+        best = _best_trial(row, seed)
+        parts.append(f"<p>{e(row.label)}, seed {seed} (run {e(rid)}):</p>")
+        parts.append(f'<table class="trials" data-run-id="{e(rid)}" '
+                     f'data-method="{e(row.method)}">'
+                     "<thead><tr>" + "".join(f"<th>{c}</th>" for c in _TRIAL_COLUMNS)
+                     + "<th>params</th><th>note</th></tr></thead><tbody>")
+        for t in sec.trials[rid]:
+            mark = ' class="best" data-best="true"' if t.get("number") == best else ""
+            parts.append(f"<tr{mark}>" + "".join(
+                f"<td>{e(_trial_cell(t, c))}{' (best)' if c == 'number' and mark else ''}</td>"
+                for c in _TRIAL_COLUMNS)
+                + f'<td class="params">{e(_trial_params(t))}</td>'
+                f'<td class="params">{e(t.get("note") or "")}</td></tr>')
+        parts.append("</tbody></table>")
+    parts.append("</details>")
+    return parts
 
 
 def _html(sections: list[_Section], pngs: dict[str, bytes]) -> str:
@@ -465,69 +795,50 @@ def _html(sections: list[_Section], pngs: dict[str, bytes]) -> str:
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              '<link rel="icon" href="data:,">',
              "<title>Unlearning benchmark report</title>", f"<style>{_CSS}</style>",
-             "</head>", "<body>", "<h1>Unlearning benchmark report</h1>",
-             f"<p>{e(_INTRO)}</p>", "<ul>"]
-    parts += [f"<li>{e(text)}: {e(ms)}</li>" for text, ms in _rule_lines()]
-    parts.append("</ul>")
-    parts += ['<nav id="contents">', "<h2>Contents</h2>", "<ul>"]
+             "</head>", "<body>", "<h1>Unlearning benchmark report</h1>"]
+    parts += _glance_html(sections, pngs)
+    parts += ['<nav id="contents">', "<h2>Contents</h2>", "<ul>",
+              '<li><a href="#how-to-read">How to read the tables</a></li>']
     for sec in sections:
-        subs = [("summary", "Summary")] + [(k, _kind_heading(k)) for k in sec.kinds()]
+        subs = [("leaderboard", "Leaderboard"), ("pareto", _kind_heading("pareto")),
+                ("summary", "Summary"), ("figures", "Figures")]
         links = "".join(f'<li><a href="#{sec.anchor}-{k}">{e(h)}</a></li>' for k, h in subs)
         parts.append(f'<li><a href="#{sec.anchor}">{e(sec.summary.title)}</a>'
                      f"<ul>{links}</ul></li>")
-    parts += ["</ul>", "</nav>"]
+    parts += ["</ul>", "</nav>", '<section id="how-to-read">', "<h2>How to read the tables</h2>",
+              f"<p>{e(_DISTANCE)}</p>", f"<p>{e(_INTRO)}</p>", "<ul>"]
+    parts += [f"<li>{e(text)}: {e(ms)}</li>" for text, ms in _rule_lines()]
+    parts += ["</ul>", "</section>"]
     for sec in sections:
         s = sec.summary
         parts.append(f'<section id="{sec.anchor}">')
         parts.append(f"<h2>{e(s.title)}</h2>")
+        parts.append(f'<h3 id="{sec.anchor}-leaderboard">Leaderboard</h3>')
+        parts += _board_html(sec)
+        parts.append(f'<h3 id="{sec.anchor}-pareto">{e(_kind_heading("pareto"))}</h3>')
+        pareto = sec.pareto()
+        if pareto is not None:
+            parts.append(f'<p class="note">{e(_kind_note("pareto"))}</p>')
+            parts.append(_img(*pareto, pngs))
+        else:
+            parts.append(f'<p class="note">{e(_NO_PARETO)}</p>')
         parts.append(f'<h3 id="{sec.anchor}-summary">Summary</h3>')
-        parts.append(f'<table class="summary" data-scenario="{e(s.scenario)}" '
-                     f'data-dataset="{e(s.dataset)}" data-arch="{e(s.arch)}" '
-                     f'data-scenario-kind="{e(s.scenario_kind)}">')
-        vcol = s.has_verdicts
-        parts.append("<thead><tr><th>method</th><th>n</th>"
-                     + ("<th>verdict</th>" if vcol else "")
-                     + "".join(f"<th>{e(m)}</th>" for m in s.metrics) + "</tr></thead>")
-        parts.append("<tbody>")
-        no_power = s.uninformative()
-        for i, r in enumerate(s.rows):
-            cells = ([f'<td class="forget-verdict" data-verdict="{e(r.verdict)}">'
-                      f"{e(r.verdict)}</td>"] if vcol else [])
-            for m in s.metrics:
-                attrs = f'data-metric="{e(m)}"'
-                if m in r.mean:
-                    attrs += f' data-mean="{_num(r.mean[m])}" data-std="{_num(r.std.get(m))}"'
-                best = i in s.best.get(m, ())
-                if best:
-                    attrs += ' data-best="true"'
-                text = f"<b>{e(r.cell(m))}</b>" if best else e(r.cell(m))
-                if i in no_power.get(m, ()):
-                    why = "; ".join(no_power_reasons(r.mean, m))
-                    attrs += (f' class="no-power" data-informative="false" '
-                              f'title="{e(why)}: no power"')
-                    text += " †"
-                cells.append(f"<td {attrs}>{text}</td>")
-            params = e(json.dumps(r.params, sort_keys=True), quote=True)
-            parts.append(f'<tr data-method="{e(r.method)}" data-params=\'{params}\' '
-                         f'data-n="{r.n}"><td>{e(r.label)}</td><td>{r.n}</td>'
-                         + "".join(cells) + "</tr>")
-        parts.append("</tbody></table>")
-        parts += [f'<p class="note no-power-note">{e(note)}</p>' for note in _no_power_notes(s)]
+        parts += _summary_html(s)
+        parts.append(f'<h3 id="{sec.anchor}-figures">Figures</h3>')
         kinds = sec.kinds()
+        if kinds:
+            parts.append(f'<p class="note">{e(_FOLDED)}</p>')
         if "tradeoff" not in kinds:
-            parts += ["<h3>Trade-off</h3>", f'<p class="note">{e(_NO_TRADEOFF)}</p>']
+            parts.append(f'<p class="note">{e(_NO_TRADEOFF)}</p>')
         for kind in kinds:
-            parts.append(f'<h3 id="{sec.anchor}-{kind}">{e(_kind_heading(kind))}</h3>')
+            figs = [(f, name) for f, name in sec.figures if f.kind == kind]
+            parts.append(f'<details class="figures" id="{sec.anchor}-{kind}" '
+                         f'data-kind="{e(kind)}"><summary>{e(_kind_heading(kind))} '
+                         f"({len(figs)} figure{'s' if len(figs) > 1 else ''})</summary>")
             parts.append(f'<p class="note">{e(_kind_note(kind))}</p>')
-            for f, name in sec.figures:
-                if f.kind != kind:
-                    continue
-                data = base64.b64encode(pngs[name]).decode("ascii")
-                w, h = f.pixels
-                parts.append(f'<figure><img src="data:image/png;base64,{data}" '
-                             f'alt="{e(f.title)}" width="{w}" height="{h}" '
-                             f'data-file="{e(name)}"><figcaption>{e(f.title)}</figcaption>'
-                             "</figure>")
+            parts += [_img(f, name, pngs) for f, name in figs]
+            parts.append("</details>")
+        parts += _trials_html(sec)
         if not sec.has_artefacts:
             parts.append(f'<p class="note">{e(_NO_ARTEFACTS)}</p>')
         parts += [f'<p class="note">{e(note)}</p>' for note in sec.notes]
@@ -550,18 +861,44 @@ def _write_bytes(path: Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
+def _skipped_calibrations(db: str | os.PathLike, rows: list[dict[str, Any]],
+                          methods: Sequence[str] | None
+                          ) -> dict[tuple[str, str, str], list[str]]:
+    """Per (dataset, arch, scenario) of ``rows``, a note for each calibrated run that was
+    skipped (no trial finished within its budget), of ``methods`` (``None``: all)."""
+    keep = {(r["dataset"], r["arch"], r["scenario"]) for r in rows}
+    out: dict[tuple[str, str, str], list[str]] = {}
+    for r in read_rows(db):
+        key = (r["dataset"], r["arch"], r["scenario"])
+        if (r["status"] == "skipped" and r.get("calibration") is not None and key in keep
+                and (methods is None or r["method"] in methods)):
+            why = r.get("error") or (r["calibration"] or {}).get("note") or "skipped"
+            out.setdefault(key, []).append(
+                f"{r['method']} (calibrated), seed {r['seed']}: not in the leaderboard: {why}")
+    return out
+
+
 def write_report(db: str | os.PathLike, out_dir: str | os.PathLike, *,
                  scenarios: Sequence[str] | None = None,
                  methods: Sequence[str] | None = None) -> dict[str, Any]:
     """Write ``report.md``, ``report.html`` and the figures as PNG files into ``out_dir``,
-    each atomically: per scenario a trade-off plot (where there is a reference) and the
-    figures of :func:`unlearnkit.report.figures.scenario_figures` (those the stored
-    artefacts allow); returns the written files and the summaries (as dicts).
+    each atomically; returns the written files, the summaries, the leaderboards, the claims
+    and the verdict check (as dicts).
+
+    The page leads with "At a glance" (per scenario the leaderboard's top rows, the count of
+    each verdict and the Pareto figure of :func:`unlearnkit.report.figures.pareto_figure`),
+    then per scenario: the leaderboard (:func:`unlearnkit.report.leaderboard.leaderboard`),
+    the Pareto figure, the summary table, and folded (``<details>``) every other figure: the
+    trade-off plot (where there is a reference), those of
+    :func:`unlearnkit.report.figures.scenario_figures` that the stored artefacts allow, and the
+    calibrated runs' trials.
 
     ``scenarios`` and ``methods`` report a subset: only those scenario labels (e.g.
     ``"class 3"``) and methods (the references ``retrain`` and ``original`` are always kept).
     A name that matches no finished run raises :class:`DataError` listing the valid ones."""
-    from unlearnkit.report.figures import FigureImage, scenario_figures
+    from unlearnkit.bench.store import read_trials
+    from unlearnkit.report.figures import FIGURE_KINDS, FigureImage, scenario_figures
+    from unlearnkit.report.leaderboard import leaderboard
 
     rows = load_finished(db)
     for key, wanted, keep in (("scenario", scenarios, ()),
@@ -576,19 +913,23 @@ def write_report(db: str | os.PathLike, out_dir: str | os.PathLike, *,
         rows = [r for r in rows if r[key] in wanted or r[key] in keep]
     summaries = summarize(rows)
     artefacts = read_artefacts(db)
+    calibrated = [r["run_id"] for r in rows if r.get("calibration") is not None]
+    trials = read_trials(db, calibrated) if calibrated else {}
+    skipped = _skipped_calibrations(db, rows, methods)
     out = Path(out_dir)
     files: list[Path] = []
     pngs: dict[str, bytes] = {}
     used: set[str] = set()
     anchors: set[str] = set()
     sections = []
+    order = list(FIGURE_KINDS)
     for s in summaries:
         figures: list[FigureImage] = []
         png = tradeoff_png(s)
         if png is not None:
             figures.append(FigureImage("tradeoff", "", f"trade-off: {s.title}", (6.4, 4.8), png))
         more, notes = scenario_figures(s, artefacts)
-        figures += more
+        figures = sorted(figures + more, key=lambda f: order.index(f.kind))
         named = []
         for f in figures:
             stem = "-".join(x for x in (f.kind, s.slug, _slug(f.tag) if f.tag else "") if x)
@@ -597,7 +938,9 @@ def write_report(db: str | os.PathLike, out_dir: str | os.PathLike, *,
             files.append(_write_bytes(out / name, f.png))
             named.append((f, name))
         has = any(rid in artefacts for r in s.rows for rid in r.run_ids)
-        sections.append(_Section(s, _unique(f"s-{s.slug}", anchors), named, notes, has))
+        notes = skipped.get((s.dataset, s.arch, s.scenario), []) + notes
+        sections.append(_Section(s, _unique(f"s-{s.slug}", anchors), named, notes, has,
+                                 leaderboard(s), trials))
     from unlearnkit.report.claims import check_claims, claims_html, claims_markdown
     from unlearnkit.report.verdicts import agreement_html, agreement_markdown, verdict_agreement
 
@@ -610,4 +953,5 @@ def write_report(db: str | os.PathLike, out_dir: str | os.PathLike, *,
     files.append(_write_bytes(out / "report.html", page.encode("utf-8")))
     return {"db": str(db), "out": str(out), "files": [str(f) for f in files],
             "scenarios": [s.to_dict() for s in summaries],
+            "leaderboards": [sec.board.to_dict() for sec in sections],
             "claims": [c.to_dict() for c in claims], "verdict_check": check.to_dict()}
