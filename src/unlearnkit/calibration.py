@@ -25,8 +25,9 @@ trial may use at most half of the budget left when it starts (:data:`TRIAL_SHARE
 stopped at an epoch's end when it runs past its share (``over budget``) or when its per-epoch
 objective falls below the median of earlier trials at the same epoch (``pruned``: it cannot
 win). A method without epochs (SSD, one pass) cannot be stopped mid-way: a trial of it that
-ends after the budget ran out is ``over budget`` too, its model discarded, so that a
-calibrated result never costs more than its budget (give or take the last verdict). When no
+ends after the budget ran out (its verdict included) is ``over budget`` too, its model
+discarded, so that a calibrated result never costs more than its budget, give or take the
+sampler's bookkeeping. When no
 trial finishes, :class:`NoTrialFinished` says so, with the history.
 
 **Reuse.** Importance passes are read from the on-disk importance cache after the first trial
@@ -358,13 +359,13 @@ def calibrate(
             trials.append(CalibrationTrial(trial.number, values, "pruned",
                                            seconds=time.perf_counter() - t0))
             raise
-        if time.perf_counter() > deadline:  # a pass that cannot stop mid-way ran past it
+        v = verdict(out, split, original, hint=m.forget_more, utility_hint=m.keep_utility)
+        if time.perf_counter() > deadline:  # e.g. a pass that cannot stop mid-way ran past it
             trials.append(CalibrationTrial(trial.number, values, "over budget",
                                            seconds=time.perf_counter() - t0,
                                            note="finished after the budget ran out"))
             study.stop()
             raise optuna.TrialPruned("over budget")
-        v = verdict(out, split, original, hint=m.forget_more, utility_hint=m.keep_utility)
         value, shortfall, retained = objective_of(v)
         tolerance = float(v.numbers["tolerance"])
         drop = float(v.numbers["original_heldout_retain_acc"]) - retained - tolerance
