@@ -117,11 +117,17 @@ def test_over_budget_trials_are_recorded_and_end_the_search(mlp_model, class_spl
         return now[0]
 
     monkeypatch.setattr(C.time, "perf_counter", tick)
-    # the defaults (SSD: no epochs) finish; the fine-tuning of later trials cannot
+    # the defaults finish; the next trial would have run past the budget (less is left than
+    # the first took), so it is not started and the budget holds
     cal = uk.calibrate(mlp_model, class_split, "fisher-mask", budget_seconds=40.0, seed=0)
+    assert [t.state for t in cal.trials] == ["complete"]
+    assert cal.trials[0].seconds > 40.0 / 2 and cal.seconds <= 40.0
+    # with room for a second trial, it starts, and the fine-tuning that runs past its share
+    # of the budget is stopped at an epoch's end and recorded
+    now[0] = 0.0
+    cal = uk.calibrate(mlp_model, class_split, "fisher-mask", budget_seconds=60.0, seed=0)
     states = [t.state for t in cal.trials]
-    assert states[-1] == "over budget"
-    assert "complete" in states
+    assert states[0] == "complete" and "over budget" in states[1:]
     assert cal.trials[cal.best_trial].state == "complete"
 
 

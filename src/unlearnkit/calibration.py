@@ -21,7 +21,8 @@ the faster); when no trial is ``forgotten``, the one with the highest objective.
 scaled by |D_r| / |D|; 0.2 by default, the NeurIPS 2023 competition's gate), or
 ``budget_seconds``. The method's defaults are the first trial, and may use the whole budget,
 so that calibration never returns worse than the defaults when they fit in it; every later
-trial may use at most half of the budget left when it starts (:data:`TRIAL_SHARE`). A trial is
+trial may use at most half of the budget left when it starts (:data:`TRIAL_SHARE`), and none
+starts when less is left than the median time of the trials so far. A trial is
 stopped at an epoch's end when it runs past its share (``over budget``) or when its per-epoch
 objective falls below the median of earlier trials at the same epoch (``pruned``: it cannot
 win). A method without epochs (SSD, one pass) cannot be stopped mid-way: a trial of it that
@@ -44,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -313,9 +315,11 @@ def calibrate(
 
     def objective(trial: optuna.Trial) -> float:
         t0 = time.perf_counter()
-        if t0 >= deadline:
+        spent = [t.seconds for t in trials if t.state in ("complete", "over budget")]
+        if t0 >= deadline or (spent and deadline - t0 < statistics.median(spent)):
+            # nothing left, or less than a typical trial: one would run past the budget
             study.stop()
-            raise _OverBudget
+            raise optuna.TrialPruned("the budget is spent")  # not recorded: it never ran
         # this trial's own limit: a share of what is left (all of it for the defaults, the
         # first trial, and when there is no budget)
         stop_at = (t0 + TRIAL_SHARE * (deadline - t0)
