@@ -263,6 +263,8 @@ _SPLIT_KEYS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("seed", lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= _MAX_SEED,
      f"an int in the range [0, {2**63 - 1}]"),
     ("forget_sha256", lambda v: isinstance(v, str), "a string"),
+    ("indices", lambda v: isinstance(v, list) and all(
+        isinstance(i, int) and not isinstance(i, bool) for i in v), "a list of ints"),
     ("n_forget", lambda v: isinstance(v, int) and not isinstance(v, bool), "an int"),
 )
 
@@ -284,6 +286,8 @@ def _split_from_record(desc: dict, data: DataBundle, checkpoint: str) -> Split:
     elif "fraction" in desc or "count" in desc:
         kw = {"fraction": desc["fraction"]} if "fraction" in desc else {"count": desc["count"]}
         split = split_random(data, seed=int(desc.get("seed", 0)), **kw)
+    elif desc.get("indices") is not None:  # an explicit request, recorded with its indices
+        split = split_indices(data, desc["indices"])
     else:
         raise InvalidSplitError(
             f"The checkpoint {checkpoint!r} was unlearned for a list of sample indices: give "
@@ -605,6 +609,8 @@ def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
         scenarios.append(split_random(data, fraction=fraction, seed=args.split_seed))
     for count in args.forget_count or ():
         scenarios.append(split_random(data, count=count, seed=args.split_seed))
+    for path in args.forget_indices or ():  # a user's own request: the samples listed
+        scenarios.append(split_indices(data, read_indices(path, num_samples=len(data.train))))
     if args.checkpoint is not None:
         original = load_checkpoint(args.checkpoint, device=resolve_device(device))
         ignored = [f"--{k.replace('_', '-')}" for k in (*_RECIPE_FLAGS, "model_arg")
@@ -1076,6 +1082,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a random fraction to forget; each is its own request")
     g.add_argument("--forget-count", action="append", type=int, metavar="N",
                    help="N random samples to forget; each is its own request")
+    g.add_argument("--forget-indices", action="append", metavar="FILE",
+                   help="training-set indices to forget (text, .json or .npy), e.g. one "
+                        "user's samples; each file is its own request")
     g.add_argument("--split-seed", type=_int_in(0, _MAX_SEED), default=0, metavar="S",
                    help="seed of random requests (default: 0)")
     p.add_argument("--methods", default="all", metavar="all|M1,M2",

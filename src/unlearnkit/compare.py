@@ -122,7 +122,8 @@ def default_scenarios(data: DataBundle, *, seed: int = 0) -> list[Split]:
 
 
 def scenario_label(split: Split, class_names: Sequence[str] | None = None) -> str:
-    """A short human name for a forget request: ``class 3``, ``random 10%``, ``146 samples``."""
+    """A short human name for a forget request: ``class 3``, ``random 10%``,
+    ``indices (146 samples)``."""
     desc = split.description or {}
     if split.scenario == "class" and split.forget_classes:
         names = [
@@ -135,6 +136,8 @@ def scenario_label(split: Split, class_names: Sequence[str] | None = None) -> st
     if "count" in desc:
         return f"random {desc['count']} samples"
     n = desc.get("n_forget")
+    if desc.get("scenario") == "indices":
+        return f"indices ({n} samples)" if n is not None else "indices"
     return f"{n} samples" if n is not None else split.scenario
 
 
@@ -170,7 +173,10 @@ def _row(
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
         "scenario": scenario,
-        "scenario_kind": split.scenario,
+        # the request's kind: class, random, or indices (a listed request, which the methods
+        # treat as random samples: split.scenario)
+        "scenario_kind": ("indices" if (split.description or {}).get("scenario") == "indices"
+                          else split.scenario),
         "split": dict(split.description),
         "method": method,
         "status": status,

@@ -9,6 +9,8 @@
     scenarios:
       classes: [[3], [1, 7]]         # each list is forgotten together
       random: [0.1]                  # fractions of the training set (split seed = run seed)
+      indices: [erase.txt]           # a user's own request: files of training-set indices
+                                     # (as `forget --forget-indices`; relative to the config)
     methods:                         # or: all (every registered method at its defaults)
       finetune: {}                   # defaults
       ssd: {alpha: [1, 10], lam: 1}  # a grid: the cartesian product; a scalar is one value
@@ -49,6 +51,7 @@ fit in 64 bits.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import itertools
 import math
@@ -56,7 +59,7 @@ import os
 import re
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +68,7 @@ import yaml
 
 from unlearnkit.api import default_recipe
 from unlearnkit.data.registry import DATASETS
+from unlearnkit.data.splits import read_indices
 from unlearnkit.exceptions import InvalidParameterError, UnlearnkitError
 from unlearnkit.methods.base import METHODS, get_method
 from unlearnkit.models.registry import MODELS, build_model
@@ -111,23 +115,43 @@ _INT64 = (-(2**63), 2**63 - 1)
 
 @dataclass(frozen=True)
 class Scenario:
-    """One forget request: ``kind="class"`` with ``classes``, or ``kind="random"`` with
-    ``fraction`` (the split's seed is the run's seed)."""
+    """One forget request: ``kind="class"`` with ``classes``, ``kind="random"`` with
+    ``fraction`` (the split's seed is the run's seed), or ``kind="indices"``: the training
+    samples at ``indices``, read from the file ``source`` (a user's own request)."""
 
     kind: str
     classes: tuple[int | str, ...] = ()
     fraction: float | None = None
+    indices: tuple[int, ...] = ()
+    source: str | None = field(default=None, compare=False)
+
+    @property
+    def method_kind(self) -> str:
+        """The scenario as the methods see it: ``class``, or ``random`` (samples, whether
+        drawn at random or listed)."""
+        return "class" if self.kind == "class" else "random"
 
     @property
     def label(self) -> str:
         if self.kind == "class":
             names = ",".join(str(c) for c in self.classes)
             return f"class{'es' if len(self.classes) > 1 else ''} {names}"
+        if self.kind == "indices":
+            name = Path(self.source).stem if self.source else "indices"
+            return f"indices {name} ({len(self.indices)} samples)"
         return f"random {self.fraction * 100:g}%"  # type: ignore[operator]
+
+    @property
+    def indices_sha256(self) -> str:
+        """The digest of the sorted indices (what identifies an index request in a run)."""
+        text = ",".join(str(i) for i in self.indices)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
         if self.kind == "class":
             return {"kind": "class", "classes": list(self.classes)}
+        if self.kind == "indices":
+            return {"kind": "indices", "n": len(self.indices), "sha256": self.indices_sha256}
         return {"kind": "random", "fraction": self.fraction}
 
 
@@ -261,9 +285,9 @@ def _unknown(where: str, keys: Any, valid: tuple[str, ...]) -> None:
             )
 
 
-def _scenarios(value: Any) -> tuple[Scenario, ...]:
+def _scenarios(value: Any, base: Path | None = None) -> tuple[Scenario, ...]:
     m = _mapping("scenarios", value)
-    _unknown("'scenarios'", m, ("classes", "random"))
+    _unknown("'scenarios'", m, ("classes", "random", "indices"))
     out: list[Scenario] = []
     for i, group in enumerate(_nonempty_list("scenarios.classes", m["classes"])
                               if "classes" in m else ()):
@@ -279,8 +303,23 @@ def _scenarios(value: Any) -> tuple[Scenario, ...]:
         if isinstance(f, bool) or not isinstance(f, int | float) or not 0 < f < 1:
             raise _err(f"scenarios.random[{i}]", "a fraction in (0, 1)", f)
         out.append(Scenario("random", fraction=float(f)))
+    for i, path in enumerate(_nonempty_list("scenarios.indices", m["indices"])
+                             if "indices" in m else ()):
+        key = f"scenarios.indices[{i}]"
+        if not isinstance(path, str) or not path:
+            raise _err(key, "the path of a file of training-set indices", path)
+        where = Path(path) if base is None or Path(path).is_absolute() else base / path
+        try:
+            found = read_indices(where)
+        except (UnlearnkitError, OSError) as exc:
+            text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise InvalidParameterError(f"In {key} ({str(where)!r}): {text}") from None
+        if not len(found):
+            raise InvalidParameterError(f"In {key} ({str(where)!r}): the file lists no index.")
+        out.append(Scenario("indices", indices=tuple(sorted(int(x) for x in found)),
+                            source=str(where)))
     if not out:
-        raise _err("scenarios", "a mapping with 'classes' and/or 'random'", value)
+        raise _err("scenarios", "a mapping with 'classes', 'random' and/or 'indices'", value)
     return tuple(dict.fromkeys(out))
 
 
@@ -432,12 +471,14 @@ def _check_model(arch: str, kwargs: Mapping[str, Any], dataset: str,
             f"memory ({memory / 2**30:,.1f} GiB).")
 
 
-def parse_config(raw: Any, *, name: str = "config", max_runs: int | None = None
-                 ) -> BenchConfig:
+def parse_config(raw: Any, *, name: str = "config", max_runs: int | None = None,
+                 base: str | os.PathLike | None = None) -> BenchConfig:
     """Validate a parsed YAML document (a mapping) into a :class:`BenchConfig`.
 
     ``max_runs`` (default: the config's ``max_runs``, else :data:`MAX_RUNS`): a plan of more
-    runs is refused, before its runs are built.
+    runs is refused, before its runs are built. ``base``: the folder relative paths in the
+    config (``scenarios.indices``) are read from (default: the current one; a config file's
+    own folder when read by :func:`load_config`).
     """
     m = _mapping("(top level)", raw)
     _unknown("the benchmark config", m, _TOP_KEYS)
@@ -521,7 +562,7 @@ def parse_config(raw: Any, *, name: str = "config", max_runs: int | None = None
     timing = m.get("timing", "cold")
     if timing not in TIMINGS:
         raise _err("timing", f"one of {', '.join(TIMINGS)}", timing)
-    scenarios = _scenarios(m["scenarios"])
+    scenarios = _scenarios(m["scenarios"], Path(base) if base is not None else None)
     _check_classes(scenarios, ds["name"])
     grids = _method_grids(m["methods"])
     _plan_size(len(scenarios), grids, len(dict.fromkeys(seeds)), flags["original"], limit)
@@ -732,7 +773,8 @@ def load_config(path: str | os.PathLike, *, max_runs: int | None = None) -> Benc
         raise InvalidParameterError(
             f"{where} line {line}, column {column} is not UTF-8 text: byte "
             f"0x{data[exc.start]:02x} cannot be decoded. Save the config as UTF-8.") from None
-    return parse_config(_load_yaml(text, where), name=p.stem, max_runs=max_runs)
+    return parse_config(_load_yaml(text, where), name=p.stem, max_runs=max_runs,
+                        base=p.parent)
 
 
 #: The built-in configurations, as YAML.

@@ -140,7 +140,7 @@ def expand(config: BenchConfig) -> Plan:
         todo: list[tuple[str, list[dict[str, Any]], str | None]] = []
         if config.original:
             todo.append((ORIGINAL, [{}], None))
-        todo += [(g.name, points[g.name], refusal(METHODS.get(g.name), scenario.kind))
+        todo += [(g.name, points[g.name], refusal(METHODS.get(g.name), scenario.method_kind))
                  for g in config.methods]
         calibrated = {c.method: c.to_dict() for c in config.calibrate}
         for method, grid_points, why in todo:

@@ -54,7 +54,7 @@ from unlearnkit.bench.store import FINISHED, ResultStore, read_rows, read_states
 from unlearnkit.compare import jsonable
 from unlearnkit.data.containers import DataBundle
 from unlearnkit.data.registry import load_dataset
-from unlearnkit.data.splits import Split, split_by_class, split_random
+from unlearnkit.data.splits import Split, split_by_class, split_indices, split_random
 from unlearnkit.evaluation import EvaluationCache, evaluate
 from unlearnkit.exceptions import DataError, InvalidParameterError, UnlearnkitError
 from unlearnkit.importance.cache import cache_use
@@ -125,6 +125,8 @@ def _data(name: str, options: dict[str, Any]) -> DataBundle:
 def _split(data: DataBundle, scenario: Scenario, seed: int) -> Split:
     if scenario.kind == "class":
         return split_by_class(data, list(scenario.classes))
+    if scenario.kind == "indices":
+        return split_indices(data, list(scenario.indices))
     return split_random(data, fraction=scenario.fraction, seed=seed)
 
 

@@ -373,8 +373,11 @@ def split_indices(ds: DataBundle, indices: Iterable[int] | np.ndarray, *,
             f"Duplicate forget indices: {uniq[counts > 1][:10].tolist()}. Each sample is listed "
             "once."
         )
-    return _build(ds, uniq, "random", {"scenario": "random", "source": "indices"},
-                  validation=validation)
+    # a sample request: methods treat it as random samples (``scenario == "random"``); its
+    # description names it ``indices`` and keeps the indices, so that a checkpoint's record of
+    # the request rebuilds it (`unlearnkit evaluate` without the file)
+    return _build(ds, uniq, "random", {"scenario": "indices", "source": "indices",
+                                       "indices": uniq.tolist()}, validation=validation)
 
 
 _INT64_MAX = np.iinfo(np.int64).max
