@@ -231,9 +231,24 @@ def _subprocess(*argv: str | os.PathLike) -> subprocess.CompletedProcess:
 def test_python_m_unlearnkit_error_is_one_line(work, tmp_path):
     p = _subprocess("forget", "--checkpoint", work / "original.safetensors", "--forget-class", "3",
                     "--method", "sdd", "--out", tmp_path / "u.safetensors", "--json")
-    assert p.returncode == 2 and p.stdout == ""
+    assert p.returncode == 2
     assert_one_error_line(p.stderr, "Unknown method 'sdd'")
     assert not (tmp_path / "u.safetensors").exists()
+    # with --json, stdout holds the error as one JSON object too (a script reads stdout)
+    got = json.loads(p.stdout)
+    assert got["command"] == "forget" and got["error"]["type"] == "UnknownNameError"
+    assert got["error"]["message"] in p.stderr and "Did you mean 'ssd'" in got["error"]["message"]
+
+
+def test_without_json_an_error_leaves_stdout_empty_and_methods_takes_names(tmp_path):
+    code, out, err = run("methods", "sdd")
+    assert code == 2 and out == ""
+    assert_one_error_line(err, "Unknown method 'sdd'", "Did you mean 'ssd'")
+    code, out, _ = run("methods", "ssd", "finetune", "--json")
+    assert code == 0
+    assert [m["name"] for m in json.loads(out)["methods"]] == ["ssd", "finetune"]
+    code, out, _ = run("methods", "--json")
+    assert len(json.loads(out)["methods"]) == len(uk.METHODS.names())
 
 
 # ---------------------------------------------------------------------- evaluation metrics, score

@@ -271,3 +271,28 @@ def test_leaderboard_of_defaults_and_calibrated_rows(tmp_path):
     # the summary table keeps both finetune rows apart, the calibrated one marked
     assert page.count('data-method="finetune" data-params') == 2
     assert 'data-calibrated="true" data-n="1"><td>finetune (calibrated)</td>' in page
+
+
+def test_a_row_that_did_not_forget_is_best_at_nothing():
+    """The highest test accuracy of a class scenario would otherwise go to the methods that
+    left the class known: best respects the scenario's goal (issue 15)."""
+    def row(method, forget, test, verdict=None, kind="class"):
+        return {"dataset": "d", "arch": "a", "scenario": "s", "scenario_kind": kind,
+                "method": method, "params": {}, "seed": 0, "status": "ok",
+                "forget_acc": forget, "test_acc": test, "verdict": verdict}
+
+    with_verdicts = [row("retrain", 0.0, 0.90, "forgotten"),
+                     row("finetune", 1.0, 0.98, "not forgotten"),
+                     row("ssd", 0.0, 0.91, "forgotten"),
+                     row("salun", 0.0, 0.85, "partial")]
+    s = summarize(with_verdicts)[0]
+    labels = [r.label for r in s.rows]
+    assert {labels[i] for i in s.best["test_acc"]} == {"ssd"}  # not finetune's 0.98
+    assert {labels[i] for i in s.best["forget_acc"]} == {"ssd", "salun"}
+    # without verdicts, a class row whose forget accuracy is far above the retrained one's
+    plain = [{**r, "verdict": None} for r in with_verdicts]
+    s = summarize(plain)[0]
+    assert {[r.label for r in s.rows][i] for i in s.best["test_acc"]} == {"ssd"}
+    # in a random scenario without verdicts nothing is excluded by forget accuracy
+    s = summarize([{**r, "scenario_kind": "random"} for r in plain])[0]
+    assert {[r.label for r in s.rows][i] for i in s.best["test_acc"]} == {"finetune"}

@@ -12,6 +12,7 @@ Ctrl-C before then leaves the previous file as it was. An ``--out`` that is not 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import math
@@ -581,7 +582,8 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_methods(args: argparse.Namespace) -> dict[str, Any]:
-    return {"methods": [cls.describe() for _, cls in METHODS.items()]}
+    names = list(dict.fromkeys(args.names or ())) or list(METHODS.names())
+    return {"methods": [METHODS.get(name).describe() for name in names]}
 
 
 def cmd_datasets(args: argparse.Namespace) -> dict[str, Any]:
@@ -1057,7 +1059,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("methods", help="list the unlearning methods and their hyper-parameters")
+    p = sub.add_parser("methods", help="list the unlearning methods and their hyper-parameters",
+                       epilog="example: unlearnkit methods ssd finetune")
+    p.add_argument("names", nargs="*", metavar="METHOD",
+                   help="only these methods (default: every registered one)")
     _add_common(p, seed=False, device=False)
     p.set_defaults(func=cmd_methods)
 
@@ -1164,6 +1169,15 @@ def _run(func: Callable[[argparse.Namespace], dict[str, Any]], args: argparse.Na
     return 0
 
 
+def _json_error(args: argparse.Namespace, kind: str, message: str) -> None:
+    """With ``--json``, the error as one JSON object on stdout too (a script reading stdout
+    gets ``{"error": {"type", "message"}}`` rather than nothing)."""
+    if getattr(args, "json", False):
+        with contextlib.suppress(OSError):
+            print(json.dumps({"command": getattr(args, "command", None),
+                              "error": {"type": kind, "message": message}}), flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0, or 2 on a user's error)."""
     args = build_parser().parse_args(argv)
@@ -1173,6 +1187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args.func, args)
         except UnlearnkitError as exc:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
+            _json_error(args, type(exc).__name__, str(exc))
             return 2
         except BrokenPipeError:  # e.g. `unlearnkit methods --json | head`: not an error
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -1181,9 +1196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             where = f": {exc.filename!r}" if getattr(exc, "filename", None) else ""
             print(f"{PROG}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+            _json_error(args, type(exc).__name__, f"{exc.strerror or exc}{where}")
             return 2
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted", file=sys.stderr)
+            _json_error(args, "KeyboardInterrupt", "interrupted")
             return 130
 
 

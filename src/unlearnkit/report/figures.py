@@ -155,7 +155,7 @@ def method_defaults(method: str, scenario_kind: str = "class") -> dict[str, Any]
     """The default hyper-parameters of a registered method in a scenario of ``scenario_kind``
     (a per-scenario default at that scenario's value); ``None`` for others, such as the
     pseudo-method ``original``."""
-    key = (method, "class" if scenario_kind == "class" else "random")  # indices: samples
+    key = (method, "random" if scenario_kind in ("random", "indices") else "class")
     if key not in _DEFAULTS:
         try:
             from unlearnkit.methods.base import get_method

@@ -273,13 +273,18 @@ def _best(s: ScenarioSummary) -> dict[str, set[int]]:
     all marked). An MIA figure is ranked only among the rows where it is informative
     (:meth:`ScenarioSummary.uninformative`), and not at all when the reference's is not: a
     figure the attack cannot back says nothing about forgetting, and "closest to a reference
-    figure that is itself noise" says nothing either."""
+    figure that is itself noise" says nothing either.
+
+    Best respects the scenario's goal: a row that did not forget (:func:`_did_not_forget`)
+    is best at nothing, or the highest test accuracy of a class scenario would go to the
+    methods that left the class known."""
     ref = s.reference
     no_power = s.uninformative()
+    failed = {i for i, r in enumerate(s.rows) if _did_not_forget(r, s, ref)}
     best: dict[str, set[int]] = {}
     for m in s.metrics:
         rule = BEST_RULES.get(m)
-        skip = no_power.get(m, set())
+        skip = no_power.get(m, set()) | failed
         cands = {i: r.mean[m] for i, r in enumerate(s.rows)
                  if r.method not in _REFERENCE_ORDER and m in r.mean and i not in skip}
         if rule is None or not cands:
@@ -294,6 +299,24 @@ def _best(s: ScenarioSummary) -> dict[str, set[int]]:
         best[m] = {i for i, v in score.items() if math.isclose(v, top, rel_tol=1e-12,
                                                                  abs_tol=1e-12)}
     return best
+
+
+#: Without a verdict, a row of a class scenario did not forget when its forget accuracy is
+#: more than this above the retrained model's.
+NOT_FORGOTTEN_GAP = 0.05
+
+
+def _did_not_forget(r: SummaryRow, s: ScenarioSummary, ref: SummaryRow | None) -> bool:
+    """Whether a row failed the scenario's goal: its oracle-free verdict is ``not forgotten``
+    for every seed (where recorded), or, without a verdict, in a class scenario its forget
+    accuracy is more than :data:`NOT_FORGOTTEN_GAP` above the retrained model's."""
+    given = [v for v in r.verdicts if v]
+    if given:
+        return all(v == "not forgotten" for v in given)
+    if s.scenario_kind == "class" and ref is not None and "forget_acc" in r.mean \
+            and "forget_acc" in ref.mean:
+        return r.mean["forget_acc"] - ref.mean["forget_acc"] > NOT_FORGOTTEN_GAP
+    return False
 
 
 # ---------------------------------------------------------------------- the plot
@@ -395,6 +418,7 @@ _INTRO = ("In the summary tables, each cell is the mean ± standard deviation (d
           "or does not score the original model at least "
           f"{MIN_SEPARATION} above the retrained one; it is greyed, explained under the table, "
           "and never ranked (its column is not ranked at all when the reference's is marked). "
+          "A row that did not forget (verdict 'not forgotten') is best at nothing. "
           "The best value of each column among the other rows is in bold:")
 
 _NO_TRADEOFF = ("(No trade-off plot: no retrained reference with forget_acc and retain_acc.)")
