@@ -338,3 +338,10 @@ def test_score_errors(work, extra, fragment):
     assert code == 2
     assert_one_error_line(err, fragment)
     assert not uk.pools.pool_cache_dir().exists()  # refused before any training
+
+
+def test_datasets_text_never_shows_none_or_a_question_mark():
+    code, out, _ = run("datasets")
+    assert code == 0 and "imagefolder" in out
+    assert "None" not in out and "input shape: ?" not in out
+    assert "classes: one per folder" in out

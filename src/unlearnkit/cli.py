@@ -896,9 +896,12 @@ def _method_text(d: dict[str, Any]) -> str:
 
 
 def _dataset_text(d: dict[str, Any]) -> str:
-    shape = "x".join(str(s) for s in d["input_shape"]) if d["input_shape"] else "?"
+    # a dataset read from the user's files knows its classes and shape once it is read
+    shape = ("x".join(str(s) for s in d["input_shape"]) if d["input_shape"]
+             else "the images' own (image_size=N: 3xNxN, 1xNxN with grayscale)")
+    classes = d["num_classes"] if d["num_classes"] is not None else "one per folder"
     lines = [f"{d['name']}: {d['description']}",
-             f"  classes: {d['num_classes']}; input shape: {shape}; "
+             f"  classes: {classes}; input shape: {shape}; "
              f"needs --data-root: {'yes' if d['needs_data_root'] else 'no'}"]
     if d["options"]:
         lines.append(f"  options (--data-option k=v): {', '.join(d['options'])}")
