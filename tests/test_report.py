@@ -296,3 +296,22 @@ def test_a_row_that_did_not_forget_is_best_at_nothing():
     # in a random scenario without verdicts nothing is excluded by forget accuracy
     s = summarize([{**r, "scenario_kind": "random"} for r in plain])[0]
     assert {[r.label for r in s.rows][i] for i in s.best["test_acc"]} == {"finetune"}
+
+
+def test_report_print_shows_the_tables_at_once_without_writing(tmp_path):
+    db = make_db(tmp_path / "r.sqlite")
+    code, out, err = cli("report", db, "--print")
+    assert code == 0, err
+    scenarios = {r["scenario"] for r in load_finished(db)}
+    for label in scenarios:  # one table per scenario, as bench prints them
+        assert f"Scenario: {label}" in out
+    assert "retrain" in out and "Report of" not in out and err == ""
+    assert not any(tmp_path.glob("*/report.html"))
+    code, out, _ = cli("report", db, "--print", "--json")
+    assert code == 0 and json.loads(out)["files"] == [] and json.loads(out)["tables"]
+    # with --out as well: the tables, then the files, and the progress on stderr
+    code, out, err = cli("report", db, "--print", "--out", tmp_path / "rep")
+    assert code == 0 and "Scenario: " in out and "report.html" in out
+    assert "report: scenario 1/" in err and "files written" in err
+    code, _, err = cli("report", db)
+    assert code == 2 and "--out DIR, or prints the tables with --print" in err

@@ -683,21 +683,35 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     if args.report:
         from unlearnkit.report import write_report
 
-        files = write_report(args.out, args.report)["files"]
+        files = write_report(args.out, args.report, log=_log)["files"]
         result["report"] = next((f for f in files if f.endswith(".html")), args.report)
     return result
 
 
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
-    from unlearnkit.report import write_report
+    from unlearnkit.report import load_finished, summarize, write_report
 
-    result = write_report(args.results, args.out, scenarios=args.scenario,
-                          methods=[m.strip() for m in args.methods.split(",") if m.strip()]
-                          if args.methods else None)
-    return {"command": "report", "db": result["db"], "out": result["out"],
-            "files": result["files"],
-            "scenarios": [{k: s[k] for k in ("dataset", "arch", "scenario", "scenario_kind")}
-                          | {"rows": len(s["rows"])} for s in result["scenarios"]]}
+    if args.out is None and not args.print:
+        raise InvalidParameterError(
+            "report writes to --out DIR, or prints the tables with --print (or both).")
+    methods = ([m.strip() for m in args.methods.split(",") if m.strip()]
+               if args.methods else None)
+    out: dict[str, Any] = {"command": "report", "db": str(args.results), "out": args.out,
+                           "files": []}
+    if args.print:  # the tables at once, as `bench` prints them, from the store alone
+        rows = load_finished(args.results)
+        keep = {"retrain", "original"}
+        rows = [r for r in rows if (args.scenario is None or r["scenario"] in args.scenario)
+                and (methods is None or r["method"] in methods or r["method"] in keep)]
+        out["tables"] = [s.to_dict() for s in summarize(rows)]
+    if args.out is not None:
+        result = write_report(args.results, args.out, scenarios=args.scenario, methods=methods,
+                              log=_log if args.out is not None and not args.json else None)
+        out.update(db=result["db"], out=result["out"], files=result["files"],
+                   scenarios=[{k: s[k] for k in ("dataset", "arch", "scenario",
+                                                 "scenario_kind")}
+                              | {"rows": len(s["rows"])} for s in result["scenarios"]])
+    return out
 
 
 # ---------------------------------------------------------------------- text output
@@ -789,8 +803,13 @@ def _text(result: dict[str, Any]) -> str:
     if cmd == "bench":
         return _bench_text(result)
     if cmd == "report":
-        return "\n".join([f"Report of {result['db']} ({len(result['scenarios'])} scenarios):",
-                          *(f"  {f}" for f in result["files"])])
+        lines = []
+        for t in result.get("tables", ()):
+            lines += [*_summary_grid(t), ""]
+        if result.get("files"):
+            lines += [f"Report of {result['db']} ({len(result['scenarios'])} scenarios):",
+                      *(f"  {f}" for f in result["files"])]
+        return "\n".join(lines).rstrip("\n")
     if "methods" in result:
         return "\n\n".join(_method_text(d) for d in result["methods"])
     if "datasets" in result:
@@ -1142,12 +1161,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="summarise a benchmark's results as Markdown and one self-contained HTML page",
         description="Read RESULTS.sqlite (from `unlearnkit bench`) and write report.md, "
                     "one self-contained report.html (plots embedded) and every plot as a PNG "
-                    "to DIR: per scenario the summary table, the trade-off plot, original vs "
-                    "unlearned bars, every sweep, accuracy per epoch, per-class accuracy, "
-                    "loss histograms and saliency maps.",
+                    "to DIR: at a glance, per scenario the leaderboard (distance to the "
+                    "retrained model), the Pareto figure of that distance against seconds, "
+                    "the summary table, then folded figures. --print shows the tables at once.",
+        epilog="example: unlearnkit report runs/demo/results.sqlite --print",
     )
     p.add_argument("results", metavar="RESULTS.sqlite", help="the benchmark's results")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the report to")
+    p.add_argument("--out", metavar="DIR", help="folder to write the report to")
+    p.add_argument("--print", action="store_true",
+                   help="print each scenario's table (as bench does), at once")
     p.add_argument("--scenario", action="append", metavar="LABEL",
                    help="report only this scenario, e.g. 'class 3' (repeatable)")
     p.add_argument("--methods", metavar="A,B",

@@ -21,7 +21,8 @@ import math
 import os
 import re
 import sqlite3
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -904,7 +905,8 @@ def _skipped_calibrations(db: str | os.PathLike, rows: list[dict[str, Any]],
 
 def write_report(db: str | os.PathLike, out_dir: str | os.PathLike, *,
                  scenarios: Sequence[str] | None = None,
-                 methods: Sequence[str] | None = None) -> dict[str, Any]:
+                 methods: Sequence[str] | None = None,
+                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Write ``report.md``, ``report.html`` and the figures as PNG files into ``out_dir``,
     each atomically; returns the written files, the summaries, the leaderboards, the claims
     and the verdict check (as dicts).
@@ -919,7 +921,8 @@ def write_report(db: str | os.PathLike, out_dir: str | os.PathLike, *,
 
     ``scenarios`` and ``methods`` report a subset: only those scenario labels (e.g.
     ``"class 3"``) and methods (the references ``retrain`` and ``original`` are always kept).
-    A name that matches no finished run raises :class:`DataError` listing the valid ones."""
+    A name that matches no finished run raises :class:`DataError` listing the valid ones.
+    ``log`` (e.g. a line on stderr) hears of each scenario's figures as they are drawn."""
     from unlearnkit.bench.store import read_trials
     from unlearnkit.report.figures import FIGURE_KINDS, FigureImage, scenario_figures
     from unlearnkit.report.leaderboard import leaderboard
@@ -947,7 +950,10 @@ def write_report(db: str | os.PathLike, out_dir: str | os.PathLike, *,
     anchors: set[str] = set()
     sections = []
     order = list(FIGURE_KINDS)
-    for s in summaries:
+    say = log or (lambda _m: None)
+    start = time.perf_counter()
+    for k, s in enumerate(summaries, 1):
+        say(f"report: scenario {k}/{len(summaries)}, {s.title}: drawing the figures ...")
         figures: list[FigureImage] = []
         png = tradeoff_png(s)
         if png is not None:
@@ -975,6 +981,7 @@ def write_report(db: str | os.PathLike, out_dir: str | os.PathLike, *,
     files.append(_write_bytes(out / "report.md", (_markdown(sections) + agreement_markdown(check)
                                                   + claims_markdown(claims)).encode("utf-8")))
     files.append(_write_bytes(out / "report.html", page.encode("utf-8")))
+    say(f"report: {len(files)} files written in {time.perf_counter() - start:.1f} s")
     return {"db": str(db), "out": str(out), "files": [str(f) for f in files],
             "scenarios": [s.to_dict() for s in summaries],
             "leaderboards": [sec.board.to_dict() for sec in sections],
