@@ -345,3 +345,31 @@ def test_datasets_text_never_shows_none_or_a_question_mark():
     assert code == 0 and "imagefolder" in out
     assert "None" not in out and "input shape: ?" not in out
     assert "classes: one per folder" in out
+
+
+def test_bench_tables_fit_the_terminal_and_mark_each_columns_direction(monkeypatch):
+    from unlearnkit.cli import TABLE_LEGEND, _summary_grid, _table_width
+
+    metrics = ["retain_acc", "forget_acc", "test_acc", "forget_acc_gap", "mia_entropy",
+               "js_divergence", "seconds", "speedup"]
+    rows = [{"method": m, "label": m, "n": 3, "verdict": v,
+             "mean": dict.fromkeys(metrics, 0.5), "std": dict.fromkeys(metrics, 0.01)}
+            for m, v in (("retrain", "forgotten"), ("fisher-forgetting", "partial"))]
+    t = {"scenario": "class 3", "dataset": "digits", "arch": "cnn", "metrics": metrics,
+         "rows": rows}
+    wide = _summary_grid(t)
+    assert len(wide) == 5 and "forget_acc_gap↓" in wide[1] and "retain_acc↑" in wide[1]
+    assert "forget_acc≈" in wide[1] and "verdict" in wide[1]
+    narrow = _summary_grid(t, 80)
+    assert max(len(line) for line in narrow) <= 80 < max(len(line) for line in wide)
+    heads = [line for line in narrow if line.startswith("method")]
+    assert len(heads) >= 2 and "forget_acc_gap↓" in heads[0] and "verdict" in heads[0]
+    shown = " ".join(heads)
+    assert all(m in shown for m in metrics)  # every column in some block
+    for name in ("retrain", "fisher-forgetting"):  # every row in every block
+        assert sum(line.startswith(name) for line in narrow) == len(heads)
+    assert "↑ higher is better" in TABLE_LEGEND and "n = seeds" in TABLE_LEGEND
+    monkeypatch.setenv("COLUMNS", "90")
+    assert _table_width() == 90
+    monkeypatch.delenv("COLUMNS")
+    assert _table_width() is None  # captured output is not a terminal: one block

@@ -175,7 +175,7 @@ def test_scenario_labels(digits):
     assert scenario_label(uk.split_by_class(digits, [3, 5])) == "classes 3,5"
     assert scenario_label(uk.split_random(digits, fraction=0.1)) == "random 10%"
     assert scenario_label(uk.split_random(digits, count=20)) == "random 20 samples"
-    assert scenario_label(uk.split_indices(digits, [1, 2, 3])) == "3 samples"
+    assert scenario_label(uk.split_indices(digits, [1, 2, 3])) == "indices (3 samples)"
 
 
 def test_jsonable_gives_valid_json():

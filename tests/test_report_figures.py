@@ -281,9 +281,10 @@ def test_figures_kinds_and_pixel_sizes(report):
     assert [n for n in names if cat in n] == [
         f"{kind}-{cat}{tag}.png" for kind, tag in (
             ("pareto", ""), ("tradeoff", ""), ("bars", ""),
-            ("sweep", "-teacher-epochs"), ("sweep", "-teacher-lr"), ("sweep", "-finetune-lr"),
-            ("sweep", "-ssd-alpha"), ("sweep", "-ssd-lambd"),
-            ("curves", ""), ("curves", "-teacher"), ("curves", "-finetune"), ("per-class", ""),
+            # the methods in one stable order, by name (issue 15)
+            ("sweep", "-finetune-lr"), ("sweep", "-ssd-alpha"), ("sweep", "-ssd-lambd"),
+            ("sweep", "-teacher-epochs"), ("sweep", "-teacher-lr"),
+            ("curves", ""), ("curves", "-finetune"), ("curves", "-teacher"), ("per-class", ""),
             ("losses", ""), ("saliency", ""))]
     rnd = "digits-mlp-random-10"
     # no avg_gap there: no Pareto figure

@@ -17,6 +17,7 @@ import inspect
 import json
 import math
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -804,8 +805,11 @@ def _text(result: dict[str, Any]) -> str:
         return _bench_text(result)
     if cmd == "report":
         lines = []
+        width = _table_width()
         for t in result.get("tables", ()):
-            lines += [*_summary_grid(t), ""]
+            lines += [*_summary_grid(t, width), ""]
+        if result.get("tables"):
+            lines += [TABLE_LEGEND, ""]
         if result.get("files"):
             lines += [f"Report of {result['db']} ({len(result['scenarios'])} scenarios):",
                       *(f"  {f}" for f in result["files"])]
@@ -833,8 +837,11 @@ def _bench_text(r: dict[str, Any]) -> str:
                          f"{run['method']} ({params}) seed {run['seed']}")
         return "\n".join(lines)
     lines = []
+    width = _table_width()
     for t in r.get("tables", ()):
-        lines += [*_summary_grid(t), ""]
+        lines += [*_summary_grid(t, width), ""]
+    if r.get("tables"):
+        lines += [TABLE_LEGEND, ""]
     share = r.get("cpu_share")
     if share is not None and share < BUSY_SHARE:
         lines += [f"note: the timed calls had {share:.0%} of a CPU core (median): the machine "
@@ -863,8 +870,28 @@ BENCH_COLUMNS = ("retain_acc", "forget_acc", "test_acc", "forget_acc_gap", "mia_
 BUSY_SHARE = 0.8
 
 
-def _summary_grid(t: dict[str, Any]) -> list[str]:
-    """One scenario of a benchmark as plain text: mean (± std over seeds) per column."""
+#: The mark of each bench column's direction in the tables' headers.
+_DIRECTION = {"max": "↑", "min": "↓", "closest": "≈"}
+
+#: The legend printed under the bench tables.
+TABLE_LEGEND = ("n = seeds averaged (mean±std over them); ↑ higher is better, ↓ lower is "
+                "better, ≈ closest to the retrained model is better")
+
+
+def _table_width() -> int | None:
+    """The terminal's width when the output is a terminal (or COLUMNS is set); ``None``
+    (no limit) when it goes to a file or a pipe, which read one block per table."""
+    if os.environ.get("COLUMNS") or sys.stdout.isatty():
+        return shutil.get_terminal_size((100, 24)).columns
+    return None
+
+
+def _summary_grid(t: dict[str, Any], width: int | None = None) -> list[str]:
+    """One scenario of a benchmark as plain text: mean (± std over seeds) per column, each
+    header marked with its direction; wider than ``width`` (the terminal's), the columns are
+    split into blocks, the key ones first, each block starting with the method."""
+    from unlearnkit.report.summary import BEST_RULES
+
     cols = [c for c in BENCH_COLUMNS if c in t["metrics"]
             or (c == "verdict" and any(r.get("verdict") for r in t["rows"]))]
 
@@ -879,14 +906,41 @@ def _summary_grid(t: dict[str, Any]) -> list[str]:
         return (f"{row['mean'][c]:.3f}" + ("" if std is None else f"±{std:.3f}")
                 + ("?" if i in no_power.get(c, ()) else ""))
 
-    table = [[row.get("label") or row["method"], str(row["n"]),
-              *(cell(i, row, c) for c in cols)] for i, row in enumerate(t["rows"])]
-    head = ["method", "n", *cols]
-    widths = [max(len(x) for x in col) for col in zip(head, *table, strict=True)]
-    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    def head(c: str) -> str:
+        mark = _DIRECTION.get(BEST_RULES.get(c, ""), "")
+        return f"{c}{mark}"
+
+    labels = [row.get("label") or row["method"] for row in t["rows"]]
+    ns = [str(row["n"]) for row in t["rows"]]
+    body = {c: [cell(i, row, c) for i, row in enumerate(t["rows"])] for c in cols}
+    wid = {c: max(len(head(c)), *(len(x) for x in body[c])) for c in cols}
+    lead = [max(len("method"), *(len(x) for x in labels)), max(1, *(len(x) for x in ns))]
+    blocks: list[list[str]] = []
+    for c in sorted(cols, key=_KEY_ORDER.index) if width else cols:
+        used = sum(lead) + 2 + sum(wid[x] + 2 for x in blocks[-1]) if blocks else None
+        if not blocks or (width is not None and used + wid[c] + 2 > width):
+            blocks.append([])
+        blocks[-1].append(c)
+    if width:  # each block in the table's own column order
+        blocks = [[c for c in cols if c in b] for b in blocks]
     title = f"Scenario: {t['scenario']} ({t['dataset']}, {t['arch']})"
-    return [title, fmt.format(*head), "  ".join("-" * w for w in widths),
-            *(fmt.format(*row) for row in table)]
+    out = [title]
+    for k, block in enumerate(blocks or [[]]):
+        widths = [*lead, *(wid[c] for c in block)]
+        fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}"
+                        for i, w in enumerate(widths))
+        if k:
+            out.append("")
+        out += [fmt.format("method", "n", *(head(c) for c in block)),
+                "  ".join("-" * w for w in widths),
+                *(fmt.format(labels[i], ns[i], *(body[c][i] for c in block))
+                  for i in range(len(labels)))]
+    return out
+
+
+#: The bench columns by importance: what a narrow terminal shows in its first block.
+_KEY_ORDER = ("forget_acc_gap", "verdict", "seconds", "speedup", "forget_acc", "test_acc",
+              "retain_acc", "js_divergence", "mia_entropy")
 
 
 def _method_text(d: dict[str, Any]) -> str:

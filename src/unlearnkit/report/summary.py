@@ -248,8 +248,12 @@ def summarize(rows: list[dict[str, Any]]) -> list[ScenarioSummary]:
                     row.mean[m] = float(vals.mean())
                     row.std[m] = float(vals.std(ddof=1)) if len(vals) > 1 else None
             summary_rows.append(row)
-        # the references first (retrain, original), then the others in order of appearance
-        summary_rows.sort(key=lambda r: _REFERENCE_ORDER.get(r.method, len(_REFERENCE_ORDER)))
+        # the references first (retrain, original), then one stable order in every scenario,
+        # whatever order the runs finished in: the methods by name, each method's grid points
+        # as they appear, its calibrated row last
+        summary_rows.sort(key=lambda r: (_REFERENCE_ORDER.get(r.method, len(_REFERENCE_ORDER)),
+                                         r.method if r.method not in _REFERENCE_ORDER else "",
+                                         r.calibrated))
         _set_shown(summary_rows)
         metrics = [m for m in METRIC_COLUMNS if any(m in r.mean for r in summary_rows)]
         s = ScenarioSummary(*key, kinds[key], metrics, summary_rows, {})
