@@ -810,6 +810,9 @@ def _text(result: dict[str, Any]) -> str:
             lines += [*_summary_grid(t, width), ""]
         if result.get("tables"):
             lines += [TABLE_LEGEND, ""]
+        if any(set(t.get("uninformative") or ()) & set(BENCH_COLUMNS)
+               for t in result.get("tables", ())):
+            lines += [NO_POWER_NOTE, ""]
         if result.get("files"):
             lines += [f"Report of {result['db']} ({len(result['scenarios'])} scenarios):",
                       *(f"  {f}" for f in result["files"])]
@@ -849,8 +852,7 @@ def _bench_text(r: dict[str, Any]) -> str:
                   "timing also holds cpu_seconds and cpu_speedup (see benchmarks/README.md, "
                   "'How times are measured').", ""]
     if any(set(t.get("uninformative") or ()) & set(BENCH_COLUMNS) for t in r.get("tables", ())):
-        lines += ["? = uninformative MIA figure: its attack has no power on that model (the "
-                  "report says why); not a forgetting signal", ""]
+        lines += [NO_POWER_NOTE, ""]
     return "\n".join(lines) + (
             f"{r['config']}: {r['total']} runs: {r['ok']} done, {r['reused']} skipped (already "
             f"in the store), {r['skipped']} refused by their method, "
@@ -872,6 +874,10 @@ BUSY_SHARE = 0.8
 
 #: The mark of each bench column's direction in the tables' headers.
 _DIRECTION = {"max": "↑", "min": "↓", "closest": "≈"}
+
+#: The note under a table with an uninformative MIA figure (marked ``?``).
+NO_POWER_NOTE = ("? = uninformative MIA figure: its attack has no power on that model (the "
+                 "report says why); not a forgetting signal")
 
 #: The legend printed under the bench tables.
 TABLE_LEGEND = ("n = seeds averaged (mean±std over them); ↑ higher is better, ↓ lower is "
