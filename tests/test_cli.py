@@ -373,3 +373,12 @@ def test_bench_tables_fit_the_terminal_and_mark_each_columns_direction(monkeypat
     assert _table_width() == 90
     monkeypatch.delenv("COLUMNS")
     assert _table_width() is None  # captured output is not a terminal: one block
+
+
+@pytest.mark.parametrize("command", ["train", "forget", "evaluate", "score", "methods",
+                                     "datasets", "compare", "bench", "report"])
+def test_every_help_ends_with_an_example(command):
+    code, out, _ = run(command, "--help")
+    assert code == 0
+    tail = " ".join(out.strip().split("\n\n")[-1].split())  # the epilog, unwrapped
+    assert tail.startswith(f"example: unlearnkit {command} ")

@@ -1050,6 +1050,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Make a trained PyTorch classifier forget part of its training data, and "
                     "measure how close it comes to retraining from scratch.",
+        epilog="example: unlearnkit compare --data digits --methods retrain,finetune,ssd "
+               "(each command's --help ends with its own example)",
     )
     from unlearnkit import __version__
 
@@ -1057,14 +1059,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train the original model on a dataset")
+    p = sub.add_parser("train", help="train the original model on a dataset",
+                       epilog="example: unlearnkit train --data digits --model cnn "
+                              "--out original.safetensors")
     _add_data(p, required=True)
     _add_model(p)
     p.add_argument("--out", required=True, metavar="FILE", help="checkpoint to write")
     _add_common(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("forget", help="make a trained model forget part of its data")
+    p = sub.add_parser("forget", help="make a trained model forget part of its data",
+                       epilog="example: unlearnkit forget --checkpoint original.safetensors "
+                              "--forget-class 3 --method ssd --out forgot.safetensors")
     p.add_argument("--checkpoint", required=True, metavar="FILE", help="the original model")
     _add_data(p, required=False)
     _add_split(p, required=True)
@@ -1098,7 +1104,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_forget)
 
-    p = sub.add_parser("evaluate", help="measure a model against a forget request")
+    p = sub.add_parser("evaluate", help="measure a model against a forget request",
+                       epilog="example: unlearnkit evaluate --checkpoint forgot.safetensors "
+                              "--original original.safetensors")
     p.add_argument("--checkpoint", required=True, metavar="FILE", help="the model to evaluate")
     _add_data(p, required=False)
     _add_split(p, required=False)
@@ -1122,6 +1130,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(the method applied to one original with N seeds) and print the "
                     "competition's forgetting quality F, its score F x RA ratio x TA ratio, "
                     "and mia_lira.",
+        epilog="example: unlearnkit score --data digits --forget-class 3 --method ssd "
+               "--n-models 8",
     )
     _add_data(p, required=False)
     _add_model(p)
@@ -1148,13 +1158,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, seed=False, device=False)
     p.set_defaults(func=cmd_methods)
 
-    p = sub.add_parser("datasets", help="list the datasets")
+    p = sub.add_parser("datasets", help="list the datasets",
+                       epilog="example: unlearnkit datasets --json")
     _add_common(p, seed=False, device=False)
     p.set_defaults(func=cmd_datasets)
 
     p = sub.add_parser(
         "compare",
         help="compare every method against retraining (the main job)",
+        epilog="example: unlearnkit compare --data digits --forget-indices erase.txt "
+               "--methods retrain,finetune,ssd",
         description="Train the original once (or load --checkpoint); for each forget request "
                     "(default: class 3, and a random 10 percent of the training set) retrain the "
                     "reference, run every method and print how close each comes to it.",
@@ -1190,6 +1203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench",
         help="run a benchmark (methods x hyper-parameters x scenarios x seeds) into SQLite",
+        epilog="example: unlearnkit bench --preset quick --out runs/demo/results.sqlite "
+               "--report runs/demo/report",
         description="Expand a YAML config (or a preset) into runs, train or reuse the cached "
                     "originals and references, run every pending run (in parallel) and store "
                     "one row per run in SQLite. Rerunning skips finished runs.",
