@@ -382,3 +382,14 @@ def test_every_help_ends_with_an_example(command):
     assert code == 0
     tail = " ".join(out.strip().split("\n\n")[-1].split())  # the epilog, unwrapped
     assert tail.startswith(f"example: unlearnkit {command} ")
+
+
+def test_an_out_that_replaces_a_file_says_so(work, tmp_path):
+    out = tmp_path / "u.safetensors"
+    argv = ("forget", "--checkpoint", work / "original.safetensors", "--forget-class", "3",
+            "--method", "ssd", "--out", out)
+    code, text, err = run(*argv, "--json")
+    assert code == 0 and json.loads(text)["replaced"] is False and "replaced" not in err
+    code, text, err = run(*argv, "--json")
+    assert code == 0 and json.loads(text)["replaced"] is True
+    assert f"'{out}' existed; it was replaced" in err

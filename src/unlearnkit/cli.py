@@ -1262,9 +1262,15 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def _run(func: Callable[[argparse.Namespace], dict[str, Any]], args: argparse.Namespace) -> int:
     result = func(args)
     write = result.pop(_WRITE, None)
+    out = getattr(args, "out", None)
+    replaces = write is not None and out is not None and Path(out).exists()
+    if write is not None:
+        result["replaced"] = replaces  # whether --out named an existing file
     text = json.dumps(jsonable(result), allow_nan=False) if args.json else _text(result)
     if write is not None:  # the output file replaces the old one last, in one step
         write()
+        if replaces:
+            print(f"{PROG}: note: {str(out)!r} existed; it was replaced", file=sys.stderr)
     print(text)
     return 0
 
