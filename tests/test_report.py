@@ -315,3 +315,13 @@ def test_report_print_shows_the_tables_at_once_without_writing(tmp_path):
     assert "report: scenario 1/" in err and "files written" in err
     code, _, err = cli("report", db)
     assert code == 2 and "--out DIR, or prints the tables with --print" in err
+
+
+def test_quiet_silences_the_progress_and_verbose_keeps_it(tmp_path):
+    db = make_db(tmp_path / "r.sqlite")
+    code, out, err = cli("report", db, "--out", tmp_path / "a", "--quiet")
+    assert code == 0 and err == "" and "report.html" in out
+    code, _, err = cli("report", db, "--out", tmp_path / "b", "-v")
+    assert code == 0 and "report: scenario 1/" in err
+    code, _, err = cli("report", db, "--out", tmp_path / "c", "-q", "-v")
+    assert code == 2 and "not allowed with argument" in err

@@ -189,12 +189,20 @@ def _device(text: str | None) -> str | None:
     return text
 
 
+#: How much goes to stderr besides errors and warnings: 0 (``--quiet``: nothing), 1 (the
+#: default: progress bars on a terminal, else the progress lines) or 2 (``--verbose``: the
+#: progress lines too, even beside the bars).
+_VERBOSITY = 1
+
+
 def _bars() -> bool:
-    return sys.stderr.isatty()
+    """Progress bars: on a terminal, unless ``--quiet`` or ``--verbose`` (lines instead)."""
+    return _VERBOSITY == 1 and sys.stderr.isatty()
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    if _VERBOSITY > 0:
+        print(message, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------- data and checkpoints
@@ -1043,6 +1051,11 @@ def _add_common(p: argparse.ArgumentParser, *, seed: bool = True, device: bool =
     if device:
         p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    talk = p.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", action="store_true",
+                      help="no progress on stderr (errors and warnings only)")
+    talk.add_argument("-v", "--verbose", action="store_true",
+                      help="progress as lines, one per step (no bars)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1287,6 +1300,9 @@ def _json_error(args: argparse.Namespace, kind: str, message: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0, or 2 on a user's error)."""
     args = build_parser().parse_args(argv)
+    global _VERBOSITY
+    _VERBOSITY = 0 if getattr(args, "quiet", False) else 2 if getattr(args, "verbose",
+                                                                       False) else 1
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
