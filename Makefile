@@ -1,10 +1,14 @@
 # Two commands for a new user on a fresh machine (see README.md):
 #   make demo   set up .venv, compare every unlearning method on digits, write the report
-#   make test   set up .venv and the browser, then run the test suite
+#   make test   set up .venv, the browser and PostgreSQL, then run the test suite
 # Set-up runs once: the stamp file makes a second `make test` start at once.
 # The browser tests open the HTML report in headless Chromium: `make test` installs Debian's
 # chromium and chromium-driver with apt-get when they are missing (as root; otherwise it
 # says how, and those tests fail naming what is missing). `make demo` needs no browser.
+# The ledger's PostgreSQL tests need a real server: `make test` installs Debian's postgresql
+# the same way, runs a private one on 127.0.0.1:$(PG_PORT) (tests/pg_server.sh; it stays up
+# for the next run, `make postgres-stop` stops it) and gives the tests its URL in
+# UNLEARNKIT_TEST_POSTGRES_URL; a plain `pytest` without that variable skips them.
 
 PYTHON ?= python3
 # extra pip options for installing torch (e.g. an index of CPU-only wheels)
@@ -12,8 +16,11 @@ TORCH_PIP_ARGS ?=
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.unlearnkit-installed
+PG_PORT ?= 55432
+PG_DIR  ?= $(CURDIR)/$(VENV)/postgres
+export UNLEARNKIT_TEST_POSTGRES_URL ?= postgresql+psycopg://unlearnkit@127.0.0.1:$(PG_PORT)/unlearnkit_test
 
-.PHONY: setup browser demo test conformance lint clean
+.PHONY: setup browser postgres postgres-stop demo test conformance lint clean
 
 setup: $(STAMP)
 
@@ -38,10 +45,17 @@ browser:
 		echo "make: $(CHROMIUM) or $(CHROMEDRIVER) is missing, so the browser tests will fail: install them with 'sudo apt-get install chromium chromium-driver'"; \
 	fi
 
+# the private PostgreSQL server of the ledger's tests (tests/test_ledger_postgres.py)
+postgres:
+	@PG_DIR='$(PG_DIR)' PG_PORT=$(PG_PORT) tests/pg_server.sh start
+
+postgres-stop:
+	@PG_DIR='$(PG_DIR)' PG_PORT=$(PG_PORT) tests/pg_server.sh stop
+
 demo: $(STAMP)
 	$(BIN)/unlearnkit bench --preset quick --out runs/demo/results.sqlite --report runs/demo/report
 
-test: $(STAMP) browser
+test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest
 
 # every method on every model kind of the test zoo (tests/zoo.py), both scenarios: ok or refused
@@ -51,5 +65,5 @@ conformance: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 
-clean:
+clean: postgres-stop
 	rm -rf $(VENV) runs

@@ -125,10 +125,15 @@ def test_makefile_installs_pinned_torch_first():
     assert setup[2].endswith("pip install -e '.[test,ray]'")
     assert setup[-1] == "touch $(STAMP)"
     assert recipe("test") == ["$(BIN)/python -m pytest"]
-    # the browser tests' Chromium is installed by `make test`, not by the demo
-    assert re.search(r"^test: \$\(STAMP\) browser$", (ROOT / "Makefile").read_text(), re.M)
+    # the browser tests' Chromium and the ledger tests' PostgreSQL come with `make test`, not
+    # with the demo
+    assert re.search(r"^test: \$\(STAMP\) browser postgres$", (ROOT / "Makefile").read_text(),
+                     re.M)
     assert any("apt-get install" in line and "chromium-driver" in line
                for line in recipe("browser"))
+    assert recipe("postgres") == ["@PG_DIR='$(PG_DIR)' PG_PORT=$(PG_PORT) tests/pg_server.sh start"]
+    assert "apt-get install -y --no-install-recommends postgresql" in (
+        ROOT / "tests" / "pg_server.sh").read_text()
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")

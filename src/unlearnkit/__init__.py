@@ -31,12 +31,15 @@ from unlearnkit.exceptions import (
     ImplementationFallbackWarning,
     InvalidParameterError,
     InvalidSplitError,
+    LedgerBusyError,
+    LedgerError,
     ModelError,
     UnknownNameError,
     UnlearnkitError,
     UnsupportedModelError,
     UnsupportedScenarioWarning,
 )
+from unlearnkit.ledger import Ledger, RetrainPolicy
 from unlearnkit.methods import METHODS, UnlearningMethod, get_method
 from unlearnkit.metrics.verdict import Verdict
 from unlearnkit.models import (
@@ -66,9 +69,13 @@ __all__ = [
     "ImplementationFallbackWarning",
     "InvalidParameterError",
     "InvalidSplitError",
+    "Ledger",
+    "LedgerBusyError",
+    "LedgerError",
     "ModelError",
     "ModelInfo",
     "Recipe",
+    "RetrainPolicy",
     "Split",
     "UnknownNameError",
     "UnlearningMethod",

@@ -761,6 +761,10 @@ def _verdict_text(v: dict[str, Any] | None) -> list[str]:
 
 def _text(result: dict[str, Any]) -> str:
     cmd = result.get("command")
+    if str(cmd).startswith("ledger "):
+        from unlearnkit.ledger.cli import text
+
+        return text(result)
     if cmd == "train":
         lines = [f"Trained {result['arch']} on {result['dataset']} in "
                  f"{_num(result['seconds'])} s; saved {result['out']}"]
@@ -1264,6 +1268,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report only these methods (retrain and original are always kept)")
     _add_common(p, seed=False, device=False)
     p.set_defaults(func=cmd_report)
+
+    from unlearnkit.ledger.cli import add_ledger_parser
+
+    add_ledger_parser(sub)  # `unlearnkit ledger init|request add|apply|status|audit|export`
     return parser
 
 
@@ -1275,17 +1283,19 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def _run(func: Callable[[argparse.Namespace], dict[str, Any]], args: argparse.Namespace) -> int:
     result = func(args)
     write = result.pop(_WRITE, None)
+    code = result.pop("_exit", 0)  # `ledger audit`: 1 when it finds a problem
     out = getattr(args, "out", None)
     replaces = write is not None and out is not None and Path(out).exists()
     if write is not None:
         result["replaced"] = replaces  # whether --out named an existing file
-    text = json.dumps(jsonable(result), allow_nan=False) if args.json else _text(result)
+    shown = {k: v for k, v in result.items() if not k.startswith("_")}  # "_": text output only
+    text = json.dumps(jsonable(shown), allow_nan=False) if args.json else _text(result)
     if write is not None:  # the output file replaces the old one last, in one step
         write()
         if replaces:
             print(f"{PROG}: note: {str(out)!r} existed; it was replaced", file=sys.stderr)
     print(text)
-    return 0
+    return code
 
 
 def _json_error(args: argparse.Namespace, kind: str, message: str) -> None:

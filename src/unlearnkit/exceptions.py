@@ -16,6 +16,8 @@ __all__ = [
     "ImplementationFallbackWarning",
     "InvalidParameterError",
     "InvalidSplitError",
+    "LedgerBusyError",
+    "LedgerError",
     "ModelError",
     "UnknownNameError",
     "UnlearnkitError",
@@ -99,3 +101,12 @@ class ImplementationFallbackWarning(UserWarning):
     """Per-sample gradients computed by a slower implementation than the per-layer hooks
     (torch.func's vmap, or a loop over samples), because the faster ones cannot read the
     model; the message says which one and why."""
+
+
+class LedgerError(UnlearnkitError, ValueError):
+    """A ledger of deletion requests that cannot be used as asked: no ledger at the address,
+    unknown or already erased sample ids, data that differ from the ledger's, a changed chain."""
+
+
+class LedgerBusyError(LedgerError):
+    """Another process is applying requests to the same ledger (one ``apply`` at a time)."""
