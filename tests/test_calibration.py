@@ -179,3 +179,17 @@ def test_calibration_limits_need_calibrate(mlp_model, tmp_path):
     assert code == 2
     assert_one_error_line(err, "--budget", "--calibrate")
     assert not (tmp_path / "u.safetensors").exists()
+
+
+def test_trial_zero_is_the_defaults_even_where_they_are_resolved_at_run_time(mlp_model,
+                                                                             class_split):
+    """eu-k's lr and epochs default to None (the original's recipe): trial 0 leaves them to
+    the method instead of sampling them, so it is the model `uk.unlearn` gives."""
+    cal = uk.calibrate(mlp_model, class_split, "eu-k", budget=None, max_trials=1, seed=0)
+    (first,) = cal.trials
+    assert first.number == 0 and "lr" not in first.params and "epochs" not in first.params
+    assert first.params["k"] == uk.get_method("eu-k").k
+    plain = uk.unlearn(mlp_model, class_split, "eu-k", seed=0, verdict=False)
+    for (name, a), (_, b) in zip(cal.model.state_dict().items(), plain.state_dict().items(),
+                                 strict=True):
+        assert torch.equal(a, b), name

@@ -393,3 +393,26 @@ def test_an_out_that_replaces_a_file_says_so(work, tmp_path):
     code, text, err = run(*argv, "--json")
     assert code == 0 and json.loads(text)["replaced"] is True
     assert f"'{out}' existed; it was replaced" in err
+
+
+def test_version_and_import_do_not_load_torch():
+    """`unlearnkit --version` answers without importing torch or a command (issue 15: it took
+    4 s); `import unlearnkit` is lazy, and its names are the modules' own objects."""
+    code = ("import sys, io, contextlib\n"
+            "import unlearnkit._entry as e\n"
+            "out = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n"
+            "    rc = e.main(['--version'])\n"
+            "print(rc, out.getvalue().strip(), 'torch' in sys.modules)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert p.stdout.split() == ["0", "unlearnkit", uk.__version__, "False"], p.stderr
+    from unlearnkit.evaluation import evaluate
+    from unlearnkit.methods.base import METHODS
+
+    assert uk.evaluate is evaluate and uk.METHODS is METHODS
+    assert set(uk.__all__) <= set(dir(uk))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        uk.nope  # noqa: B018
+    code, out, _ = run("--version")
+    assert code == 0 and out.strip() == f"unlearnkit {uk.__version__}"

@@ -367,3 +367,41 @@ def test_figures_folded_closed_and_open_on_a_click(driver, server):
     assert others == [fold]  # the others stay closed
     severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
     assert not severe, severe
+
+
+# The page at a given width: whether anything overflows it, and whether method names wrap.
+_READ_FIT = """
+window.scrollTo(0, 0);
+const labels = Array.from(document.querySelectorAll(
+  "table.summary td:first-child, table.leaderboard td.label"));
+// the line boxes of a cell's own text (a cell is as tall as its row, whatever it holds)
+const lines = td => {
+  const range = document.createRange();
+  range.selectNodeContents(td);
+  return new Set(Array.from(range.getClientRects(), r => Math.round(r.top))).size;
+};
+return {
+  page: document.documentElement.scrollWidth, viewport: window.innerWidth,
+  glanceTop: document.querySelector("#at-a-glance").getBoundingClientRect().top,
+  height: window.innerHeight,
+  wrapped: labels.filter(td => lines(td) > 1).map(td => td.innerText),
+  labels: labels.length,
+};
+"""
+
+
+@pytest.mark.parametrize("width", [1400, 1000])
+def test_the_first_screen_fits_at_1400_and_1000_px(page, width):
+    """Issue 15: the summary table ran off the right edge and method names wrapped at their
+    hyphens. At either width the page does not scroll sideways (wide tables scroll in their
+    own box), the at-a-glance block starts in the first screen, and no name wraps."""
+    drv = page["driver"]
+    drv.set_window_size(width, 900)
+    try:
+        fit = drv.execute_script(_READ_FIT)
+    finally:
+        drv.set_window_size(1400, 1000)
+    assert fit["labels"] > 4
+    assert fit["page"] <= fit["viewport"], fit
+    assert 0 <= fit["glanceTop"] < fit["height"]
+    assert fit["wrapped"] == [], fit["wrapped"]

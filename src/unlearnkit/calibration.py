@@ -297,6 +297,7 @@ def calibrate(
     deadline = start + limit if limit is not None else math.inf
     original = Outputs.of(model, split, device, retain=False)  # computed once per search
     defaults = base.for_scenario(split.scenario)
+    unset = {k for k in space if getattr(defaults, k) is None}
     first = {k: _clip(getattr(defaults, k), s) for k, s in space.items()
              if getattr(defaults, k) is not None}
 
@@ -324,7 +325,10 @@ def calibrate(
         # first trial, and when there is no budget)
         stop_at = (t0 + TRIAL_SHARE * (deadline - t0)
                    if math.isfinite(deadline) and trial.number > 0 else deadline)
-        values = {k: _suggest(trial, k, s, kinds[k]) for k, s in space.items()}
+        # trial 0 is the defaults: a default of None (resolved when the method runs, e.g.
+        # from the original's recipe) is left to the method rather than sampled
+        values = {k: _suggest(trial, k, s, kinds[k]) for k, s in space.items()
+                  if not (trial.number == 0 and k in unset)}
         try:
             m = dataclasses.replace(base, **values)
         except InvalidParameterError as exc:

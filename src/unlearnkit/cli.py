@@ -1070,9 +1070,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: unlearnkit compare --data digits --methods retrain,finetune,ssd "
                "(each command's --help ends with its own example)",
     )
-    from unlearnkit import __version__
+    from unlearnkit import PROG_VERSION
 
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--version", action="version", version=PROG_VERSION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
 

@@ -226,9 +226,13 @@ def run_tasks_ray(
                 _write_log(task["log"], text)
                 k += 1
                 on_row(row, k)
-    finally:
+    except BaseException:  # Ctrl-C or an error: cancel what runs, and never mask the cause
         for ref in pending:
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
         if started:
-            ray.shutdown()
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+        raise
+    if started:
+        ray.shutdown()
