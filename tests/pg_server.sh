@@ -29,12 +29,17 @@ as_pg() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# where the cluster goes when PG_DIR is out of the postgres user's reach
+fallback_dir() { echo "/tmp/unlearnkit-postgres-$port"; }
+
 bin=$(find_bin || true)
 if [ "$action" = stop ]; then
-    if [ -n "$bin" ] && [ -f "$dir/data/postmaster.pid" ]; then
-        as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
-        echo "Stopped the ledger tests' PostgreSQL server ($dir)"
-    fi
+    for d in "$dir" "$(fallback_dir)"; do
+        if [ -n "$bin" ] && [ -f "$d/data/postmaster.pid" ]; then
+            as_pg "$bin/pg_ctl" -D "$d/data" -m fast -w stop >/dev/null
+            echo "Stopped the ledger tests' PostgreSQL server ($d)"
+        fi
+    done
     exit 0
 fi
 [ "$action" = start ] || { echo "usage: $0 start|stop" >&2; exit 2; }
@@ -59,9 +64,12 @@ mkdir -p "$dir"
 if [ "$(id -u)" = 0 ]; then
     chown postgres: "$dir"
     if ! runuser -u postgres -- test -w "$dir"; then
-        echo "make: the postgres user cannot write $dir (a parent folder is private); set" \
-             "PG_DIR to a folder it can reach" >&2
-        exit 1
+        # a parent folder is private (a clone under /root, say): the cluster lives in /tmp
+        dir=$(fallback_dir)
+        echo "PostgreSQL for the ledger's tests: $PG_DIR is out of the postgres user's reach" \
+             "(a private parent folder); the cluster lives in $dir"
+        mkdir -p "$dir"
+        chown postgres: "$dir"
     fi
 fi
 if [ ! -f "$dir/data/PG_VERSION" ]; then
