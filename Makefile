@@ -1,7 +1,9 @@
 # Two commands for a new user on a fresh machine (see README.md):
 #   make demo   set up .venv, compare every unlearning method on digits, write the report
 #   make test   set up .venv, the browser and PostgreSQL, then run the test suite
-# Set-up runs once: the stamp file makes a second `make test` start at once.
+# Set-up runs once: the stamp files make a second `make demo` or `make test` start at once.
+# `make demo` installs unlearnkit and what it runs on; `make test` adds the test tools (pytest,
+# Selenium, Ray, transformers, ...), the browser and PostgreSQL.
 # The browser tests open the HTML report in headless Chromium: `make test` installs Debian's
 # chromium and chromium-driver with apt-get when they are missing (as root; otherwise it
 # says how, and those tests fail naming what is missing). `make demo` needs no browser.
@@ -15,6 +17,7 @@ PYTHON ?= python3
 TORCH_PIP_ARGS ?=
 VENV   := .venv
 BIN    := $(VENV)/bin
+CORE   := $(VENV)/.unlearnkit-core
 STAMP  := $(VENV)/.unlearnkit-installed
 PG_PORT ?= 55432
 PG_DIR  ?= $(CURDIR)/$(VENV)/postgres
@@ -25,9 +28,14 @@ export UNLEARNKIT_TEST_POSTGRES_URL ?= postgresql+psycopg://unlearnkit@127.0.0.1
 setup: $(STAMP)
 
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+$(CORE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(TORCH_PIP_ARGS) torch==2.13.0
+	$(BIN)/python -m pip install -e .
+	touch $(CORE)
+
+# the test tools on top
+$(STAMP): $(CORE)
 	$(BIN)/python -m pip install -e '.[test,ray]'
 	touch $(STAMP)
 
@@ -52,8 +60,9 @@ postgres:
 postgres-stop:
 	@PG_DIR='$(PG_DIR)' PG_PORT=$(PG_PORT) tests/pg_server.sh stop
 
-demo: $(STAMP)
+demo: $(CORE)
 	$(BIN)/unlearnkit bench --preset quick --out runs/demo/results.sqlite --report runs/demo/report
+	@echo "Next: 'source $(BIN)/activate' puts the command on your PATH for the examples of README.md"
 
 test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest

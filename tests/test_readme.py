@@ -1,7 +1,8 @@
-"""Every example in README.md runs.
+"""Every example in README.md and docs/*.md runs.
 
-Python blocks are executed; shell blocks are run by bash in one temporary folder, in order, with
-the installed ``unlearnkit`` command first on the PATH. The only blocks not run are marked
+Python blocks are executed; shell blocks are run by bash in one temporary folder (also their
+``$HOME``), in order (README first, then the docs in the README's order), with the installed
+``unlearnkit`` command first on the PATH. The only blocks not run are marked
 ``<!-- readme-test: skip ... -->`` and may hold nothing but ``make`` commands; those are checked
 here without installing anything: ``.ci/run`` calls exactly the README's test command, the
 Makefile installs pinned torch first and is idempotent, and the demo job runs through the CLI
@@ -28,17 +29,22 @@ from unlearnkit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+#: The reference pages, in the order the README lists them (their examples build on each other).
+DOCS = [ROOT / "docs" / f"{name}.md"
+        for name in ("python", "cli", "benchmarks", "ledger", "methods", "metrics")]
 SKIP = "<!-- readme-test: skip"
 
 
-def blocks() -> list[tuple[str, str, bool]]:
-    """``(language, code, skipped)`` for every fenced block of the README, in order."""
-    text = README.read_text()
+def blocks(files: list[Path] | None = None) -> list[tuple[str, str, bool]]:
+    """``(language, code, skipped)`` for every fenced block of the README and the docs, in
+    order."""
     out = []
-    for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M):
-        before = text[: m.start()].rstrip().splitlines()
-        skipped = bool(before) and before[-1].startswith(SKIP)
-        out.append((m.group(1), m.group(2), skipped))
+    for path in files or [README, *DOCS]:
+        text = path.read_text()
+        for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M):
+            before = text[: m.start()].rstrip().splitlines()
+            skipped = bool(before) and before[-1].startswith(SKIP)
+            out.append((m.group(1), m.group(2), skipped))
     return out
 
 
@@ -51,6 +57,27 @@ def commands(code: str) -> list[str]:
 
 PYTHON_BLOCKS = [code for lang, code, skip in blocks() if lang == "python" and not skip]
 SHELL_BLOCKS = [code for lang, code, skip in blocks() if lang in ("sh", "bash") and not skip]
+
+
+def test_docs_are_all_linked_and_tested():
+    assert sorted(DOCS) == sorted((ROOT / "docs").glob("*.md"))  # a new page joins DOCS
+    text = README.read_text()
+    for page in DOCS:
+        assert f"](docs/{page.name})" in text, f"the README does not link {page.name}"
+    links = re.findall(r"\]\(([^)#\s]+)(?:#([^)\s]+))?\)", text + "".join(
+        p.read_text() for p in DOCS))
+    for target, _ in links:  # every relative link resolves (from the README or docs/)
+        if not re.match(r"[a-z]+:", target):
+            assert (ROOT / target).exists() or (ROOT / "docs" / target).exists(), target
+
+
+def test_readme_opens_with_a_short_quick_start():
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 150, "reference material belongs in docs/"
+    start = next(i for i, line in enumerate(lines) if line.startswith("**Quick start**"))
+    end = next(i for i, line in enumerate(lines) if i > start and line == "```" and
+               lines[start:i].count("```sh") == 1)
+    assert start < 10 and end - start <= 14
 
 
 def test_readme_has_examples():
@@ -73,11 +100,11 @@ def test_shell_blocks_run(tmp_path):
     other); each command through the installed ``unlearnkit`` console script."""
     for code in SHELL_BLOCKS:
         for cmd in commands(code):
-            assert cmd.split()[0] in ("unlearnkit", "printf"), cmd
+            assert cmd.split()[0] in ("unlearnkit", "printf", "mkdir", "echo"), cmd
     bindir = Path(sys.executable).parent
     assert (bindir / "unlearnkit").exists(), "the unlearnkit console script is not installed"
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
-           "OMP_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
     for code in SHELL_BLOCKS:
         p = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
@@ -86,12 +113,16 @@ def test_shell_blocks_run(tmp_path):
     for name in ("original", "retrained", "unlearned", "erased"):
         assert (tmp_path / f"{name}.safetensors").is_file()
     assert json.loads((tmp_path / "runs" / "mine" / "results.json").read_text())["rows"]
+    bash = tmp_path / ".local/share/bash-completion/completions/unlearnkit"  # docs/cli.md
+    assert "_shtab_unlearnkit" in bash.read_text()
+    assert (tmp_path / ".zfunc" / "_unlearnkit").read_text().startswith("#compdef unlearnkit")
 
 
 # ---------------------------------------------------------------------- the make commands
 def make_block() -> list[str]:
     skipped = [code for _, code, skip in blocks() if skip]
     assert len(skipped) == 1, "only the make block may be skipped"
+    assert [code for _, code, skip in blocks([README]) if skip] == skipped
     cmds = [c.split("#")[0].strip() for c in commands(skipped[0])]
     assert all(c.startswith("make ") for c in cmds), cmds
     return cmds
@@ -119,11 +150,16 @@ def recipe(target: str) -> list[str]:
 
 
 def test_makefile_installs_pinned_torch_first():
+    core = recipe("$(CORE)")
+    assert core[0] == "$(PYTHON) -m venv $(VENV)"
+    assert "torch==2.13.0" in core[1]
+    assert core[2].endswith("pip install -e .")  # the demo's install: no test tools
+    assert core[-1] == "touch $(CORE)"
     setup = recipe("$(STAMP)")
-    assert setup[0] == "$(PYTHON) -m venv $(VENV)"
-    assert "torch==2.13.0" in setup[1]
-    assert setup[2].endswith("pip install -e '.[test,ray]'")
-    assert setup[-1] == "touch $(STAMP)"
+    assert setup[0].endswith("pip install -e '.[test,ray]'") and setup[-1] == "touch $(STAMP)"
+    text = (ROOT / "Makefile").read_text()
+    assert re.search(r"^\$\(STAMP\): \$\(CORE\)$", text, re.M)
+    assert re.search(r"^demo: \$\(CORE\)$", text, re.M)
     assert recipe("test") == ["$(BIN)/python -m pytest"]
     # the browser tests' Chromium and the ledger tests' PostgreSQL come with `make test`, not
     # with the demo
@@ -145,6 +181,8 @@ def test_makefile_setup_is_idempotent(tmp_path):
                          capture_output=True, text=True)
     assert "torch==2.13.0" in dry.stdout  # a fresh folder sets up first
     (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / ".unlearnkit-core").touch()
+    os.utime(tmp_path / ".venv" / ".unlearnkit-core", (1, 1))
     (tmp_path / ".venv" / ".unlearnkit-installed").touch()
     os.utime(tmp_path / "pyproject.toml", (0, 0))
     dry = subprocess.run(["make", "--no-print-directory", "-n", "test"], cwd=tmp_path,
@@ -152,6 +190,13 @@ def test_makefile_setup_is_idempotent(tmp_path):
     lines = dry.stdout.strip().splitlines()
     assert dry.returncode == 0 and lines[-1] == ".venv/bin/python -m pytest"
     assert not any("pip install" in line or "-m venv" in line for line in lines)
+    (tmp_path / ".venv" / ".unlearnkit-installed").unlink()  # a demo-only set-up:
+    demo = subprocess.run(["make", "--no-print-directory", "-n", "demo"], cwd=tmp_path,
+                          capture_output=True, text=True).stdout
+    assert "pip install" not in demo and "bench --preset quick" in demo  # nothing to add
+    test = subprocess.run(["make", "--no-print-directory", "-n", "test"], cwd=tmp_path,
+                          capture_output=True, text=True).stdout
+    assert "pip install -e '.[test,ray]'" in test and "torch==" not in test  # only the tools
 
 
 def test_demo_job_runs_with_small_settings(tmp_path, monkeypatch):
@@ -186,8 +231,7 @@ def test_demo_job_runs_with_small_settings(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------- the methods table
 def methods_table() -> dict[str, dict[str, str]]:
-    text = README.read_text()
-    section = text.split("\n## Methods\n", 1)[1].split("\n## ", 1)[0]
+    section = (ROOT / "docs" / "methods.md").read_text().split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("|")]
     header = [c.strip() for c in rows[0].strip("|").split("|")]
     table = {}

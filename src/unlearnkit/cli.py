@@ -760,6 +760,8 @@ def _verdict_text(v: dict[str, Any] | None) -> list[str]:
 
 
 def _text(result: dict[str, Any]) -> str:
+    if "_text" in result:  # a command that prints text of its own (`completion`)
+        return result["_text"]
     cmd = result.get("command")
     if str(cmd).startswith("ledger "):
         from unlearnkit.ledger.cli import text
@@ -1272,7 +1274,26 @@ def build_parser() -> argparse.ArgumentParser:
     from unlearnkit.ledger.cli import add_ledger_parser
 
     add_ledger_parser(sub)  # `unlearnkit ledger init|request add|apply|status|audit|export`
+
+    from unlearnkit._completion import SHELLS
+
+    p = sub.add_parser(
+        "completion", help="print the shell completion script (bash, zsh, tcsh)",
+        description="Print a completion script for SHELL: commands, options, method, dataset, "
+                    "architecture and preset names, files. It is static (Tab imports nothing): "
+                    "write it again after an upgrade.",
+        epilog="example (bash): unlearnkit completion bash > ~/.local/share/bash-completion/"
+               "completions/unlearnkit")
+    p.add_argument("shell", choices=SHELLS, help="the shell")
+    p.set_defaults(func=cmd_completion, json=False)
     return parser
+
+
+def cmd_completion(args: argparse.Namespace) -> dict[str, Any]:
+    from unlearnkit._completion import script
+
+    return {"shell": args.shell, "_text": script(build_parser(), args.shell).rstrip("\n")}
+
 
 
 # ---------------------------------------------------------------------- entry point
