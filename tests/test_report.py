@@ -15,6 +15,7 @@ from _cli import run as cli
 from unlearnkit.bench import ResultStore
 from unlearnkit.exceptions import DataError
 from unlearnkit.report import BEST_RULES, load_finished, summarize, write_report
+from unlearnkit.report.cache import MANIFEST
 
 # scenario "class 3", the original stored first, the reference last: per (method, params),
 # per seed (retain_acc, forget_acc, seconds)
@@ -88,7 +89,8 @@ def test_write_report_files_md_and_html(tmp_path):
     # the trade-off plot and the bars of "class 3"; the scenario without a reference has none
     assert [f.name.split("-")[0] for f in pngs] == ["tradeoff", "bars"]
     assert all(f.read_bytes().startswith(b"\x89PNG") for f in pngs)
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files
+    # no temporary files; the figures' manifest (the cache of the next report) is hidden
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [MANIFEST]
 
     md = (out / "report.md").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
@@ -117,7 +119,7 @@ def test_cli_json_lists_files(tmp_path):
     result = json.loads(out)
     assert result["command"] == "report"
     names = sorted(Path(f).name for f in result["files"])
-    assert names == sorted(p.name for p in (tmp_path / "rep").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "rep").iterdir() if p.name != MANIFEST)
     assert {"report.md", "report.html"} <= set(names)
     code, out, _ = cli("report", db, "--out", tmp_path / "rep2")
     assert code == 0 and "report.html" in out

@@ -18,6 +18,7 @@ from PIL import Image
 
 from unlearnkit.bench import ResultStore
 from unlearnkit.report import ORIGINAL, REFERENCE, load_finished, summarize, write_report
+from unlearnkit.report.cache import MANIFEST
 from unlearnkit.report.figures import (
     DPI,
     FIGURE_KINDS,
@@ -439,7 +440,8 @@ class _Page(HTMLParser):
 def test_report_files_html_images_and_data_attributes(report, study):
     result, out = report
     files = [Path(f) for f in result["files"]]
-    assert sorted(f.name for f in files) == sorted(p.name for p in out.iterdir())
+    assert sorted(f.name for f in files) == sorted(p.name for p in out.iterdir()
+                                                   if p.name != MANIFEST)
     pngs = {f.name: f.read_bytes() for f in files if f.suffix == ".png"}
     assert len(pngs) == 14 + 7  # the figures of both scenarios
     assert "sweep-cifar10-resnet18-class-cat-teacher-lr.png" in pngs

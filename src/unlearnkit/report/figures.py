@@ -22,29 +22,44 @@ documents (:func:`unlearnkit.bench.store.read_artefacts`, keys at
 
 Every figure is drawn with matplotlib's Agg canvas (no pyplot, no display) at :data:`DPI`, so
 a figure of ``figsize`` inches is a PNG of ``figsize * DPI`` pixels.
+
+:func:`figure_jobs` lists a scenario's figures before drawing any: each a :class:`FigureJob`
+with the digest of exactly the data it is drawn from (:func:`figure_digest`), so that
+:func:`unlearnkit.report.write_report` can reuse a figure whose inputs did not change.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import io
 import json
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from unlearnkit.report.summary import ORIGINAL, REFERENCE, ScenarioSummary, SummaryRow
 
-__all__ = ["ACCURACIES", "DPI", "FIGURE_KINDS", "KIND_NOTES", "FigureImage", "Representative",
-           "Sweep", "SweepLine", "bars_figure", "curves_figure", "curves_grid", "losses_grid",
-           "method_defaults", "pareto_figure", "per_class_figure", "png_bytes", "representative",
-           "saliency_grid", "scenario_figures", "sweep_figure", "sweeps"]
+__all__ = ["ACCURACIES", "DPI", "FIGURE_KINDS", "FIGURE_VERSION", "KIND_NOTES", "FigureImage",
+           "FigureJob", "Representative", "Sweep", "SweepLine", "bars_figure", "curves_figure",
+           "curves_grid", "figure_digest", "figure_jobs", "losses_grid", "method_defaults",
+           "pareto_figure", "per_class_figure", "png_bytes", "representative", "saliency_grid",
+           "scenario_figures", "sweep_figure", "sweeps"]
 
 #: Pixels per inch of every figure (``savefig`` at the figure's dpi).
 DPI = 100
+
+#: The version of the drawing code, part of every figure's digest (:func:`figure_digest`):
+#: bump it when a change to how figures are drawn is not in this module, ``summary.py`` or
+#: ``leaderboard.py`` (whose source is in the digest too), e.g. in a helper they call, so that
+#: :func:`unlearnkit.report.write_report` draws every figure again instead of reusing it.
+FIGURE_VERSION = 1
 
 #: The metrics the bars, sweeps and curves show, one panel each.
 ACCURACIES: tuple[str, ...] = ("retain_acc", "forget_acc", "test_acc")
@@ -1005,28 +1020,194 @@ def scenario_figures(s: ScenarioSummary, artefacts: Mapping[str, Mapping[str, An
 
     Per-method artefacts are drawn as small multiples, one figure per kind for all the
     methods (:func:`curves_grid`, :func:`losses_grid`, :func:`saliency_grid`); only a method
-    with several rows that have curves gets a curves figure of its own."""
-    jobs: list[tuple[str, Callable[[], FigureImage | None]]] = [
-        ("Pareto", lambda: pareto_figure(s)), ("bars", lambda: bars_figure(s))]
-    jobs += [(f"sweep of {sw.method} / {sw.param}", lambda sw=sw: sweep_figure(s, sw))
-             for sw in sweeps(s)]
-    jobs.append(("curves", lambda: curves_grid(s, artefacts)))
-    methods = [*_methods(s), REFERENCE]
-    jobs += [(f"curves of {m}", lambda m=m: curves_figure(s, m, artefacts)) for m in methods
-             if len(_curve_rows(s, m, artefacts)) > 1]
-    jobs.append(("per-class accuracy", lambda: per_class_figure(s, artefacts)))
-    jobs.append(("loss histograms", lambda: losses_grid(s, artefacts)))
-    classes = _class_names(s, artefacts)
-    jobs.append(("saliency", lambda: saliency_grid(s, artefacts, classes)))
+    with several rows that have curves gets a curves figure of its own. Draws every figure of
+    :func:`figure_jobs` (but the trade-off plot) at once."""
     figures, notes = [], []
-    for what, job in jobs:
-        try:
-            fig = job()
-        except Exception as exc:  # one malformed artefact must not cost the whole report
-            notes.append(f"The {what} figure could not be drawn: {type(exc).__name__}: {exc}")
+    for job in figure_jobs(s, artefacts):
+        if job.kind == "tradeoff":
             continue
+        fig, note = job.run()
+        if note is not None:
+            notes.append(note)
         if fig is not None:
             figures.append(fig)
-    order = list(FIGURE_KINDS)
-    figures.sort(key=lambda f: order.index(f.kind))
     return figures, notes
+
+
+# ---------------------------------------------------------------------- lazy figures, digests
+@dataclass
+class FigureJob:
+    """A figure of a scenario, not drawn yet: its ``kind`` and ``tag`` (as the
+    :class:`FigureImage` it draws has them: its file name), ``what`` it is (for the note when
+    drawing it fails), ``inputs`` (exactly the data it is drawn from, JSON-able) and
+    ``draw`` (the figure, or ``None`` when the data make none)."""
+
+    kind: str
+    tag: str
+    what: str
+    inputs: Any
+    draw: Callable[[], FigureImage | None]
+
+    @functools.cached_property
+    def digest(self) -> str | None:
+        """:func:`figure_digest` of the figure (``None``: its inputs cannot be digested)."""
+        return figure_digest(self.kind, self.tag, self.inputs)
+
+    def run(self) -> tuple[FigureImage | None, str | None]:
+        """(the figure, ``None``), or (``None``, a note) when drawing it raised: one malformed
+        artefact must not cost the whole report."""
+        try:
+            fig = self.draw()
+        except Exception as exc:
+            return None, f"The {self.what} figure could not be drawn: {type(exc).__name__}: {exc}"
+        if fig is not None and (fig.kind, fig.tag) != (self.kind, self.tag):
+            fig = dataclasses.replace(fig, kind=self.kind, tag=self.tag)
+        return fig, None
+
+
+def _jsonable(o: Any) -> Any:
+    """``json.dumps``'s ``default`` for the digests: numpy values and arrays, sets; anything
+    else raises ``TypeError`` (no digest: the figure is always drawn)."""
+    if isinstance(o, np.ndarray):
+        return {"ndarray": o.dtype.str, "shape": list(o.shape), "data": o.ravel().tolist()}
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, (set, frozenset)):
+        return sorted(o, key=_vkey)
+    if isinstance(o, SummaryRow):
+        return _row_state(o)
+    raise TypeError(f"cannot digest a {type(o).__name__}")
+
+
+@functools.cache
+def _sources() -> dict[str, str | None]:
+    """The sha256 of the drawing code's source files (``None`` where unreadable)."""
+    here = Path(__file__).resolve().parent
+    out: dict[str, str | None] = {}
+    for name in ("figures.py", "summary.py", "leaderboard.py"):
+        try:
+            out[name] = hashlib.sha256((here / name).read_bytes()).hexdigest()
+        except OSError:
+            out[name] = None
+    return out
+
+
+def _drawing_code() -> dict[str, Any]:
+    """What the figures depend on besides their data: :data:`FIGURE_VERSION`, the versions of
+    matplotlib and Pillow, matplotlib's settings (``rcParams`` but the backend), and the
+    source of the drawing code."""
+    import matplotlib
+    import PIL
+
+    rc = {k: repr(v) for k, v in dict.items(matplotlib.rcParams)
+          if not k.startswith("backend")}
+    return {"figure_version": FIGURE_VERSION, "dpi": DPI, "matplotlib": matplotlib.__version__,
+            "pillow": PIL.__version__, "sources": _sources(),
+            "rc": hashlib.sha256(json.dumps(rc, sort_keys=True).encode()).hexdigest()}
+
+
+def figure_digest(kind: str, tag: str, inputs: Any) -> str | None:
+    """The sha256 of a canonical JSON of the figure's ``kind``, ``tag`` and ``inputs`` and of
+    :func:`_drawing_code` (:data:`FIGURE_VERSION`, the matplotlib and Pillow versions, ...);
+    ``None`` when ``inputs`` is not JSON-able (such a figure is always drawn)."""
+    payload = {"code": _drawing_code(), "kind": kind, "tag": tag, "inputs": inputs}
+    try:
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=_jsonable)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _row_state(r: SummaryRow) -> dict[str, Any]:
+    """Everything of a row a figure may read (its label too)."""
+    return {**dataclasses.asdict(r), "label": r.label}
+
+
+def _scenario_state(s: ScenarioSummary) -> dict[str, Any]:
+    """The scenario's data that the whole-scenario figures read: its names, every row, and
+    each method's representative row (which depends on the method's defaults)."""
+    reps = {}
+    for m in dict.fromkeys(r.method for r in s.rows):
+        try:
+            rep = representative(s, m)
+        except Exception as exc:  # the figures that need it fail too (and are not reused)
+            reps[m] = f"{type(exc).__name__}: {exc}"
+            continue
+        reps[m] = None if rep is None else [
+            next(i for i, r in enumerate(s.rows) if r is rep.row), rep.why]
+    return {"dataset": s.dataset, "arch": s.arch, "scenario": s.scenario,
+            "scenario_kind": s.scenario_kind, "title": s.title, "metrics": list(s.metrics),
+            "rows": [_row_state(r) for r in s.rows], "representatives": reps}
+
+
+def _artefact_state(rows: Iterable[SummaryRow], artefacts: Mapping[str, Mapping[str, Any]],
+                    *keys: str) -> dict[str, Any]:
+    """The ``keys`` of the artefacts of the rows' runs (what the figure reads of them)."""
+    out: dict[str, Any] = {}
+    for r in rows:
+        for rid in r.run_ids:
+            if rid is None or rid not in artefacts:
+                continue
+            doc = artefacts[rid]
+            out[rid] = ({k: doc.get(k) for k in keys} if isinstance(doc, Mapping)
+                        else None)
+    return out
+
+
+def _tradeoff(s: ScenarioSummary) -> FigureImage | None:
+    from unlearnkit.report import summary
+
+    png = summary.tradeoff_png(s)
+    if png is None:
+        return None
+    return FigureImage("tradeoff", "", f"trade-off: {s.title}", (6.4, 4.8), png)
+
+
+def figure_jobs(s: ScenarioSummary, artefacts: Mapping[str, Mapping[str, Any]]
+                ) -> list[FigureJob]:
+    """Every figure of the scenario, the trade-off plot included, in :data:`FIGURE_KINDS`
+    order, none drawn yet: each with the data it is drawn from (its digest's inputs).
+
+    The whole-scenario figures (Pareto, trade-off, bars, the small multiples, per class)
+    read every row, the representative rows and the artefacts of their kind; a sweep reads
+    its lines' rows and the references; a method's own curves figure its rows, the references
+    and their curves."""
+    from unlearnkit.report.leaderboard import leaderboard
+
+    state = _scenario_state(s)
+    refs = [_row_state(r) for r in s.rows if r.method in _REF_STYLE]
+
+    def whole(*keys: str, **more: Any) -> dict[str, Any]:
+        arts = {k: _artefact_state(s.rows, artefacts, k) for k in keys}
+        return {"scenario": state, "artefacts": arts, **more}
+
+    jobs = [FigureJob("pareto", "", "Pareto", whole(board=leaderboard(s).to_dict()),
+                      lambda: pareto_figure(s)),
+            FigureJob("tradeoff", "", "trade-off", whole(), lambda: _tradeoff(s)),
+            FigureJob("bars", "", "bars", whole(), lambda: bars_figure(s))]
+    for sw in sweeps(s):
+        inputs = {"title": s.title, "method": sw.method, "param": sw.param, "refs": refs,
+                  "lines": [{"fixed": ln.fixed, "xs": ln.xs,
+                             "rows": [_row_state(r) for r in ln.rows]} for ln in sw.lines]}
+        jobs.append(FigureJob("sweep", f"{sw.method}-{sw.param}",
+                              f"sweep of {sw.method} / {sw.param}", inputs,
+                              lambda sw=sw: sweep_figure(s, sw)))
+    jobs.append(FigureJob("curves", "", "curves", whole("curves"),
+                          lambda: curves_grid(s, artefacts)))
+    for m in [*_methods(s), REFERENCE]:
+        if len(_curve_rows(s, m, artefacts)) > 1:
+            rows = _rows_of(s, m)
+            inputs = {"title": s.title, "method": m, "refs": refs,
+                      "rows": [_row_state(r) for r in rows],
+                      "curves": _artefact_state(rows, artefacts, "curves")}
+            jobs.append(FigureJob("curves", m, f"curves of {m}", inputs,
+                                  lambda m=m: curves_figure(s, m, artefacts)))
+    jobs.append(FigureJob("per-class", "", "per-class accuracy", whole("per_class"),
+                          lambda: per_class_figure(s, artefacts)))
+    jobs.append(FigureJob("losses", "", "loss histograms", whole("losses"),
+                          lambda: losses_grid(s, artefacts)))
+    classes = _class_names(s, artefacts)
+    jobs.append(FigureJob("saliency", "", "saliency", whole("saliency", classes=classes),
+                          lambda: saliency_grid(s, artefacts, classes)))
+    order = list(FIGURE_KINDS)
+    return sorted(jobs, key=lambda j: order.index(j.kind))

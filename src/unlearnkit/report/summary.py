@@ -927,9 +927,16 @@ def write_report(db: str | os.PathLike, out_dir: str | os.PathLike, *,
     ``scenarios`` and ``methods`` report a subset: only those scenario labels (e.g.
     ``"class 3"``) and methods (the references ``retrain`` and ``original`` are always kept).
     A name that matches no finished run raises :class:`DataError` listing the valid ones.
-    ``log`` (e.g. a line on stderr) hears of each scenario's figures as they are drawn."""
+    ``log`` (e.g. a line on stderr) hears of each scenario's figures: how many were drawn and
+    how many were unchanged.
+
+    A figure whose inputs did not change since the last report written into ``out_dir`` is
+    not drawn again: its file is reused (:mod:`unlearnkit.report.cache`, the manifest
+    ``.figures.json``). ``figures_drawn`` and ``figures_reused`` of the result count them;
+    ``files`` lists every file of the report, reused figures included."""
     from unlearnkit.bench.store import read_trials
-    from unlearnkit.report.figures import FIGURE_KINDS, FigureImage, scenario_figures
+    from unlearnkit.report.cache import FigureCache
+    from unlearnkit.report.figures import figure_jobs
     from unlearnkit.report.leaderboard import leaderboard
 
     rows = load_finished(db)
@@ -954,24 +961,44 @@ def write_report(db: str | os.PathLike, out_dir: str | os.PathLike, *,
     used: set[str] = set()
     anchors: set[str] = set()
     sections = []
-    order = list(FIGURE_KINDS)
     say = log or (lambda _m: None)
     start = time.perf_counter()
+    cache = FigureCache(out)
+    drawn = reused = 0
     for k, s in enumerate(summaries, 1):
-        say(f"report: scenario {k}/{len(summaries)}, {s.title}: drawing the figures ...")
-        figures: list[FigureImage] = []
-        png = tradeoff_png(s)
-        if png is not None:
-            figures.append(FigureImage("tradeoff", "", f"trade-off: {s.title}", (6.4, 4.8), png))
-        more, notes = scenario_figures(s, artefacts)
-        figures = sorted(figures + more, key=lambda f: order.index(f.kind))
+        say(f"report: scenario {k}/{len(summaries)}, {s.title}: the figures ...")
+        began, before = time.perf_counter(), (drawn, reused)
         named = []
-        for f in figures:
-            stem = "-".join(x for x in (f.kind, s.slug, _slug(f.tag) if f.tag else "") if x)
-            name = f"{_unique(stem, used)}.png"
+        notes: list[str] = []
+        for job in figure_jobs(s, artefacts):
+            if cache.empty(job):  # these inputs made no figure last time
+                continue
+            stem = "-".join(x for x in (job.kind, s.slug, _slug(job.tag) if job.tag else "")
+                            if x)
+            name = f"{_unique(stem, used)}.png"  # its name if it has a figure
+            f = cache.reuse(name, job)
+            if f is not None:
+                reused += 1
+                files.append(out / name)
+            else:
+                f, note = job.run()
+                if note is not None:
+                    notes.append(note)
+                if f is None:
+                    used.discard(name[:-len(".png")])
+                    if note is None:
+                        cache.drawn_empty(job)
+                    continue
+                drawn += 1
+                files.append(_write_bytes(out / name, f.png))
+                cache.drawn(name, job, f)
             pngs[name] = f.png
-            files.append(_write_bytes(out / name, f.png))
             named.append((f, name))
+        if drawn > before[0]:  # an interrupted report's figures are reused by the next
+            cache.save(final=False)
+        new, old = drawn - before[0], reused - before[1]
+        say(f"report: scenario {k}/{len(summaries)}: {new + old} figures ({new} drawn, "
+            f"{old} unchanged) in {time.perf_counter() - began:.1f} s")
         has = any(rid in artefacts for r in s.rows for rid in r.run_ids)
         notes = skipped.get((s.dataset, s.arch, s.scenario), []) + notes
         sections.append(_Section(s, _unique(f"s-{s.slug}", anchors), named, notes, has,
@@ -986,8 +1013,11 @@ def write_report(db: str | os.PathLike, out_dir: str | os.PathLike, *,
     files.append(_write_bytes(out / "report.md", (_markdown(sections) + agreement_markdown(check)
                                                   + claims_markdown(claims)).encode("utf-8")))
     files.append(_write_bytes(out / "report.html", page.encode("utf-8")))
-    say(f"report: {len(files)} files written in {time.perf_counter() - start:.1f} s")
+    cache.save()
+    say(f"report: {drawn + 2} files written ({drawn + reused} figures: {drawn} drawn, "
+        f"{reused} unchanged) in {time.perf_counter() - start:.1f} s")
     return {"db": str(db), "out": str(out), "files": [str(f) for f in files],
+            "figures_drawn": drawn, "figures_reused": reused,
             "scenarios": [s.to_dict() for s in summaries],
             "leaderboards": [sec.board.to_dict() for sec in sections],
             "claims": [c.to_dict() for c in claims], "verdict_check": check.to_dict()}
