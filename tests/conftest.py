@@ -23,6 +23,15 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("UNLEARNKIT_DATA", str(base / "data"))
 
 
+@pytest.fixture(autouse=True)
+def _plain_output(monkeypatch):
+    """The command's captured output is plain text, as in a pipe, even where the shell that
+    runs the tests sets FORCE_COLOR (CI often does): rich would call it a terminal. The tests
+    of the terminal output (test_cli_rich.py) set these themselves."""
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "NO_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def digits() -> uk.DataBundle:
     return uk.load_dataset("digits")

@@ -285,3 +285,17 @@ def test_inputs_that_cannot_be_digested_are_always_drawn():
     assert figures_module.figure_digest("bars", "", {1: 2, "a": 3}) is None  # unsortable keys
     assert figures_module.figure_digest("bars", "", {"x": 1.0}) != \
         figures_module.figure_digest("bars", "", {"x": 1})
+
+
+def test_cli_report_json_counts_the_figures(cold, tmp_path, capsys):
+    from unlearnkit.cli import main
+
+    db, _, _, _ = cold
+    out = _copy(cold, tmp_path)
+    assert main(["report", str(db), "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["figures_drawn"], result["figures_reused"]) == (0, N_FIGURES)
+    (out / MANIFEST).unlink()  # no manifest: nothing can be trusted, all drawn again
+    assert main(["report", str(db), "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["figures_drawn"], result["figures_reused"]) == (N_FIGURES, 0)

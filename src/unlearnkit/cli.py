@@ -7,6 +7,10 @@ an error never leaves a half-written one, and ``train``'s and ``forget``'s ``--o
 replaced last, once the metrics are computed and the output rendered, so that an error or
 Ctrl-C before then leaves the previous file as it was. An ``--out`` that is not a regular file
 (a directory, a link, a FIFO, a device) is refused before any work.
+
+Without ``--json``, a terminal gets rich tables and colour (:mod:`unlearnkit._console`: rich
+decides what is a terminal, FORCE_COLOR included; NO_COLOR drops the colours); a pipe or a
+file gets the plain text of :func:`_text`, unchanged.
 """
 
 from __future__ import annotations
@@ -27,8 +31,15 @@ from typing import Any
 
 import torch
 
+from unlearnkit import _console
 from unlearnkit.api import default_recipe, train_model, unlearn
-from unlearnkit.compare import compare_methods, format_table, jsonable, scenario_label
+from unlearnkit.compare import (
+    compare_methods,
+    format_table,
+    jsonable,
+    rich_tables,
+    scenario_label,
+)
 from unlearnkit.data.containers import DataBundle
 from unlearnkit.data.registry import DATASETS, load_dataset
 from unlearnkit.data.splits import (
@@ -717,6 +728,8 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
         result = write_report(args.results, args.out, scenarios=args.scenario, methods=methods,
                               log=_log if args.out is not None and not args.json else None)
         out.update(db=result["db"], out=result["out"], files=result["files"],
+                   figures_drawn=result["figures_drawn"],
+                   figures_reused=result["figures_reused"],
                    scenarios=[{k: s[k] for k in ("dataset", "arch", "scenario",
                                                  "scenario_kind")}
                               | {"rows": len(s["rows"])} for s in result["scenarios"]])
@@ -759,6 +772,106 @@ def _verdict_text(v: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _head_lines(result: dict[str, Any]) -> list[str]:
+    """The first lines of ``forget`` and ``evaluate``: what was done (and calibrated)."""
+    split = result["split"]
+    if result["command"] == "evaluate":
+        return [f"{result['checkpoint']} on {split['label']} "
+                f"({split.get('n_forget')} samples forgotten)"]
+    lines = [f"{result['method']} forgot {split['label']} "
+             f"({split.get('n_forget')} samples); saved {result['out']}"]
+    cal = result.get("calibration")
+    if cal:
+        budget = (f"budget {cal['budget_seconds']:.3g} s" if cal["budget_seconds"]
+                  else "no time budget")
+        states = ", ".join(f"{k} {v}" for k, v in cal["states"].items())
+        params = ", ".join(f"{k}={result['params'][k]}" for k in cal["space"])
+        lines.append(f"calibrated: {cal['trials']} trials ({states}) in "
+                     f"{cal['seconds']:.3g} s, {budget}; best trial {cal['best_trial']}: "
+                     f"{params}; history: {cal['history']}")
+    return lines
+
+
+# ---------------------------------------------------------------------- terminal output (rich)
+def _verdict_rich(v: dict[str, Any] | None) -> list[Any]:
+    """:func:`_verdict_text` for a terminal: the outcome in its colour, the notes dim."""
+    from rich.text import Text
+
+    if not v:
+        return []
+    judged = Verdict.from_dict(v)
+    summary = judged.summary().removeprefix(judged.outcome)
+    shown: list[Any] = [Text.assemble(("verdict: ", "bold"),
+                                      _console.verdict(judged.outcome, style="bold"), summary)]
+    shown += [_console.line(f"  why: {r}") for r in judged.reasons]
+    shown += [_console.line(f"  note: {n}", "dim") for n in judged.notes]
+    if judged.hint:
+        shown.append(_console.line(Text.assemble(("  try: ", "bold"), judged.hint)))
+    return shown
+
+
+def _metrics_rich(metrics: dict[str, Any]) -> list[Any]:
+    return [_console.line(x, "dim" if x.startswith("  ? ") else "")
+            for x in _metrics_text(metrics)]
+
+
+def _tables_rich(r: dict[str, Any], out: Any) -> list[Any]:
+    """The bench tables of ``bench`` and ``report --print`` for a terminal, with their notes."""
+    shown: list[Any] = []
+    for t in r.get("tables", ()):
+        shown += [*_summary_rich(t, out), ""]
+    if r.get("tables"):
+        shown += [_console.line(TABLE_LEGEND, "dim"), ""]
+    busy = _busy_note(r) if r.get("command") == "bench" else None
+    if busy:
+        shown += [_console.line(busy, "dim"), ""]
+    if _no_power(r):
+        shown += [_console.line(NO_POWER_NOTE, "dim"), ""]
+    return shown
+
+
+def _named_blocks(text: str) -> list[Any]:
+    """``methods`` and ``datasets``: each block's name in bold."""
+    from rich.text import Text
+
+    shown: list[Any] = []
+    for x in text.split("\n"):
+        name, sep, rest = x.partition(": ")
+        shown.append(_console.line(Text.assemble((name, "bold"), sep, rest))
+                     if sep and not x.startswith(" ") else _console.line(x))
+    return shown
+
+
+def _rich_view(result: dict[str, Any], out: Any) -> list[Any] | None:
+    """What a command prints on a terminal (``out``, a rich console): its tables as rich
+    tables fitted to the width, verdicts in colour, notes dim; ``None`` where the command
+    prints its plain text there too (train, score, a dry run, the ledger)."""
+    cmd = result.get("command")
+    if cmd in ("forget", "evaluate"):
+        note = [_console.line(f"note: {result['note']}", "dim")] if result.get("note") else []
+        return [*map(_console.line, _head_lines(result)), *_verdict_rich(result.get("verdict")),
+                *_metrics_rich(result["metrics"]), *note]
+    if cmd == "compare":
+        shown = [*rich_tables(result["rows"], out), "",
+                 f"Total wall-clock time: {result['seconds']:.1f} s"]
+        if result.get("results"):
+            shown.append(f"Checkpoints and {result['results']} saved.")
+        return shown
+    if cmd == "bench" and not result["dry_run"]:
+        return [*_tables_rich(result, out), *_bench_tail(result).split("\n")]
+    if cmd == "report":
+        shown = _tables_rich(result, out)
+        if result.get("files"):
+            shown += [f"Report of {result['db']} ({len(result['scenarios'])} scenarios):",
+                      *(_console.line(f"  {f}") for f in result["files"])]
+        while shown and shown[-1] == "":
+            shown.pop()
+        return shown
+    if cmd is None and ("methods" in result or "datasets" in result):
+        return _named_blocks(_text(result))
+    return None
+
+
 def _text(result: dict[str, Any]) -> str:
     if "_text" in result:  # a command that prints text of its own (`completion`)
         return result["_text"]
@@ -771,26 +884,10 @@ def _text(result: dict[str, Any]) -> str:
         lines = [f"Trained {result['arch']} on {result['dataset']} in "
                  f"{_num(result['seconds'])} s; saved {result['out']}"]
         return "\n".join(lines + _metrics_text(result["metrics"]))
-    if cmd == "forget":
-        lines = [f"{result['method']} forgot {result['split']['label']} "
-                 f"({result['split'].get('n_forget')} samples); saved {result['out']}"]
+    if cmd in ("forget", "evaluate"):
         notes = [f"note: {result['note']}"] if result.get("note") else []
-        cal = result.get("calibration")
-        if cal:
-            budget = (f"budget {cal['budget_seconds']:.3g} s" if cal["budget_seconds"]
-                      else "no time budget")
-            states = ", ".join(f"{k} {v}" for k, v in cal["states"].items())
-            params = ", ".join(f"{k}={result['params'][k]}" for k in cal["space"])
-            lines.append(f"calibrated: {cal['trials']} trials ({states}) in "
-                         f"{cal['seconds']:.3g} s, {budget}; best trial {cal['best_trial']}: "
-                         f"{params}; history: {cal['history']}")
-        return "\n".join(lines + _verdict_text(result.get("verdict"))
+        return "\n".join(_head_lines(result) + _verdict_text(result.get("verdict"))
                          + _metrics_text(result["metrics"]) + notes)
-    if cmd == "evaluate":
-        lines = [f"{result['checkpoint']} on {result['split']['label']} "
-                 f"({result['split'].get('n_forget')} samples forgotten)"]
-        return "\n".join(lines + _verdict_text(result.get("verdict"))
-                         + _metrics_text(result["metrics"]))
     if cmd == "score":
         m = result["metrics"]
         params = ", ".join(f"{k}={v}" for k, v in (result["params"] or {}).items())
@@ -824,8 +921,7 @@ def _text(result: dict[str, Any]) -> str:
             lines += [*_summary_grid(t, width), ""]
         if result.get("tables"):
             lines += [TABLE_LEGEND, ""]
-        if any(set(t.get("uninformative") or ()) & set(BENCH_COLUMNS)
-               for t in result.get("tables", ())):
+        if _no_power(result):
             lines += [NO_POWER_NOTE, ""]
         if result.get("files"):
             lines += [f"Report of {result['db']} ({len(result['scenarios'])} scenarios):",
@@ -859,16 +955,32 @@ def _bench_text(r: dict[str, Any]) -> str:
         lines += [*_summary_grid(t, width), ""]
     if r.get("tables"):
         lines += [TABLE_LEGEND, ""]
-    share = r.get("cpu_share")
-    if share is not None and share < BUSY_SHARE:
-        lines += [f"note: the timed calls had {share:.0%} of a CPU core (median): the machine "
-                  "was busy, so the wall-clock seconds and speed-ups are noisy; each row's "
-                  "timing also holds cpu_seconds and cpu_speedup (see benchmarks/README.md, "
-                  "'How times are measured').", ""]
-    if any(set(t.get("uninformative") or ()) & set(BENCH_COLUMNS) for t in r.get("tables", ())):
+    busy = _busy_note(r)
+    if busy:
+        lines += [busy, ""]
+    if _no_power(r):
         lines += [NO_POWER_NOTE, ""]
-    return "\n".join(lines) + (
-            f"{r['config']}: {r['total']} runs: {r['ok']} done, {r['reused']} skipped (already "
+    return "\n".join(lines) + _bench_tail(r)
+
+
+def _busy_note(r: dict[str, Any]) -> str | None:
+    share = r.get("cpu_share")
+    if share is None or share >= BUSY_SHARE:
+        return None
+    return (f"note: the timed calls had {share:.0%} of a CPU core (median): the machine "
+            "was busy, so the wall-clock seconds and speed-ups are noisy; each row's "
+            "timing also holds cpu_seconds and cpu_speedup (see benchmarks/README.md, "
+            "'How times are measured').")
+
+
+def _no_power(r: dict[str, Any]) -> bool:
+    """Whether a bench table shows an uninformative MIA figure (marked ``?``)."""
+    return any(set(t.get("uninformative") or ()) & set(BENCH_COLUMNS)
+               for t in r.get("tables", ()))
+
+
+def _bench_tail(r: dict[str, Any]) -> str:
+    return (f"{r['config']}: {r['total']} runs: {r['ok']} done, {r['reused']} skipped (already "
             f"in the store), {r['skipped']} refused by their method, "
             + (f"{r['over_budget']} calibrated without a trial in their budget, "
                if r.get("over_budget") else "")
@@ -906,10 +1018,9 @@ def _table_width() -> int | None:
     return None
 
 
-def _summary_grid(t: dict[str, Any], width: int | None = None) -> list[str]:
-    """One scenario of a benchmark as plain text: mean (± std over seeds) per column, each
-    header marked with its direction; wider than ``width`` (the terminal's), the columns are
-    split into blocks, the key ones first, each block starting with the method."""
+def _summary_cells(t: dict[str, Any]) -> dict[str, Any]:
+    """What a scenario's bench table shows, as text: its columns, each header marked with
+    its direction, each row's label, seed count and cells (mean ± std over seeds)."""
     from unlearnkit.report.summary import BEST_RULES
 
     cols = [c for c in BENCH_COLUMNS if c in t["metrics"]
@@ -930,10 +1041,21 @@ def _summary_grid(t: dict[str, Any], width: int | None = None) -> list[str]:
         mark = _DIRECTION.get(BEST_RULES.get(c, ""), "")
         return f"{c}{mark}"
 
-    labels = [row.get("label") or row["method"] for row in t["rows"]]
-    ns = [str(row["n"]) for row in t["rows"]]
-    body = {c: [cell(i, row, c) for i, row in enumerate(t["rows"])] for c in cols}
-    wid = {c: max(len(head(c)), *(len(x) for x in body[c])) for c in cols}
+    return {"title": f"Scenario: {t['scenario']} ({t['dataset']}, {t['arch']})",
+            "cols": cols, "heads": {c: head(c) for c in cols}, "no_power": no_power,
+            "labels": [row.get("label") or row["method"] for row in t["rows"]],
+            "ns": [str(row["n"]) for row in t["rows"]],
+            "body": {c: [cell(i, row, c) for i, row in enumerate(t["rows"])] for c in cols}}
+
+
+def _summary_grid(t: dict[str, Any], width: int | None = None) -> list[str]:
+    """One scenario of a benchmark as plain text: mean (± std over seeds) per column, each
+    header marked with its direction; wider than ``width`` (the terminal's), the columns are
+    split into blocks, the key ones first, each block starting with the method."""
+    g = _summary_cells(t)
+    cols, labels, ns, body = g["cols"], g["labels"], g["ns"], g["body"]
+    heads = g["heads"]
+    wid = {c: max(len(heads[c]), *(len(x) for x in body[c])) for c in cols}
     lead = [max(len("method"), *(len(x) for x in labels)), max(1, *(len(x) for x in ns))]
     blocks: list[list[str]] = []
     for c in sorted(cols, key=_KEY_ORDER.index) if width else cols:
@@ -943,19 +1065,43 @@ def _summary_grid(t: dict[str, Any], width: int | None = None) -> list[str]:
         blocks[-1].append(c)
     if width:  # each block in the table's own column order
         blocks = [[c for c in cols if c in b] for b in blocks]
-    title = f"Scenario: {t['scenario']} ({t['dataset']}, {t['arch']})"
-    out = [title]
+    out = [g["title"]]
     for k, block in enumerate(blocks or [[]]):
         widths = [*lead, *(wid[c] for c in block)]
         fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}"
                         for i, w in enumerate(widths))
         if k:
             out.append("")
-        out += [fmt.format("method", "n", *(head(c) for c in block)),
+        out += [fmt.format("method", "n", *(heads[c] for c in block)),
                 "  ".join("-" * w for w in widths),
                 *(fmt.format(labels[i], ns[i], *(body[c][i] for c in block))
                   for i in range(len(labels)))]
     return out
+
+
+def _summary_rich(t: dict[str, Any], out: Any) -> list[Any]:
+    """:func:`_summary_grid` for a terminal, with rich: the same columns and blocks (as many
+    as the terminal's width needs, the key columns first), each best value in bold (as the
+    report marks it), uninformative MIA figures dim, the verdicts in their colours."""
+    g = _summary_cells(t)
+    cols, labels, ns, body = g["cols"], g["labels"], g["ns"], g["body"]
+    best = {c: set(i) for c, i in (t.get("best") or {}).items()}
+
+    def styled(c: str, i: int) -> Any:
+        if c == "verdict":
+            return _console.verdict(body[c][i])
+        return _console.cell(body[c][i], bold=i in best.get(c, ()),
+                             dim=i in g["no_power"].get(c, ()))
+
+    rows = [[labels[i], ns[i], *(styled(c, i) for c in cols)] for i in range(len(labels))]
+    header = ["method", "n", *(g["heads"][c] for c in cols)]
+    order = [2 + cols.index(c) for c in sorted(cols, key=_KEY_ORDER.index)]
+    justify = ["left", "right", *("left" if c == "verdict" else "right" for c in cols)]
+    tables = _console.blocks(out, header, rows, lead=2, order=order, justify=justify)
+    shown: list[Any] = [_console.cell(g["title"], bold=True)]
+    for k, table in enumerate(tables):
+        shown += [*([""] if k else []), table]
+    return shown
 
 
 #: The bench columns by importance: what a narrow terminal shows in its first block.
@@ -1006,7 +1152,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but its usage errors are one ``unlearnkit: error:`` line too (exit 2)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"{_console.error_prefix()} {message} (see '{self.prog} --help')\n")
 
 
 def _add_data(p: argparse.ArgumentParser, *, required: bool) -> None:
@@ -1295,10 +1441,9 @@ def cmd_completion(args: argparse.Namespace) -> dict[str, Any]:
     return {"shell": args.shell, "_text": script(build_parser(), args.shell).rstrip("\n")}
 
 
-
 # ---------------------------------------------------------------------- entry point
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"{PROG}: warning: {message}", file=sys.stderr)
+    print(f"{_console.error_prefix('warning')} {message}", file=sys.stderr)
 
 
 def _run(func: Callable[[argparse.Namespace], dict[str, Any]], args: argparse.Namespace) -> int:
@@ -1310,7 +1455,12 @@ def _run(func: Callable[[argparse.Namespace], dict[str, Any]], args: argparse.Na
     if write is not None:
         result["replaced"] = replaces  # whether --out named an existing file
     shown = {k: v for k, v in result.items() if not k.startswith("_")}  # "_": text output only
-    text = json.dumps(jsonable(shown), allow_nan=False) if args.json else _text(result)
+    if args.json:
+        text = json.dumps(jsonable(shown), allow_nan=False)
+    else:  # rich tables and colour on a terminal, else the plain text
+        out = _console.stdout_console()
+        view = _rich_view(result, out) if out is not None else None
+        text = _console.render(out, view) if view is not None else _text(result)
     if write is not None:  # the output file replaces the old one last, in one step
         write()
         if replaces:
@@ -1339,7 +1489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return _run(args.func, args)
         except UnlearnkitError as exc:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            print(f"{_console.error_prefix()} {exc}", file=sys.stderr)
             _json_error(args, type(exc).__name__, str(exc))
             return 2
         except BrokenPipeError:  # e.g. `unlearnkit methods --json | head`: not an error
@@ -1348,7 +1498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         except OSError as exc:
             where = f": {exc.filename!r}" if getattr(exc, "filename", None) else ""
-            print(f"{PROG}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+            print(f"{_console.error_prefix()} {exc.strerror or exc}{where}", file=sys.stderr)
             _json_error(args, type(exc).__name__, f"{exc.strerror or exc}{where}")
             return 2
         except KeyboardInterrupt:

@@ -60,6 +60,7 @@ __all__ = [
     "format_table",
     "jsonable",
     "refusal",
+    "rich_tables",
     "scenario_label",
     "write_json",
 ]
@@ -390,13 +391,14 @@ def _fmt(key: str, value: Any) -> str:
     return f"{value:.3f}"
 
 
-def _grid(group: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]],
-          *, with_skipped: bool) -> list[str] | None:
-    """The lines of one table over ``columns`` (those with a value), or ``None`` if none has."""
+def _cells(group: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]],
+           *, with_skipped: bool) -> tuple[list[tuple[str, str]], list[list[str]]] | None:
+    """The columns of one table (those with a value) and its rows as text: a skipped or
+    failed row (``with_skipped``) is two cells, the method and why; ``None`` if no column
+    has a value."""
     cols = [(k, h) for k, h in columns if any(r.get(k) is not None for r in group)]
     if not cols:
         return None
-    header = ["method", *(h for _, h in cols)]
     body: list[list[str]] = []
     for r in group:
         if r["status"] in ("skipped", "failed"):
@@ -406,6 +408,17 @@ def _grid(group: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]
         flagged = r.get("uninformative_mias") or ()
         body.append([r["method"], *(_fmt(k, r.get(k)) + ("?" if k in flagged else "")
                                     for k, _ in cols)])
+    return cols, body
+
+
+def _grid(group: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]],
+          *, with_skipped: bool) -> list[str] | None:
+    """The lines of one table over ``columns`` (those with a value), or ``None`` if none has."""
+    cells = _cells(group, columns, with_skipped=with_skipped)
+    if cells is None:
+        return None
+    cols, body = cells
+    header = ["method", *(h for _, h in cols)]
     full = [x for x in [header, *body] if len(x) == len(header)]
     width = [max(len(x[i]) for x in full) for i in range(len(header))]
     width[0] = max(len(x[0]) for x in [header, *body])
@@ -417,6 +430,51 @@ def _grid(group: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs)
 
     return [line(header), line(["-" * w for w in width]), *(line(b) for b in body)]
+
+
+#: On a terminal too narrow for a whole table, the columns its first block shows first.
+_KEY_FIRST = ("forget_acc_gap", "verdict", "seconds", "speedup", "forget_acc", "test_acc",
+              "retain_acc", "avg_gap", "competition_score", "forgetting_quality", "mia_lira",
+              "js_divergence")
+
+
+def _rich_grid(group: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]],
+               out: Any, *, with_skipped: bool) -> list[Any]:
+    """:func:`_grid` as rich tables fitted to ``out``'s width (split into blocks, each
+    starting with the method, where the terminal is too narrow), the verdicts in their
+    colours, uninformative MIA figures dim; a skipped or failed row says so in its verdict
+    cell (else the first block's first column), and why under the table."""
+    from unlearnkit import _console
+
+    cells = _cells(group, columns, with_skipped=with_skipped)
+    if cells is None:
+        return []
+    cols, body = cells
+    header = ["method", *(h for _, h in cols)]
+    keys = [k for k, _ in cols]
+    order = [1 + keys.index(k) for k in sorted(
+        keys, key=lambda k: _KEY_FIRST.index(k) if k in _KEY_FIRST else len(_KEY_FIRST))]
+    where = 1 + keys.index("verdict") if "verdict" in keys else order[0]
+    rows: list[list[Any]] = []
+    why: list[Any] = []
+    for b in body:
+        if len(b) != len(header):  # skipped / failed: the status in a cell, why below
+            status = b[1].partition(":")[0]
+            row: list[Any] = [b[0], *([""] * len(keys))]
+            row[where] = _console.cell(status, dim=status == "skipped",
+                                       style="red" if status == "failed" else "")
+            rows.append(row)
+            why.append(_console.line(f"  {b[0]} {b[1]}", "dim"))
+            continue
+        rows.append([b[0], *(_console.verdict(x) if k == "verdict"
+                             else _console.cell(x, dim=x.endswith("?"))
+                             for k, x in zip(keys, b[1:], strict=True))])
+    justify = ["left", *("left" if k == "verdict" else "right" for k in keys)]
+    tables = _console.blocks(out, header, rows, order=order, justify=justify)
+    shown: list[Any] = []
+    for i, table in enumerate(tables):
+        shown += [*([""] if i else []), table]
+    return shown + why
 
 
 def closest_to_retraining(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -434,50 +492,88 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     were computed), and the MIAs' power checks; skipped and failed methods are listed with
     why. An MIA figure that :func:`unlearnkit.metrics.mia_informative` calls uninformative is
     marked ``?`` (legend :data:`NO_POWER_LEGEND`)."""
-    blocks: list[str] = []
+    return "\n\n".join("\n".join(_scenario(group, None))
+                       for group in _by_scenario(rows))
+
+
+def rich_tables(rows: Sequence[Mapping[str, Any]], out: Any) -> list[Any]:
+    """:func:`format_table` for a terminal: the same tables as rich tables, each fitted to
+    the width of ``out`` (a ``rich.console.Console``), the verdicts in colour, the notes
+    dim. What to print with ``out.print``, one after the other."""
+    shown: list[Any] = []
+    for i, group in enumerate(_by_scenario(rows)):
+        shown += [*([""] if i else []), *_scenario(group, out)]
+    return shown
+
+
+def _by_scenario(rows: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
     scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
-    for label in scenarios:
-        group = [r for r in rows if r["scenario"] == label]
-        first = group[0]
-        n = first.get("split", {}).get("n_forget")
-        ref = next((r for r in group if r.get("retrain_seconds")), None)
-        rs = ref.get("retrain_seconds") if ref else None
-        title = f"Scenario: {label}"
-        extras = []
-        if n is not None:
-            extras.append(f"{n} samples forgotten")
-        if rs is not None:
-            extras.append(f"retraining took {_secs(rs)}")
-        n_models = next((r.get("n_models") for r in group if r.get("n_models")), None)
-        if n_models:
-            extras.append(f"pools of {n_models} models")
-        if extras:
-            title += f" ({'; '.join(extras)})"
-        out = [title, *(_grid(group, TABLE_COLUMNS, with_skipped=True) or [])]
-        forgetting = _grid(group, FORGETTING_COLUMNS, with_skipped=False)
-        if forgetting:
-            out += ["", *forgetting]
-        power = _grid(group, POWER_COLUMNS, with_skipped=False)
-        if power:
-            out += ["", *power]
-        seps = next(({m: r[f"{m}_separation"] for m in MIA_FIGURES
-                      if r.get(f"{m}_separation") is not None}
-                     for r in group if any(r.get(f"{m}_separation") is not None
-                                           for m in MIA_FIGURES)), None)
-        if seps:  # the same in every row: the attack on the original minus on the reference
-            out.append("separation (figure on the original - on the retrained model): "
-                       + ", ".join(f"{m.removeprefix('mia_')} {v:+.3f}"
-                                   for m, v in seps.items()))
-        flagged = {m for r in group for m in r.get("uninformative_mias") or ()}
-        if flagged & {k for k, _ in FORGETTING_COLUMNS}:
-            out.append(NO_POWER_LEGEND)
-        ranking = closest_to_retraining(group)
-        if ranking:
-            out += ["", "closest to the retrained model (avg_gap): " + ", ".join(
-                f"{r['method']} {r['avg_gap']:.3f}" for r in ranking[:5])]
-            if any("mia_confidence" in (r.get("uninformative_mias") or ()) for r in ranking):
-                out.append("  (avg_gap averages in mia_confidence, uninformative in some rows: "
-                           "read the accuracy gaps)")
-        out += [f"  note: {r['method']}: {w}" for r in group for w in r.get("warnings") or ()]
-        blocks.append("\n".join(out))
-    return "\n\n".join(blocks)
+    return [[r for r in rows if r["scenario"] == label] for label in scenarios]
+
+
+def _scenario(group: Sequence[Mapping[str, Any]], out: Any) -> list[Any]:
+    """One scenario's tables and notes: plain lines (``out`` is ``None``), or rich renderables
+    for the console ``out``."""
+    if out is not None:
+        from unlearnkit import _console
+
+        def grid(columns: Sequence[tuple[str, str]], *, with_skipped: bool) -> list[Any]:
+            return _rich_grid(group, columns, out, with_skipped=with_skipped)
+
+        def note(text: str) -> Any:
+            return _console.line(text, "dim")
+
+        def head(text: str) -> Any:
+            return _console.cell(text, bold=True)
+    else:
+        def grid(columns: Sequence[tuple[str, str]], *, with_skipped: bool) -> list[Any]:
+            return _grid(group, columns, with_skipped=with_skipped) or []
+
+        def note(text: str) -> Any:
+            return text
+
+        head = note
+    first = group[0]
+    label = first["scenario"]
+    n = first.get("split", {}).get("n_forget")
+    ref = next((r for r in group if r.get("retrain_seconds")), None)
+    rs = ref.get("retrain_seconds") if ref else None
+    title = f"Scenario: {label}"
+    extras = []
+    if n is not None:
+        extras.append(f"{n} samples forgotten")
+    if rs is not None:
+        extras.append(f"retraining took {_secs(rs)}")
+    n_models = next((r.get("n_models") for r in group if r.get("n_models")), None)
+    if n_models:
+        extras.append(f"pools of {n_models} models")
+    if extras:
+        title += f" ({'; '.join(extras)})"
+    out_lines: list[Any] = [head(title), *grid(TABLE_COLUMNS, with_skipped=True)]
+    forgetting = grid(FORGETTING_COLUMNS, with_skipped=False)
+    if forgetting:
+        out_lines += ["", *forgetting]
+    power = grid(POWER_COLUMNS, with_skipped=False)
+    if power:
+        out_lines += ["", *power]
+    seps = next(({m: r[f"{m}_separation"] for m in MIA_FIGURES
+                  if r.get(f"{m}_separation") is not None}
+                 for r in group if any(r.get(f"{m}_separation") is not None
+                                       for m in MIA_FIGURES)), None)
+    if seps:  # the same in every row: the attack on the original minus on the reference
+        out_lines.append(note("separation (figure on the original - on the retrained model): "
+                              + ", ".join(f"{m.removeprefix('mia_')} {v:+.3f}"
+                                          for m, v in seps.items())))
+    flagged = {m for r in group for m in r.get("uninformative_mias") or ()}
+    if flagged & {k for k, _ in FORGETTING_COLUMNS}:
+        out_lines.append(note(NO_POWER_LEGEND))
+    ranking = closest_to_retraining(group)
+    if ranking:
+        out_lines += ["", "closest to the retrained model (avg_gap): " + ", ".join(
+            f"{r['method']} {r['avg_gap']:.3f}" for r in ranking[:5])]
+        if any("mia_confidence" in (r.get("uninformative_mias") or ()) for r in ranking):
+            out_lines.append(note("  (avg_gap averages in mia_confidence, uninformative in "
+                                  "some rows: read the accuracy gaps)"))
+    out_lines += [note(f"  note: {r['method']}: {w}")
+                  for r in group for w in r.get("warnings") or ()]
+    return out_lines
