@@ -183,3 +183,24 @@ def test_verdict_counts():
     assert verdict_counts(s) == {"forgotten": 3, "partial": 1, "not forgotten": 1, "mixed": 1,
                                  "no verdict": 1}
     assert list(verdict_counts(s))[:3] == ["forgotten", "partial", "not forgotten"]
+
+
+def test_pareto_labels_of_nearby_front_points_do_not_overlap(monkeypatch):
+    """Two points of the front a hair apart (the demo's boundary-shrink and boundary-expand):
+    the second label is lifted above the first; a distant point keeps the plain offset."""
+    from unlearnkit.report import figures
+
+    rows = [_row("retrain", {}, avg_gap=0.0, js_divergence=0.0, seconds=4.0),
+            _row("original", {}, avg_gap=0.5, js_divergence=0.6),
+            _row("gradient-ascent", {}, avg_gap=0.526, js_divergence=0.6, seconds=0.07),
+            _row("boundary-expand", {}, avg_gap=0.523, js_divergence=0.6, seconds=0.27),
+            _row("boundary-shrink", {}, avg_gap=0.521, js_divergence=0.6, seconds=0.29),
+            _row("ssd", {}, avg_gap=0.0, js_divergence=0.1, seconds=0.45)]
+    made = []
+    real = figures._figure
+    monkeypatch.setattr(figures, "_figure", lambda *a: made.append(real(*a)) or made[-1])
+    assert figures.pareto_figure(summarize(rows)[0]) is not None
+    offsets = {t.get_text(): t.xyann for t in made[0].axes[0].texts if t.get_text()[:1] == "#"}
+    assert len(offsets) == 4, offsets  # every point but the original is on the front
+    lifted = sorted(o[1] for o in offsets.values())
+    assert lifted[:3] == [4, 4, 4] and lifted[3] >= 4 + 9  # of the two close ones, one
