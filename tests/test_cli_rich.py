@@ -190,7 +190,7 @@ def test_compare_tables_on_a_terminal(terminal, columns):
     assert coloured(text, "partial", 33)
     assert "bad-teacher skipped: designed for class unlearning" in plain(text)
     heads = " ".join(header_lines(text))
-    for head in ("retain_acc", "test_forget_acc", "|forget-retrained|", "verdict", "zrf",
+    for head in ("retain_acc", "test_forget_acc", "forget_acc_gap↓", "verdict", "zrf",
                  "anamnesis"):
         assert head in heads
     assert len(header_lines(text)) == (2 if columns == 160 else 4)

@@ -15,6 +15,7 @@ from torch import nn
 import unlearnkit as uk
 from unlearnkit.cli import main
 from unlearnkit.compare import (
+    DIRECTION_LEGEND,
     compare_methods,
     format_table,
     jsonable,
@@ -107,8 +108,10 @@ def test_results_json_and_checkpoints(rows):
 def test_format_table(rows):
     text = format_table(rows)
     assert text.count("Scenario: ") == 2
-    assert "|forget-retrained|" in text and "test_forget_acc" in text
-    assert text.count("mia_entropy") == 2 and "anamnesis" in text  # the forgetting tables
+    assert "forget_acc_gap↓" in text and "test_forget_acc≈" in text
+    assert text.rstrip().endswith(DIRECTION_LEGEND)  # the marks explained
+    assert text.count("mia_entropy≈") == 2 and "anamnesis≈" in text  # the forgetting tables
+    assert text.count("mia_entropy_power") == 2  # the power checks, named as in the JSON
     assert " F " not in text  # no pools, no competition columns
     assert text.count("closest to the retrained model (avg_gap): ") == 2
     # the verdict column: each judged row's outcome on its line

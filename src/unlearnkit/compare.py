@@ -66,14 +66,16 @@ __all__ = [
 ]
 
 #: The columns of the printed tables, (row key, header), in two tables per scenario: how
-#: well the model still works and what it cost, then how well it forgot.
+#: well the model still works and what it cost, then how well it forgot. The header is the
+#: metric's own name (as in the JSON, `bench` and the report), marked with its direction
+#: (:data:`DIRECTION_LEGEND`).
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("retain_acc", "retain_acc"),
     ("forget_acc", "forget_acc"),
     ("test_acc", "test_acc"),
     ("test_retain_acc", "test_retain_acc"),
     ("test_forget_acc", "test_forget_acc"),
-    ("forget_acc_gap", "|forget-retrained|"),
+    ("forget_acc_gap", "forget_acc_gap"),
     ("seconds", "seconds"),
     ("speedup", "speedup"),
     ("verdict", "verdict"),
@@ -81,21 +83,21 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
 FORGETTING_COLUMNS: tuple[tuple[str, str], ...] = (
     ("mia_loss_cv", "mia_loss_cv"),
     ("mia_entropy", "mia_entropy"),
-    ("mia_confidence", "mia_conf"),
+    ("mia_confidence", "mia_confidence"),
     ("mia_lira", "mia_lira"),
-    ("js_divergence", "js"),
-    ("activation_distance", "act_dist"),
+    ("js_divergence", "js_divergence"),
+    ("activation_distance", "activation_distance"),
     ("zrf", "zrf"),
     ("avg_gap", "avg_gap"),
     ("anamnesis", "anamnesis"),
-    ("forgetting_quality", "F"),
-    ("competition_score", "score"),
+    ("forgetting_quality", "forgetting_quality"),
+    ("competition_score", "competition_score"),
 )
 #: The third table: each MIA's power check on each row's model (AUC, 0.5 = no power).
 POWER_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("mia_loss_cv_power", "power: loss_cv"),
-    ("mia_entropy_power", "power: entropy"),
-    ("mia_confidence_power", "power: conf"),
+    ("mia_loss_cv_power", "mia_loss_cv_power"),
+    ("mia_entropy_power", "mia_entropy_power"),
+    ("mia_confidence_power", "mia_confidence_power"),
 )
 
 #: The legend of a marked MIA figure in :func:`format_table`.
@@ -411,6 +413,18 @@ def _cells(group: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]
     return cols, body
 
 
+#: The marks of the columns' directions, explained under every table.
+DIRECTION_LEGEND = ("↑ higher is better, ↓ lower is better, ≈ closest to the retrained model "
+                    "is better")
+
+
+def _marked(key: str, header: str) -> str:
+    """A column's header with its direction's mark (↑ ↓ ≈), as `bench` prints it."""
+    from unlearnkit.report.summary import BEST_RULES
+
+    return header + {"max": "↑", "min": "↓", "closest": "≈"}.get(BEST_RULES.get(key, ""), "")
+
+
 def _grid(group: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]],
           *, with_skipped: bool) -> list[str] | None:
     """The lines of one table over ``columns`` (those with a value), or ``None`` if none has."""
@@ -418,7 +432,7 @@ def _grid(group: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]
     if cells is None:
         return None
     cols, body = cells
-    header = ["method", *(h for _, h in cols)]
+    header = ["method", *(_marked(k, h) for k, h in cols)]
     full = [x for x in [header, *body] if len(x) == len(header)]
     width = [max(len(x[i]) for x in full) for i in range(len(header))]
     width[0] = max(len(x[0]) for x in [header, *body])
@@ -450,7 +464,7 @@ def _rich_grid(group: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, 
     if cells is None:
         return []
     cols, body = cells
-    header = ["method", *(h for _, h in cols)]
+    header = ["method", *(_marked(k, h) for k, h in cols)]
     keys = [k for k, _ in cols]
     order = [1 + keys.index(k) for k in sorted(
         keys, key=lambda k: _KEY_FIRST.index(k) if k in _KEY_FIRST else len(_KEY_FIRST))]
@@ -492,18 +506,21 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     were computed), and the MIAs' power checks; skipped and failed methods are listed with
     why. An MIA figure that :func:`unlearnkit.metrics.mia_informative` calls uninformative is
     marked ``?`` (legend :data:`NO_POWER_LEGEND`)."""
-    return "\n\n".join("\n".join(_scenario(group, None))
-                       for group in _by_scenario(rows))
+    groups = _by_scenario(rows)
+    text = "\n\n".join("\n".join(_scenario(group, None)) for group in groups)
+    return f"{text}\n\n{DIRECTION_LEGEND}" if groups else text
 
 
 def rich_tables(rows: Sequence[Mapping[str, Any]], out: Any) -> list[Any]:
     """:func:`format_table` for a terminal: the same tables as rich tables, each fitted to
     the width of ``out`` (a ``rich.console.Console``), the verdicts in colour, the notes
     dim. What to print with ``out.print``, one after the other."""
+    from unlearnkit import _console
+
     shown: list[Any] = []
     for i, group in enumerate(_by_scenario(rows)):
         shown += [*([""] if i else []), *_scenario(group, out)]
-    return shown
+    return [*shown, "", _console.line(DIRECTION_LEGEND, "dim")] if shown else shown
 
 
 def _by_scenario(rows: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
