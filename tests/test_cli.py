@@ -403,10 +403,11 @@ def test_version_and_import_do_not_load_torch():
             "out = io.StringIO()\n"
             "with contextlib.redirect_stdout(out):\n"
             "    rc = e.main(['--version'])\n"
-            "print(rc, out.getvalue().strip(), 'torch' in sys.modules)\n")
+            "print(rc, out.getvalue().strip(), 'torch' in sys.modules,\n"
+            "      any(m.split('.')[0] == 'rich' for m in sys.modules))\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=120)
-    assert p.stdout.split() == ["0", "unlearnkit", uk.__version__, "False"], p.stderr
+                       timeout=120)  # neither torch nor rich (the terminal's tables)
+    assert p.stdout.split() == ["0", "unlearnkit", uk.__version__, "False", "False"], p.stderr
     from unlearnkit.evaluation import evaluate
     from unlearnkit.methods.base import METHODS
 

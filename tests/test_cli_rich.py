@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -243,14 +241,3 @@ def test_methods_and_datasets_on_a_terminal(terminal):
     assert code == 0 and "\x1b[1mssd\x1b[0m: dampen" in out and widest(out) <= 100
     code, out, _ = run("datasets")
     assert code == 0 and "\x1b[1mdigits\x1b[0m" in out
-
-
-def test_version_does_not_import_rich():
-    code = ("import sys, io, contextlib\n"
-            "import unlearnkit._entry as e\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n"
-            "    e.main(['--version'])\n"
-            "print(sorted(m for m in sys.modules if m == 'rich' or m.startswith('rich.')))\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=60)
-    assert p.stdout.strip() == "[]", p.stderr
