@@ -22,6 +22,7 @@ from unlearnkit.training import (
     accuracy,
     cross_entropy,
     data_size,
+    fused,
     iter_batches,
     model_device,
     resolve_device,
@@ -106,7 +107,7 @@ def relearn_steps(
     params = [p for p in work.parameters() if p.requires_grad]
     if not params:
         raise ModelError("Cannot relearn: the model has no trainable parameter.")
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = fused(torch.optim.Adam, params, lr=lr)
     steps = 0
     with seeded(seed, dev):
         gen = torch.Generator().manual_seed(seed)
