@@ -57,7 +57,7 @@ def main() -> None:
         if args.rerun:
             start = time.perf_counter()
             r = subprocess.run(cmd, cwd=d, capture_output=True, text=True)
-            tail = r.stdout.strip().splitlines()[-3]
+            tail = next((line for line in r.stdout.splitlines() if " runs: " in line), "")
             print(f"rerun: exit {r.returncode} in {time.perf_counter() - start:.0f} s: {tail}")
 
 
