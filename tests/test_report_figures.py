@@ -534,3 +534,36 @@ def test_report_without_artefacts(tmp_path):
     page = (out / "report.html").read_text()
     assert page.count("No artefacts stored") == 2
     assert len(re.findall(r"<img ", page)) == len(names) + 1  # the Pareto figure twice
+
+
+def test_tradeoff_clusters_group_points_that_would_overlap():
+    from unlearnkit.report.summary import tradeoff_clusters
+
+    xs = [0.0, 0.001, 0.5, 1.0, 0.999, 0.0]
+    ys = [1.0, 0.999, 0.7, 1.0, 0.998, 0.1]
+    assert tradeoff_clusters(xs, ys) == [[0, 1], [2], [3, 4], [5]]
+
+
+def test_tradeoff_labels_never_cover_one_another():
+    """A crowded scenario (the CIFAR-10 class study's shape: many rows near x = 0 at
+    different heights): every label's box is clear of every other's."""
+    import random
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from unlearnkit.report.summary import _label_clusters
+
+    rng = random.Random(0)
+    xs = [rng.choice([0.0, 0.0, 0.01, 0.05, 0.1, 0.15, 0.35, 0.43]) for _ in range(40)]
+    ys = [rng.uniform(0.1, 0.85) for _ in range(40)]
+    fig = Figure(figsize=(6.4, 4.8), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.scatter(xs, ys)
+    fig.draw_without_rendering()
+    boxes = _label_clusters(ax, [f"method-{i} (calibrated)" for i in range(40)], xs, ys)
+    assert len(boxes) == len(ax.texts) > 10
+    for i, (l1, r1, t1, b1) in enumerate(boxes):
+        for l2, r2, t2, b2 in boxes[i + 1:]:
+            assert not (l1 < r2 and l2 < r1 and b1 < t2 and b2 < t1), (i, boxes)

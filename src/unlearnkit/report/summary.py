@@ -325,19 +325,90 @@ def _did_not_forget(r: SummaryRow, s: ScenarioSummary, ref: SummaryRow | None) -
 
 
 # ---------------------------------------------------------------------- the plot
-#: Up to this many rows, every point of the trade-off plot is labelled; beyond, only the
-#: references and each method's representative row (the colours tell the methods).
-_LABEL_ALL = 8
+
+#: The colour of each verdict in the trade-off figure (the terminal's colours, darker).
+_VERDICT_COLOUR = {"forgotten": "tab:green", "partial": "tab:orange", "not forgotten": "tab:red",
+                   "utility lost": "tab:purple"}
+
+#: At most this many names are written beside one point of the trade-off figure.
+_NAMES_PER_POINT = 4
+
+
+def _most_common_outcome(row: SummaryRow) -> str | None:
+    given = [v for v in row.verdicts if v]
+    return max(dict.fromkeys(given), key=given.count) if given else None
+
+
+def tradeoff_clusters(xs: Sequence[float], ys: Sequence[float],
+                      tol: float = 0.06) -> list[list[int]]:
+    """The points that would be drawn on top of each other: groups of indices whose x and y
+    are both within ``tol`` of each axis's range of the first point of the group (in order
+    of first appearance), so that each group is labelled once."""
+    xr = (max(xs) - min(xs)) or 1.0
+    yr = (max(ys) - min(ys)) or 1.0
+    groups: list[list[int]] = []
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        for g in groups:
+            if abs(xs[g[0]] - x) <= tol * xr and abs(ys[g[0]] - y) <= tol * yr:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+def _label_clusters(ax: Any, labels: Sequence[str], xs: Sequence[float],
+                    ys: Sequence[float]) -> list[tuple[float, float, float, float]]:
+    """Label each cluster of points (:func:`tradeoff_clusters`) once, beside its first point:
+    the right half's labels to the left, so that they stay in the frame; labels that would
+    cover one another on the same side are pushed down below each other, with a line to their
+    point. Returns each label's estimated box, ``(left, right, top, bottom)`` in pixels."""
+    fig = ax.figure
+    to_px = ax.transData.transform
+    middle = (min(xs) + max(xs)) / 2
+    per_pt = fig.dpi / 72.0  # pixels per point
+    line, gap = 7 * 1.15 * per_pt, 2.0 * per_pt  # a 7-point line; the space between labels
+    placed: list[tuple[float, float, float, float]] = []  # left, right, top, bottom (px)
+    for group in sorted(tradeoff_clusters(xs, ys), key=lambda g: -ys[g[0]]):
+        names = [labels[i] for i in group]
+        shown = names[:_NAMES_PER_POINT] + ([f"+{len(names) - _NAMES_PER_POINT} more"]
+                                            if len(names) > _NAMES_PER_POINT else [])
+        x, y = xs[group[0]], ys[group[0]]
+        right = x > middle
+        px, py = to_px((x, y))
+        top = py - 4 * per_pt
+        height = len(shown) * line
+        width = max(map(len, shown)) * 7 * 0.6 * per_pt  # about 0.6 em per character
+        left = px - 8 * per_pt - width if right else px + 8 * per_pt
+        moved = True
+        while moved:  # below every label above whose box it would cover
+            moved = False
+            for oleft, oright, otop, obottom in placed:
+                if (left < oright and oleft < left + width
+                        and top - height < otop and top > obottom - gap):
+                    top, moved = obottom - gap, True
+        dy = (top - py) / per_pt
+        placed.append((left, left + width, top, top - height))
+        ax.annotate("\n".join(shown), (x, y), textcoords="offset points",
+                    xytext=(-8.0 if right else 8.0, dy), ha="right" if right else "left", va="top",
+                    fontsize=7, linespacing=1.1,
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5}
+                    if dy < -10 else None)
+    return placed
 
 
 def tradeoff_png(s: ScenarioSummary) -> bytes | None:
-    """The scenario's trade-off plot as PNG bytes: x = |forget_acc - retrain's|, y =
-    retain_acc, point size by seconds, a colour per method; ``None`` without a reference or
-    these metrics."""
+    """The scenario's trade-off plot as PNG bytes: x = ``forget_acc_gap`` (the distance of the
+    forget accuracy from the retrained model's), y = retain_acc, point size by seconds, the
+    colour by verdict (the retrained model a star, the original a square). Points that would
+    overlap are labelled once, with their names (at most :data:`_NAMES_PER_POINT`, then how
+    many more), so that no label covers another; ``None`` without a reference or these
+    metrics."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
-    from unlearnkit.report.figures import png_bytes, representative
+    from unlearnkit.report.figures import png_bytes
 
     ref = s.reference
     if ref is None or "forget_acc" not in ref.mean:
@@ -345,43 +416,32 @@ def tradeoff_png(s: ScenarioSummary) -> bytes | None:
     pts = [r for r in s.rows if "forget_acc" in r.mean and "retain_acc" in r.mean]
     if not pts:
         return None
-    methods = list(dict.fromkeys(r.method for r in pts))
-    palette = [f"C{i}" for i in range(10)]
-    color = {m: palette[i % len(palette)] for i, m in enumerate(methods)}
-    if len(pts) <= _LABEL_ALL:
-        labelled = {id(r) for r in pts}
-    else:
-        reps = [representative(s, m) for m in methods if m not in _REFERENCE_ORDER]
-        labelled = {id(r) for r in pts if r.method in _REFERENCE_ORDER}
-        labelled |= {id(rep.row) for rep in reps if rep is not None}
     secs = [r.mean.get("seconds") for r in pts]
     top = max((x for x in secs if x is not None), default=0.0) or 1.0
     fig = Figure(figsize=(6.4, 4.8), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     xs = [abs(r.mean["forget_acc"] - ref.mean["forget_acc"]) for r in pts]
-    middle = (min(xs) + max(xs)) / 2
-    seen: set[str] = set()
-    for r, sec, x in zip(pts, secs, xs, strict=True):
-        y = r.mean["retain_acc"]
-        size = 30.0 + 400.0 * (sec or 0.0) / top
-        ax.scatter([x], [y], s=size, alpha=0.6, color=color[r.method],
+    ys = [r.mean["retain_acc"] for r in pts]
+    for r, sec, x, y in zip(pts, secs, xs, ys, strict=True):
+        ax.scatter([x], [y], s=30.0 + 400.0 * (sec or 0.0) / top, alpha=0.55,
+                   color=_VERDICT_COLOUR.get(_most_common_outcome(r) or "", "tab:gray"),
                    marker={REFERENCE: "*", ORIGINAL: "s"}.get(r.method, "o"),
-                   label=None if r.method in seen else r.method)
-        seen.add(r.method)
-        if id(r) not in labelled:
-            continue
-        right = x > middle  # labels of the right half point left, so they stay in the frame
-        ax.annotate(r.label, (x, y), textcoords="offset points", xytext=(-6 if right else 6, 6),
-                    ha="right" if right else "left", fontsize=7 if len(pts) > _LABEL_ALL else 8)
-    if len(pts) > _LABEL_ALL:
-        ax.legend(fontsize=7, markerscale=0.6, loc="best", title="labelled: representative rows",
-                  title_fontsize=7)
-    ax.margins(x=0.08, y=0.1)
-    ax.set_xlabel("|forget_acc - retrained forget_acc|")
-    ax.set_ylabel("retain_acc")
+                   edgecolors="black", linewidths=0.4)
+    ax.margins(x=0.1, y=0.1)
+    used = {_most_common_outcome(r) for r in pts}
+    handles = [Line2D([], [], ls="", marker="o", color=c, label=v, alpha=0.7)
+               for v, c in _VERDICT_COLOUR.items() if v in used]
+    handles += [Line2D([], [], ls="", marker=m, color="tab:gray", label=name)
+                for m, name in (("*", "the retrained model"), ("s", "the original"))]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=7,
+               title="colour: verdict; size: seconds", title_fontsize=7)
+    ax.set_xlabel("forget_acc_gap↓: |forget_acc - the retrained model's|")
+    ax.set_ylabel("retain_acc↑")
     ax.set_title(s.title, fontsize=10)
     ax.grid(alpha=0.3)
+    fig.draw_without_rendering()  # the layout first: the labels are placed in its pixels
+    _label_clusters(ax, [p.label for p in pts], xs, ys)
     return png_bytes(fig, dpi=100)
 
 
