@@ -915,14 +915,7 @@ def _text(result: dict[str, Any]) -> str:
     if cmd == "bench":
         return _bench_text(result)
     if cmd == "report":
-        lines = []
-        width = _table_width()
-        for t in result.get("tables", ()):
-            lines += [*_summary_grid(t, width), ""]
-        if result.get("tables"):
-            lines += [TABLE_LEGEND, ""]
-        if _no_power(result):
-            lines += [NO_POWER_NOTE, ""]
+        lines = _tables_plain(result)
         if result.get("files"):
             lines += [f"Report of {result['db']} ({len(result['scenarios'])} scenarios):",
                       *(f"  {f}" for f in result["files"])]
@@ -949,18 +942,24 @@ def _bench_text(r: dict[str, Any]) -> str:
             lines.append(f"  {run['run_id']}  {run['state']:<6}  {run['scenario']} / "
                          f"{run['method']} ({params}) seed {run['seed']}")
         return "\n".join(lines)
-    lines = []
+    return "\n".join(_tables_plain(r)) + _bench_tail(r)
+
+
+def _tables_plain(r: dict[str, Any]) -> list[str]:
+    """The bench tables of ``bench`` and ``report --print`` as plain text, with their notes
+    (:func:`_tables_rich` for a terminal)."""
+    lines: list[str] = []
     width = _table_width()
     for t in r.get("tables", ()):
         lines += [*_summary_grid(t, width), ""]
     if r.get("tables"):
         lines += [TABLE_LEGEND, ""]
-    busy = _busy_note(r)
+    busy = _busy_note(r) if r.get("command") == "bench" else None
     if busy:
         lines += [busy, ""]
     if _no_power(r):
         lines += [NO_POWER_NOTE, ""]
-    return "\n".join(lines) + _bench_tail(r)
+    return lines
 
 
 def _busy_note(r: dict[str, Any]) -> str | None:
