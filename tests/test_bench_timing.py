@@ -152,6 +152,22 @@ def test_rows_stored_before_the_retrain_row_are_measured_against_it(tmp_path):
             check_ratio(r)
 
 
+
+def test_a_resumed_benchmark_times_its_new_rows_against_the_stored_retrain_row(tmp_path):
+    """Interrupted after its retrain row, a benchmark resumed in the same store measures the
+    rest against that row, not against the cached reference's time (measured elsewhere)."""
+    db = tmp_path / "r.sqlite"
+    run_plan(expand(cfg(methods={"retrain": {}})), db, workers=1)
+    stored = by_method(db)["retrain"]
+    assert stored["seconds"] != stored["retrain_seconds"]  # re-measured: not the cache's time
+    run_plan(expand(cfg()), db, workers=1)  # the same benchmark with finetune, resumed
+    rows = by_method(db)
+    assert rows["retrain"]["seconds"] == stored["seconds"]  # reused, not run again
+    ft = rows["finetune"]
+    assert ft["retrain_seconds_source"] == "retrain-row"
+    assert ft["retrain_seconds"] == stored["seconds"]
+    check_ratio(ft)
+
 def test_amending_a_row_changes_its_columns_and_its_metrics_json(tmp_path):
     db = tmp_path / "r.sqlite"
     row = {"run_id": "a", "dataset": "digits", "arch": "mlp", "scenario": "class 3",

@@ -759,6 +759,18 @@ def run_plan(
     # like-for-like retraining times: the reference retrain row of each (scenario, seed) once
     # this benchmark has measured it, and the rows written before it (amended then)
     retrain_rows: dict[tuple[Scenario, int], dict[str, Any]] = {}
+    # a resumed benchmark: the retrain rows an earlier call stored stay the basis (not the
+    # cached reference's time, measured elsewhere), so that the rows of one store are timed
+    # against one retraining whether or not the benchmark was interrupted
+    stored_retrains = [r for r in plan.runs if r.run_id in done and _is_reference_retrain(r)]
+    if stored_retrains and todo:
+        for row in read_rows(db, [r.run_id for r in stored_retrains]):
+            secs = (row.get("metrics") or {}).get("seconds")
+            if row["status"] == "ok" and secs:
+                r = next(r for r in stored_retrains if r.run_id == row["run_id"])
+                retrain_rows[(r.scenario, r.seed)] = {
+                    "seconds": secs, "source": "retrain-row",
+                    "cpu_seconds": (row.get("timing") or {}).get("cpu_seconds")}
     written: dict[tuple[Scenario, int], list[dict[str, Any]]] = {}
     shares: list[float] = []  # CPU seconds / wall-clock seconds of each timed call on a CPU
     bar = None
