@@ -100,6 +100,9 @@ def main(path: str) -> None:
                 counts["calibrated"] += retrain_level(c, retrain, original)
                 cal = c["calibration"]
                 chosen = {k: c["params"][k] for k in cal.get("space", {}) if k in c["params"]}
+                if cal.get("stopped_at"):  # the best trial's model at the end of that epoch
+                    chosen["stopped at"] = (f"{cal['stopped_at']['phase']} epoch "
+                                            f"{cal['stopped_at']['epoch']}")
                 cells += [c["verdict"], _f(c["forget_acc_gap"]), _f(c["avg_gap"]),
                           _f(c["js_divergence"]), _f(c["seconds"], 2), str(cal["trials"]),
                           json.dumps({k: float(f"{v:.3g}") if isinstance(v, float) else v

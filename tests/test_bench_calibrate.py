@@ -109,7 +109,9 @@ def test_the_store_keeps_a_calibrated_rows_summary_and_its_trials(tmp_path):
     trials = [{"number": 0, "params": {"alpha": 10.0}, "state": "complete", "value": 0.5,
                "outcome": "not forgotten", "retained": 0.9, "shortfall": 0.2, "seconds": 0.3},
               {"number": 1, "params": {"alpha": 3.0}, "state": "pruned", "seconds": 0.1,
-               "note": None}]
+               "note": None},
+              {"number": 2, "params": {"alpha": 2.0}, "state": "complete", "value": 0.9,
+               "seconds": 0.2, "stopped_at": {"phase": "fit", "epoch": 3}}]
     with ResultStore(db) as store:
         assert store.write(_row("a", calibration=calibration, trials=trials))
         assert store.write(_row("b"))
@@ -117,9 +119,10 @@ def test_the_store_keeps_a_calibrated_rows_summary_and_its_trials(tmp_path):
     rows = {r["run_id"]: r for r in read_rows(db)}
     assert rows["a"]["calibration"] == calibration and rows["b"]["calibration"] is None
     got = read_trials(db)["a"]
-    assert [t["number"] for t in got] == [0, 1]
+    assert [t["number"] for t in got] == [0, 1, 2]
     assert got[0]["params"] == {"alpha": 10.0} and got[0]["value"] == 0.5
     assert got[1]["state"] == "pruned" and got[1]["value"] is None
+    assert got[0]["note"] is None and got[2]["note"] == "stopped at fit epoch 3"
     assert read_trials(db, ["b"]) == {} and read_trials(tmp_path / "none.sqlite") == {}
 
 

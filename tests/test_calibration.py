@@ -193,3 +193,38 @@ def test_trial_zero_is_the_defaults_even_where_they_are_resolved_at_run_time(mlp
     for (name, a), (_, b) in zip(cal.model.state_dict().items(), plain.state_dict().items(),
                                  strict=True):
         assert torch.equal(a, b), name
+
+
+def test_an_epoch_that_forgot_better_than_the_end_is_the_trials_result(mlp_model, class_split):
+    """Early stopping by the verdict: an ascent at lr 0.01 forgets class 3 by its fourth epoch
+    and goes on to lose utility in its fifth; the trial's result is the fourth epoch's model,
+    bit for bit the model of the same method run for four epochs."""
+    cal = uk.calibrate(mlp_model, class_split, "gradient-ascent", budget=None, max_trials=1,
+                       lr=0.01, seed=0)
+    (trial,) = cal.trials
+    assert trial.params == {"epochs": 5}
+    assert cal.stopped_at == trial.stopped_at == {"phase": "gradient-ascent: ascend",
+                                                  "epoch": 4}
+    end = uk.unlearn(mlp_model, class_split, "gradient-ascent", lr=0.01, epochs=5, seed=0,
+                     verdict=False)
+    four = uk.unlearn(mlp_model, class_split, "gradient-ascent", lr=0.01, epochs=4, seed=0,
+                      verdict=False)
+    v_end = uk.verdict(end, class_split, mlp_model)
+    assert cal.verdict.outcome == "forgotten"
+    assert C.objective_of(cal.verdict)[0] > C.objective_of(v_end)[0]
+    for (k, a), b in zip(cal.model.state_dict().items(), four.state_dict().values(),
+                         strict=True):
+        assert torch.equal(a, b), k
+    assert uk.get_info(cal.model).method["calibration"]["stopped_at"] == cal.stopped_at
+    assert cal.to_dict()["stopped_at"] == cal.stopped_at
+
+
+def test_without_a_better_epoch_the_trials_result_is_its_end(mlp_model, class_split):
+    # at lr 0.1 no epoch of the ascent keeps the retained classes: nothing to stop at
+    cal = uk.calibrate(mlp_model, class_split, "gradient-ascent", budget=None, max_trials=1,
+                       lr=0.1, seed=0)
+    assert cal.stopped_at is None and cal.trials[0].stopped_at is None
+    end = uk.unlearn(mlp_model, class_split, "gradient-ascent", lr=0.1, epochs=5, seed=0,
+                     verdict=False)
+    for a, b in zip(cal.model.state_dict().values(), end.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

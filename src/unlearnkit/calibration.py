@@ -31,6 +31,14 @@ discarded, so that a calibrated result never costs more than its budget, give or
 sampler's bookkeeping. When no
 trial finishes, :class:`NoTrialFinished` says so, with the history.
 
+**Early stopping.** Every epoch of a trial is judged by the verdict already (for the pruner),
+so every epoch is a candidate: when an epoch's model is ``forgotten`` and scores above the
+trial's end, the trial's result is the model as it was at the end of that epoch (its weights
+copied when judged, and judged again once put back), and the trial records where it stopped
+(``stopped_at``). This is the rewinding of SCRUB (Kurmanji et al., 2023) made general: an
+ascent that forgets in its second epoch and destroys the model by its fifth still yields the
+second epoch's model. The chosen parameters are then the trial's, with ``stopped_at``.
+
 **Reuse.** Importance passes are read from the on-disk importance cache after the first trial
 (SSD's I_D is computed once per search, not per trial).
 
@@ -91,6 +99,9 @@ class CalibrationTrial:
         value: the objective (``retained - 2 * shortfall``), ``None`` unless complete.
         outcome, retained, shortfall: the verdict and its two quantities.
         seconds: the trial's wall-clock, verdicts included.
+        stopped_at: ``{"phase", "epoch"}`` when the trial's result is the model as it was at
+            the end of that epoch (a ``forgotten`` one that beat the trial's last epoch), else
+            ``None``: the trial's own result.
     """
 
     number: int
@@ -102,6 +113,7 @@ class CalibrationTrial:
     shortfall: float | None = None
     seconds: float = 0.0
     note: str | None = None
+    stopped_at: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,6 +135,8 @@ class Calibration:
         retrain_estimate: the estimated seconds of retraining it was derived from.
         seconds: the search's wall-clock.
         seed: the search's seed.
+        stopped_at: the best trial's ``stopped_at`` (``None``: its model is the method's
+            result at ``params``; else the model as it was at the end of that epoch).
     """
 
     method: str
@@ -136,11 +150,13 @@ class Calibration:
     seconds: float
     seed: int
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stopped_at: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: everything but the model."""
         return {"method": self.method, "params": self.params, "verdict": self.verdict.to_dict(),
-                "best_trial": self.best_trial, "budget_seconds": self.budget_seconds,
+                "best_trial": self.best_trial, "stopped_at": self.stopped_at,
+                "budget_seconds": self.budget_seconds,
                 "retrain_estimate": self.retrain_estimate, "seconds": self.seconds,
                 "seed": self.seed, "space": self.space,
                 "objective": f"retained - {SHORTFALL_WEIGHT:g} * shortfall",
@@ -336,6 +352,9 @@ def calibrate(
                                            seconds=time.perf_counter() - t0))
             raise optuna.TrialPruned(str(exc)) from None
         step = [0]
+        # the trial's best epoch so far whose model is ``forgotten``: its value, where it
+        # was, and a copy of its weights (a candidate beside the trial's own result)
+        epoch_best: dict[str, Any] = {}
 
         def watch(phase: str, epoch: int, current: nn.Module) -> None:
             if time.perf_counter() >= stop_at:
@@ -343,7 +362,12 @@ def calibrate(
             if epoch == 0:
                 return
             step[0] += 1
-            value, _, _ = objective_of(verdict(current, split, original))
+            v_epoch = verdict(current, split, original)
+            value, _, _ = objective_of(v_epoch)
+            if v_epoch.outcome == "forgotten" and value > epoch_best.get("value", -math.inf):
+                epoch_best.update(value=value, at={"phase": phase, "epoch": epoch},
+                                  state={k: t.detach().clone()
+                                         for k, t in current.state_dict().items()})
             trial.report(value, step[0])
             if trial.should_prune():
                 raise optuna.TrialPruned
@@ -368,6 +392,21 @@ def calibrate(
                                            seconds=time.perf_counter() - t0))
             raise
         v = verdict(out, split, original, hint=m.forget_more, utility_hint=m.keep_utility)
+        stopped_at = None
+        if epoch_best and (v.outcome != "forgotten" or epoch_best["value"] > objective_of(v)[0]):
+            # an epoch on the way forgot, and better than the end: early stopping, judged by
+            # the verdict alone (the weights are put in the result, and judged again there)
+            v_end, end_state = v, out.state_dict()
+            if _same_shapes(epoch_best["state"], end_state):
+                end_state = {k: t.detach().clone() for k, t in end_state.items()}
+                out.load_state_dict(epoch_best["state"])
+                v = verdict(out, split, original, hint=m.forget_more,
+                            utility_hint=m.keep_utility)
+                if v.outcome == "forgotten":
+                    stopped_at = epoch_best["at"]
+                else:  # not the model the epoch's verdict saw (e.g. the method edits it
+                    out.load_state_dict(end_state)  # after training): the end stands
+                    v = v_end
         if time.perf_counter() > deadline:  # e.g. a pass that cannot stop mid-way ran past it
             trials.append(CalibrationTrial(trial.number, values, "over budget",
                                            seconds=time.perf_counter() - t0,
@@ -380,12 +419,14 @@ def calibrate(
         trial.set_constraint("shortfall", shortfall)  # feasible: <= 0 (constrained TPE)
         trial.set_constraint("utility", drop)
         record = CalibrationTrial(trial.number, values, "complete", value, v.outcome, retained,
-                                  shortfall, time.perf_counter() - t0)
+                                  shortfall, time.perf_counter() - t0, stopped_at=stopped_at)
         trials.append(record)
         if not best or rank(record) > rank(best["trial"]):
             best.update(trial=record, model=out, verdict=v, method=m)
-        say(f"trial {trial.number}: {values} -> {v.outcome}, retained {retained:.3f}, "
-            f"shortfall {shortfall:.3f} ({record.seconds:.2f} s)")
+        where = (f" at {stopped_at['phase']} epoch {stopped_at['epoch']}" if stopped_at
+                 else "")
+        say(f"trial {trial.number}: {values} -> {v.outcome}{where}, retained "
+            f"{retained:.3f}, shortfall {shortfall:.3f} ({record.seconds:.2f} s)")
         return value
 
     timeout = None if limit is None else max(deadline - time.perf_counter(), 0.0)
@@ -401,7 +442,8 @@ def calibrate(
     out = best["model"]
     info = get_info(out)
     summary = {"budget_seconds": limit, "retrain_estimate": estimate, "seconds": seconds,
-               "trials": len(trials), "best_trial": best["trial"].number}
+               "trials": len(trials), "best_trial": best["trial"].number,
+               "stopped_at": best["trial"].stopped_at}
     if info is not None:
         method_info = dict(info.method or {})
         method_info["calibration"] = summary
@@ -410,5 +452,9 @@ def calibrate(
         method=cls.name, params=m_best.json_params(), model=out, verdict=best["verdict"],
         trials=trials, best_trial=best["trial"].number, budget_seconds=limit,
         retrain_estimate=estimate, seconds=seconds, seed=seed,
-        space={k: s.to_dict() for k, s in space.items()})
+        space={k: s.to_dict() for k, s in space.items()}, stopped_at=best["trial"].stopped_at)
+
+
+def _same_shapes(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
 

@@ -499,7 +499,8 @@ def _calibration_summary(c: Any, history: Path | None) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for t in c.trials:
         counts[t.state] = counts.get(t.state, 0) + 1
-    return {"best_trial": c.best_trial, "trials": len(c.trials), "states": counts,
+    return {"best_trial": c.best_trial, "stopped_at": c.stopped_at,
+            "trials": len(c.trials), "states": counts,
             "seconds": c.seconds, "budget_seconds": c.budget_seconds,
             "retrain_estimate": c.retrain_estimate, "space": c.space,
             "history": str(history) if history is not None else None}
@@ -787,9 +788,15 @@ def _head_lines(result: dict[str, Any]) -> list[str]:
         states = ", ".join(f"{k} {v}" for k, v in cal["states"].items())
         params = ", ".join(f"{k}={result['params'][k]}" for k in cal["space"])
         lines.append(f"calibrated: {cal['trials']} trials ({states}) in "
-                     f"{cal['seconds']:.3g} s, {budget}; best trial {cal['best_trial']}: "
-                     f"{params}; history: {cal['history']}")
+                     f"{cal['seconds']:.3g} s, {budget}; best trial {cal['best_trial']}"
+                     f"{_stopped_text(cal.get('stopped_at'))}: {params}; history: "
+                     f"{cal['history']}")
     return lines
+
+
+def _stopped_text(at: dict[str, Any] | None) -> str:
+    """`` (stopped at <phase> epoch k)`` for a calibration whose best model is an epoch's."""
+    return f" (stopped at {at['phase']} epoch {at['epoch']})" if at else ""
 
 
 # ---------------------------------------------------------------------- terminal output (rich)

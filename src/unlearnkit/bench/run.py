@@ -271,8 +271,8 @@ def _calibrated(run: Run, original: torch.nn.Module, split: Split, dev: torch.de
     if info is not None:  # the row's seconds: the whole search
         set_info(found.model, info.replace(seconds=found.seconds))
     summary.update(budget_seconds=found.budget_seconds, trials=len(found.trials),
-                   best_trial=found.best_trial, search_seconds=found.seconds,
-                   params=found.params, space=found.space)
+                   best_trial=found.best_trial, stopped_at=found.stopped_at,
+                   search_seconds=found.seconds, params=found.params, space=found.space)
     trials = [t.to_dict() for t in found.trials]
     return found.model, summary, trials, {"repeats": 1, "cpu_seconds": cpu,
                                           "cache_hit": use.hit}

@@ -83,7 +83,9 @@ VERDICT_COLUMN = "verdict"
 #: other row): ``{"budget" (the fraction of retraining, or null), "budget_seconds",
 #: "budget_basis" (where the retraining seconds the budget was derived from come from, one of
 #: :data:`RETRAIN_SOURCES`), "max_trials", "trials" (how many ran), "best_trial",
-#: "search_seconds", "defaults" (the method's default parameters: the search's first trial),
+#: "stopped_at" (``{"phase", "epoch"}`` when the chosen model is the best trial's model at the
+#: end of that epoch, see :class:`unlearnkit.CalibrationTrial`), "search_seconds",
+#: "defaults" (the method's default parameters: the search's first trial),
 #: "space"}``. The row's ``params`` are the chosen parameters and its ``seconds`` the whole
 #: search's: every trial's cost counts. Its trials are in table ``trials``.
 CALIBRATION_COLUMN = "calibration"
@@ -91,9 +93,18 @@ CALIBRATION_COLUMN = "calibration"
 #: The columns of table ``trials`` (one row per trial of a calibrated run, in order):
 #: ``number`` (0: the method's defaults), ``params`` (JSON: the searched values), ``state``
 #: (``complete``, ``pruned``, ``over budget`` or ``failed``), ``value`` (the objective),
-#: ``outcome`` (the trial's verdict), ``retained``, ``shortfall``, ``seconds``, ``note``.
+#: ``outcome`` (the trial's verdict), ``retained``, ``shortfall``, ``seconds``, ``note`` (why
+#: it failed; ``stopped at <phase> epoch k`` when its result is the model at that epoch).
 TRIAL_COLUMNS: tuple[str, ...] = ("number", "params", "state", "value", "outcome", "retained",
                                   "shortfall", "seconds", "note")
+
+def _trial_note(trial: Mapping[str, Any]) -> str | None:
+    """A trial's ``note``, saying where it stopped when its result is an epoch's model."""
+    at = trial.get("stopped_at")
+    where = f"stopped at {at['phase']} epoch {at['epoch']}" if at else None
+    note = trial.get("note")
+    return "; ".join(x for x in (where, note) if x) or None
+
 
 #: The values of ``retrain_seconds_source``, from the most to the least like for like:
 #:
@@ -426,7 +437,7 @@ class ResultStore:
                    json.dumps(jsonable(t.get("params") or {}), sort_keys=True),
                    str(t["state"]), _real(t.get("value")), t.get("outcome"),
                    _real(t.get("retained")), _real(t.get("shortfall")),
-                   _real(t.get("seconds")), t.get("note")) for t in row.get("trials") or ()]
+                   _real(t.get("seconds")), _trial_note(t)) for t in row.get("trials") or ()]
         sql = (f"INSERT INTO runs ({', '.join(_COLUMNS)}) "
                f"VALUES ({', '.join('?' * len(_COLUMNS))})")
         rid = values["run_id"]

@@ -199,6 +199,7 @@ class Step:
                 model = cal.model
                 used = dict(cal.params)
                 calibration = {"trials": len(cal.trials), "best_trial": cal.best_trial,
+                               "stopped_at": cal.stopped_at,
                                "budget_seconds": cal.budget_seconds, "seconds": cal.seconds,
                                "space": cal.space}
             else:

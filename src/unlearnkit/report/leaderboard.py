@@ -213,7 +213,9 @@ class Entry:
         if cal.get("trials") is not None:
             bits.append(f"best of {cal['trials']} trials"
                         + (f" (trial {cal['best_trial']})" if cal.get("best_trial") is not None
-                           else ""))
+                           else "")
+                        + (f", stopped at {cal['stopped_at']['phase']} epoch "
+                           f"{cal['stopped_at']['epoch']}" if cal.get("stopped_at") else ""))
         if cal.get("budget") is not None and cal.get("budget_seconds") is not None:
             bits.append(f"budget {cal['budget']:g} x retraining = {cal['budget_seconds']:.3g} s")
         elif cal.get("budget_seconds") is not None:
