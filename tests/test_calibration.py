@@ -228,3 +228,13 @@ def test_without_a_better_epoch_the_trials_result_is_its_end(mlp_model, class_sp
                      verdict=False)
     for a, b in zip(cal.model.state_dict().values(), end.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_method_whose_model_changes_shape_mid_way_is_judged_at_its_end(mlp_model,
+                                                                        class_split):
+    # boundary expanding trains with an 11th (shadow) output and folds it back at the end:
+    # its epochs cannot be judged, and its trials must still complete (they all failed before)
+    cal = uk.calibrate(mlp_model, class_split, "boundary-expand", budget=None, max_trials=3,
+                       seed=0)
+    assert [t.state for t in cal.trials] == ["complete"] * 3
+    assert all(t.stopped_at is None and t.outcome is not None for t in cal.trials)

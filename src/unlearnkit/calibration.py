@@ -361,8 +361,13 @@ def calibrate(
                 raise _OverBudget
             if epoch == 0:
                 return
+            try:
+                v_epoch = verdict(current, split, original)
+            except UnlearnkitError:
+                # a model that is not yet the classifier it will be (boundary expanding adds
+                # a shadow class and folds it back at the end): judged at the end only
+                return
             step[0] += 1
-            v_epoch = verdict(current, split, original)
             value, _, _ = objective_of(v_epoch)
             if v_epoch.outcome == "forgotten" and value > epoch_best.get("value", -math.inf):
                 epoch_best.update(value=value, at={"phase": phase, "epoch": epoch},
