@@ -238,3 +238,37 @@ def test_a_method_whose_model_changes_shape_mid_way_is_judged_at_its_end(mlp_mod
                        seed=0)
     assert [t.state for t in cal.trials] == ["complete"] * 3
     assert all(t.stopped_at is None and t.outcome is not None for t in cal.trials)
+
+
+def test_a_trial_that_fails_after_an_epoch_that_forgot_keeps_that_epoch(mlp_model,
+                                                                        class_split,
+                                                                        monkeypatch):
+    """A method that fails late (an ascent whose loss runs away: NaN) after an epoch that
+    forgot: the trial's result is that epoch's model, saying why, rather than nothing."""
+    import unlearnkit.api as api
+
+    real = api.unlearn
+
+    def diverges_at_the_end(*args, **kwargs):
+        real(*args, **kwargs)  # every epoch runs, and is judged
+        raise uk.ModelError("The loss became nan at epoch 5: lower the learning rate.")
+
+    monkeypatch.setattr(api, "unlearn", diverges_at_the_end)
+    cal = uk.calibrate(mlp_model, class_split, "gradient-ascent", budget=None, max_trials=1,
+                       lr=0.01, seed=0)
+    (trial,) = cal.trials
+    assert trial.state == "complete" and trial.outcome == cal.verdict.outcome == "forgotten"
+    assert trial.stopped_at == {"phase": "gradient-ascent: ascend", "epoch": 4}
+    assert "failed after that epoch" in trial.note and "nan" in trial.note
+    monkeypatch.setattr(api, "unlearn", real)
+    four = uk.unlearn(mlp_model, class_split, "gradient-ascent", lr=0.01, epochs=4, seed=0,
+                      verdict=False)
+    for a, b in zip(cal.model.state_dict().values(), four.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    info = uk.get_info(cal.model)
+    assert info.method["name"] == "gradient-ascent" and info.method["params"]["lr"] == 0.01
+    # without an epoch that forgot, the failure is the trial's end, as before
+    monkeypatch.setattr(api, "unlearn", diverges_at_the_end)
+    with pytest.raises(uk.InvalidParameterError, match="no trial finished"):
+        uk.calibrate(mlp_model, class_split, "gradient-ascent", budget=None, max_trials=1,
+                     lr=1e-5, seed=0)

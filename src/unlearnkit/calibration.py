@@ -37,7 +37,10 @@ trial's end, the trial's result is the model as it was at the end of that epoch 
 copied when judged, and judged again once put back), and the trial records where it stopped
 (``stopped_at``). This is the rewinding of SCRUB (Kurmanji et al., 2023) made general: an
 ascent that forgets in its second epoch and destroys the model by its fifth still yields the
-second epoch's model. The chosen parameters are then the trial's, with ``stopped_at``.
+second epoch's model, and so does one whose loss diverges (NaN) in its fifth: a trial that
+fails after an epoch that forgot keeps that epoch, its ``note`` saying how it failed. The
+chosen parameters are then the trial's, with ``stopped_at``. An epoch whose model cannot be
+judged yet (boundary expanding's shadow class) is left to the trial's end.
 
 **Reuse.** Importance passes are read from the on-disk importance cache after the first trial
 (SSD's I_D is computed once per search, not per trial).
@@ -377,14 +380,21 @@ def calibrate(
             if trial.should_prune():
                 raise optuna.TrialPruned
 
+        failure: str | None = None
         try:
             with watch_epochs(watch):
                 out = unlearn(model, split, m, seed=seed, device=device, progress=progress,
                               verdict=False)
         except UnlearnkitError as exc:  # e.g. a learning rate that makes the loss diverge
-            trials.append(CalibrationTrial(trial.number, values, "failed", note=str(exc),
-                                           seconds=time.perf_counter() - t0))
-            raise optuna.TrialPruned(str(exc)) from None
+            salvaged = (_epoch_model(model, epoch_best["state"], m, seed, split, device,
+                                     time.perf_counter() - t0) if epoch_best else None)
+            if salvaged is None:
+                trials.append(CalibrationTrial(trial.number, values, "failed", note=str(exc),
+                                               seconds=time.perf_counter() - t0))
+                raise optuna.TrialPruned(str(exc)) from None
+            # it failed after an epoch that forgot (an ascent that ran away later): that
+            # epoch's model is the trial's result, judged again below
+            out, failure = salvaged, f"the method failed after that epoch: {exc}"
         except _OverBudget:
             now = time.perf_counter()
             trials.append(CalibrationTrial(trial.number, values, "over budget",
@@ -398,7 +408,14 @@ def calibrate(
             raise
         v = verdict(out, split, original, hint=m.forget_more, utility_hint=m.keep_utility)
         stopped_at = None
-        if epoch_best and (v.outcome != "forgotten" or epoch_best["value"] > objective_of(v)[0]):
+        if failure is not None:
+            if v.outcome != "forgotten":
+                trials.append(CalibrationTrial(trial.number, values, "failed", note=failure,
+                                               seconds=time.perf_counter() - t0))
+                raise optuna.TrialPruned(failure)
+            stopped_at = epoch_best["at"]
+        elif epoch_best and (v.outcome != "forgotten"
+                             or epoch_best["value"] > objective_of(v)[0]):
             # an epoch on the way forgot, and better than the end: early stopping, judged by
             # the verdict alone (the weights are put in the result, and judged again there)
             v_end, end_state = v, out.state_dict()
@@ -424,7 +441,8 @@ def calibrate(
         trial.set_constraint("shortfall", shortfall)  # feasible: <= 0 (constrained TPE)
         trial.set_constraint("utility", drop)
         record = CalibrationTrial(trial.number, values, "complete", value, v.outcome, retained,
-                                  shortfall, time.perf_counter() - t0, stopped_at=stopped_at)
+                                  shortfall, time.perf_counter() - t0, note=failure,
+                                  stopped_at=stopped_at)
         trials.append(record)
         if not best or rank(record) > rank(best["trial"]):
             best.update(trial=record, model=out, verdict=v, method=m)
@@ -458,6 +476,29 @@ def calibrate(
         trials=trials, best_trial=best["trial"].number, budget_seconds=limit,
         retrain_estimate=estimate, seconds=seconds, seed=seed,
         space={k: s.to_dict() for k, s in space.items()}, stopped_at=best["trial"].stopped_at)
+
+
+def _epoch_model(model: nn.Module, state: dict[str, torch.Tensor], method: UnlearningMethod,
+                 seed: int, split: Split, device: str | torch.device | None,
+                 seconds: float) -> nn.Module | None:
+    """A copy of ``model`` holding an epoch's weights ``state``, with the provenance that
+    :func:`unlearnkit.unlearn` gives its result (``None`` if the weights do not fit it)."""
+    import copy
+
+    from unlearnkit.models.info import ModelInfo
+
+    if not _same_shapes(state, model.state_dict()):
+        return None
+    out = copy.deepcopy(model)
+    if device is not None:
+        out = out.to(device)
+    out.load_state_dict(state)
+    info = (get_info(model) or ModelInfo()).replace(
+        seconds=seconds, method={"name": method.name, "params": method.json_params(),
+                                 "seed": seed})
+    if split.description:
+        info = info.replace(split=dict(split.description))
+    return set_info(out, info)
 
 
 def _same_shapes(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
