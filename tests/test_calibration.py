@@ -272,3 +272,20 @@ def test_a_trial_that_fails_after_an_epoch_that_forgot_keeps_that_epoch(mlp_mode
     with pytest.raises(uk.InvalidParameterError, match="no trial finished"):
         uk.calibrate(mlp_model, class_split, "gradient-ascent", budget=None, max_trials=1,
                      lr=1e-5, seed=0)
+
+
+def test_forget_calibrate_says_where_the_best_trial_stopped(mlp_model, tmp_path):
+    ckpt = uk.save_checkpoint(mlp_model, tmp_path / "original.safetensors")
+    args = ["forget", "--checkpoint", ckpt, "--forget-class", "3", "--method",
+            "gradient-ascent", "--param", "lr=0.01", "--calibrate", "--max-trials", "1",
+            "--budget-seconds", "600",
+            "--no-relearn"]
+    code, stdout, err = run(*args, "--out", tmp_path / "a.safetensors", "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    at = {"phase": "gradient-ascent: ascend", "epoch": 4}
+    assert result["calibration"]["stopped_at"] == at
+    assert json.loads((tmp_path / "a.calibration.json").read_text())["stopped_at"] == at
+    code, stdout, err = run(*args, "--out", tmp_path / "b.safetensors")
+    assert code == 0, err
+    assert "best trial 0 (stopped at gradient-ascent: ascend epoch 4)" in stdout
