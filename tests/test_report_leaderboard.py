@@ -77,6 +77,7 @@ def _row(method, params, seed=0, *, calibration=None, verdict="forgotten", **met
 def _cal(params, *, best=2, trials=5):
     return {"budget": 0.2, "budget_seconds": 1.5, "budget_basis": "retrain-row",
             "max_trials": None, "trials": trials, "best_trial": best, "search_seconds": 4.0,
+            "stopped_at": {"phase": "fine-tune", "epoch": 3},
             "defaults": {"epochs": 5, "lr": 1e-05, "weight_decay": 0.01, "optimizer": "adam",
                          "momentum": 0.9, "batch_size": 64},
             "params": params, "space": {"epochs": {"low": 1, "high": 10},
@@ -124,7 +125,7 @@ def test_ranked_by_avg_gap_then_js_with_shared_ranks():
     cal = board.entries[1]
     assert cal.calibrated and cal.seconds == pytest.approx(4.0)
     assert cal.params == ({"lr": 0.003},) and cal.params_text() == "lr=0.003"
-    assert "best of 5 trials (trial 2)" in cal.calibration_text()
+    assert "best of 5 trials (trial 2), stopped at fine-tune epoch 3" in cal.calibration_text()
     assert "budget 0.2 x retraining = 1.5 s" in cal.calibration_text()
     assert board.entries[5].params == ({},) and board.entries[5].params_text() == "defaults"
     assert board.top(2) == list(board.entries[:2])
