@@ -122,12 +122,21 @@ def test_over_budget_trials_are_recorded_and_end_the_search(mlp_model, class_spl
     cal = uk.calibrate(mlp_model, class_split, "fisher-mask", budget_seconds=40.0, seed=0)
     assert [t.state for t in cal.trials] == ["complete"]
     assert cal.trials[0].seconds > 40.0 / 2 and cal.seconds <= 40.0
-    # with room for a second trial, it starts, and the fine-tuning that runs past its share
-    # of the budget is stopped at an epoch's end and recorded
+    # with room for a second trial, it starts, and the fine-tuning that would run past its
+    # share of the budget is stopped at an epoch's end: here after an epoch that forgot,
+    # which is its result (before, it was discarded as over budget)
     now[0] = 0.0
     cal = uk.calibrate(mlp_model, class_split, "fisher-mask", budget_seconds=60.0, seed=0)
-    states = [t.state for t in cal.trials]
-    assert states[0] == "complete" and "over budget" in states[1:]
+    first, second = cal.trials
+    assert first.state == "complete" and first.stopped_at is None
+    assert second.state == "complete" and second.note == "stopped at its time limit"
+    assert second.outcome == "forgotten" and second.stopped_at["epoch"] < second.params["epochs"]
+    assert cal.seconds <= 60.0
+    # without an epoch that forgot, a trial past its share is recorded as over budget
+    now[0] = 0.0
+    cal = uk.calibrate(mlp_model, class_split, "finetune", budget_seconds=60.0, seed=0,
+                       lr=1e-6)
+    assert [t.state for t in cal.trials][1:] == ["over budget"]
     assert cal.trials[cal.best_trial].state == "complete"
 
 

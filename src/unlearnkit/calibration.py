@@ -40,7 +40,10 @@ ascent that forgets in its second epoch and destroys the model by its fifth stil
 second epoch's model, and so does one whose loss diverges (NaN) in its fifth: a trial that
 fails after an epoch that forgot keeps that epoch, its ``note`` saying how it failed. The
 chosen parameters are then the trial's, with ``stopped_at``. An epoch whose model cannot be
-judged yet (boundary expanding's shadow class) is left to the trial's end.
+judged yet (boundary expanding's shadow class) is left to the trial's end. A trial with an
+epoch that forgot also stops *before* an epoch that would end past its time limit (timed by
+the epoch before it), and keeps that epoch: a cut-off trial is no longer lost, and the
+budget holds.
 
 **Reuse.** Importance passes are read from the on-disk importance cache after the first trial
 (SSD's I_D is computed once per search, not per trial).
@@ -359,9 +362,13 @@ def calibrate(
         # was, and a copy of its weights (a candidate beside the trial's own result)
         epoch_best: dict[str, Any] = {}
 
+        since = [t0]  # when the epoch now running started (its verdict left out)
+
         def watch(phase: str, epoch: int, current: nn.Module) -> None:
-            if time.perf_counter() >= stop_at:
+            now = time.perf_counter()
+            if now >= stop_at:
                 raise _OverBudget
+            took, since[0] = now - since[0], now
             if epoch == 0:
                 return
             try:
@@ -373,14 +380,21 @@ def calibrate(
             step[0] += 1
             value, _, _ = objective_of(v_epoch)
             if v_epoch.outcome == "forgotten" and value > epoch_best.get("value", -math.inf):
-                epoch_best.update(value=value, at={"phase": phase, "epoch": epoch},
+                epoch_best.update(value=value, verdict=v_epoch,
+                                  at={"phase": phase, "epoch": epoch},
                                   state={k: t.detach().clone()
                                          for k, t in current.state_dict().items()})
             trial.report(value, step[0])
             if trial.should_prune():
                 raise optuna.TrialPruned
+            since[0] = time.perf_counter()
+            if epoch_best and since[0] + took > stop_at:
+                # another epoch like this one would end past the trial's limit: stop here,
+                # with the epoch that forgot, rather than after it (and past the budget)
+                raise _OverBudget
 
         failure: str | None = None
+        cut: str | None = None
         try:
             with watch_epochs(watch):
                 out = unlearn(model, split, m, seed=seed, device=device, progress=progress,
@@ -393,29 +407,32 @@ def calibrate(
                                                seconds=time.perf_counter() - t0))
                 raise optuna.TrialPruned(str(exc)) from None
             # it failed after an epoch that forgot (an ascent that ran away later): that
-            # epoch's model is the trial's result, judged again below
+            # epoch's model is the trial's result
             out, failure = salvaged, f"the method failed after that epoch: {exc}"
         except _OverBudget:
-            now = time.perf_counter()
-            trials.append(CalibrationTrial(trial.number, values, "over budget",
-                                           seconds=now - t0))
-            if now >= deadline:
-                study.stop()
-            raise optuna.TrialPruned("over budget") from None
+            salvaged = (_epoch_model(model, epoch_best["state"], m, seed, split, device,
+                                     time.perf_counter() - t0) if epoch_best else None)
+            if salvaged is None:
+                now = time.perf_counter()
+                trials.append(CalibrationTrial(trial.number, values, "over budget",
+                                               seconds=now - t0))
+                if now >= deadline:
+                    study.stop()
+                raise optuna.TrialPruned("over budget") from None
+            # stopped at its time limit after an epoch that forgot: that epoch's model
+            out, cut = salvaged, "stopped at its time limit"
         except optuna.TrialPruned:
             trials.append(CalibrationTrial(trial.number, values, "pruned",
                                            seconds=time.perf_counter() - t0))
             raise
-        v = verdict(out, split, original, hint=m.forget_more, utility_hint=m.keep_utility)
         stopped_at = None
-        if failure is not None:
-            if v.outcome != "forgotten":
-                trials.append(CalibrationTrial(trial.number, values, "failed", note=failure,
-                                               seconds=time.perf_counter() - t0))
-                raise optuna.TrialPruned(failure)
-            stopped_at = epoch_best["at"]
-        elif epoch_best and (v.outcome != "forgotten"
-                             or epoch_best["value"] > objective_of(v)[0]):
+        if failure is not None or cut is not None:
+            # an epoch's model, salvaged: as judged then (the same weights, the same verdict)
+            v, stopped_at = epoch_best["verdict"], epoch_best["at"]
+        else:
+            v = verdict(out, split, original, hint=m.forget_more, utility_hint=m.keep_utility)
+        if stopped_at is None and epoch_best and (v.outcome != "forgotten"
+                                                  or epoch_best["value"] > objective_of(v)[0]):
             # an epoch on the way forgot, and better than the end: early stopping, judged by
             # the verdict alone (the weights are put in the result, and judged again there)
             v_end, end_state = v, out.state_dict()
@@ -441,7 +458,7 @@ def calibrate(
         trial.set_constraint("shortfall", shortfall)  # feasible: <= 0 (constrained TPE)
         trial.set_constraint("utility", drop)
         record = CalibrationTrial(trial.number, values, "complete", value, v.outcome, retained,
-                                  shortfall, time.perf_counter() - t0, note=failure,
+                                  shortfall, time.perf_counter() - t0, note=failure or cut,
                                   stopped_at=stopped_at)
         trials.append(record)
         if not best or rank(record) > rank(best["trial"]):
