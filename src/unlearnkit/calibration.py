@@ -43,7 +43,7 @@ chosen parameters are then the trial's, with ``stopped_at``. An epoch whose mode
 judged yet (boundary expanding's shadow class) is left to the trial's end. A trial with an
 epoch that forgot also stops *before* an epoch that would end past its time limit (timed by
 the epoch before it), and keeps that epoch: a cut-off trial is no longer lost, and the
-budget holds.
+budget holds. Likewise a trial pruned after an epoch that forgot keeps that epoch.
 
 **Reuse.** Importance passes are read from the on-disk importance cache after the first trial
 (SSD's I_D is computed once per search, not per trial).
@@ -420,11 +420,16 @@ def calibrate(
                     study.stop()
                 raise optuna.TrialPruned("over budget") from None
             # stopped at its time limit after an epoch that forgot: that epoch's model
-            out, cut = salvaged, "stopped at its time limit"
+            out, cut = salvaged, "stopped at its time limit after that epoch"
         except optuna.TrialPruned:
-            trials.append(CalibrationTrial(trial.number, values, "pruned",
-                                           seconds=time.perf_counter() - t0))
-            raise
+            salvaged = (_epoch_model(model, epoch_best["state"], m, seed, split, device,
+                                     time.perf_counter() - t0) if epoch_best else None)
+            if salvaged is None:
+                trials.append(CalibrationTrial(trial.number, values, "pruned",
+                                               seconds=time.perf_counter() - t0))
+                raise
+            # its later epochs fell below the median, after an epoch that forgot: that one
+            out, cut = salvaged, "pruned after that epoch"
         stopped_at = None
         if failure is not None or cut is not None:
             # an epoch's model, salvaged: as judged then (the same weights, the same verdict)
