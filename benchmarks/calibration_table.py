@@ -5,7 +5,8 @@
 
 Prints, per scenario, one Markdown row per method: at its defaults (verdict, forget_acc_gap,
 avg_gap, js_divergence, seconds) and calibrated (the same, the chosen parameters, the trials),
-then how many methods reach retrain-level at defaults and calibrated:
+then how many methods reach retrain-level at defaults and calibrated, and why each calibrated
+row that does not misses it:
 
 - class: forget_acc <= 0.05 and test-retain accuracy within 3 points of the retrained model's;
 - random: closer to the retrained model than the original is on both avg_gap and
@@ -55,6 +56,36 @@ def retrain_level(row: dict[str, Any], retrain: dict[str, Any], original: dict[s
             and auc is not None and ref_auc is not None and abs(auc - ref_auc) <= RANDOM_AUC)
 
 
+def shortfall(row: dict[str, Any] | None, retrain: dict[str, Any],
+              original: dict[str, Any] | None) -> str:
+    """Why ``row`` is not at retrain-level ("" when it is): the criterion's parts it misses,
+    with their numbers."""
+    if row is None:
+        return "no row"
+    if row["status"] != "ok":
+        return "no trial finished within the budget"
+    if retrain_level(row, retrain, original):
+        return ""
+    why = []
+    if row["scenario_kind"] == "class":
+        if row["forget_acc"] is None or row["forget_acc"] > CLASS_FORGET:
+            why.append(f"forget_acc {_f(row['forget_acc'])} > {CLASS_FORGET}")
+        gap = (None if row["test_retain_acc"] is None
+               else row["test_retain_acc"] - retrain["test_retain_acc"])
+        if gap is None or abs(gap) > CLASS_UTILITY:
+            why.append(f"test-retain {_f(row['test_retain_acc'])} vs the retrained "
+                       f"{_f(retrain['test_retain_acc'])}")
+        return "; ".join(why)
+    assert original is not None
+    for key, name in (("avg_gap", "avg_gap"), ("js_divergence", "JS")):
+        if row[key] is None or row[key] >= original[key]:
+            why.append(f"{name} {_f(row[key])} >= the original's {_f(original[key])}")
+    auc, ref = row.get("verdict_loss_auc"), retrain.get("verdict_loss_auc")
+    if auc is None or ref is None or abs(auc - ref) > RANDOM_AUC:
+        why.append(f"loss AUC {_f(auc)} vs the retrained {_f(ref)}")
+    return "; ".join(why)
+
+
 def main(path: str) -> None:
     rows = read_rows(path)
     scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
@@ -75,6 +106,7 @@ def main(path: str) -> None:
               "forget_acc_gap | avg_gap | JS | s | trials | chosen |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         counts = {"defaults": 0, "calibrated": 0}
+        misses: list[str] = []
         n = 0
         for m in methods:
             plain = [r for r in mine if r["method"] == m and r["calibration"] is None]
@@ -90,6 +122,9 @@ def main(path: str) -> None:
             cells = ([d["verdict"], _f(d["forget_acc_gap"]), _f(d["avg_gap"]),
                       _f(d["js_divergence"]), _f(d["seconds"], 2)] if d is not None
                      else ["-"] * 5)
+            why = shortfall(c, retrain, original)
+            if why:
+                misses.append(f"- {m}: {why}")
             if c is None:
                 cells += ["-"] * 7
             elif c["status"] != "ok":
@@ -114,6 +149,8 @@ def main(path: str) -> None:
             print(f"| {m} | " + " | ".join(str(x) for x in cells) + " |")
         print(f"\nretrain-level: {counts['defaults']}/{n} at defaults, "
               f"{counts['calibrated']}/{n} calibrated")
+        if misses:
+            print("\ncalibrated, not at retrain-level:\n" + "\n".join(misses))
     check = verdict_agreement([r for r in rows if r["status"] == "ok"])
     print(f"\nverdict agreement: {json.dumps(check.to_dict().get('summary', check.to_dict()))}")
     if budget_ratios:
