@@ -54,13 +54,16 @@ def _fallbacks(caught) -> list[str]:
     return [str(w.message) for w in caught if issubclass(w.category, ImplementationFallbackWarning)]
 
 
+@pytest.mark.parametrize("mode", ["fisher", "output-norm"])
 @pytest.mark.parametrize("fixture", ["mlp_model", "cnn_model"])
-def test_fisher_implementations_agree(request, fixture, subset, monkeypatch):
+def test_fisher_implementations_agree(request, fixture, mode, subset, monkeypatch):
+    # output-norm: the hooks sum |per-sample gradient| of a linear layer as |G|^T |A|, without
+    # making the per-sample gradients; the loop makes each one
     model = copy.deepcopy(request.getfixturevalue(fixture)).cpu()  # CPU: exact float32
-    out = {impl: importances(model, subset, batch_size=40, implementation=impl)
+    out = {impl: importances(model, subset, mode=mode, batch_size=40, implementation=impl)
            for impl in ("loop", "vmap")}
     _refuse_fallback(monkeypatch)  # the default (auto) uses the hooks
-    out["hooks"] = importances(model, subset, batch_size=40)
+    out["hooks"] = importances(model, subset, mode=mode, batch_size=40)
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     assert set(out["loop"]) == names
     assert all(out["loop"][n].shape == p.shape for n, p in model.named_parameters())
@@ -93,7 +96,8 @@ class _Zoo(nn.Module):
         return self.fc(self.tok(h).flatten(1)) * self.scale
 
 
-def test_hooks_cover_norm_conv_and_fallback_layers(subset, monkeypatch):
+@pytest.mark.parametrize("mode", ["fisher", "output-norm"])
+def test_hooks_cover_norm_conv_and_fallback_layers(subset, mode, monkeypatch):
     torch.manual_seed(0)
     model = _Zoo()
     model.train()
@@ -103,11 +107,11 @@ def test_hooks_cover_norm_conv_and_fallback_layers(subset, monkeypatch):
             m.weight.normal_()
             m.bias.normal_()
     data = subset.subset(np.arange(48))
-    ref = importances(model, data, implementation="loop")
-    assert_close(importances(model, data, implementation="vmap"), ref)
+    ref = importances(model, data, mode=mode, implementation="loop")
+    assert_close(importances(model, data, mode=mode, implementation="vmap"), ref)
 
     _refuse_fallback(monkeypatch)
-    assert_close(importances(model, data, batch_size=20), ref)
+    assert_close(importances(model, data, mode=mode, batch_size=20), ref)
     assert model.training  # flags restored
 
 

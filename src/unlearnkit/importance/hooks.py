@@ -305,10 +305,30 @@ def _apply_rule(rec: _Record, want: set[str], n: int, per_sample: bool) -> Impor
         raise Unsupported(rec.module) from exc
 
 
+def _linear_abs(rec: _Record, want: set[str]) -> Importances | None:
+    """``sum_n |g_n a_n^T|`` of a plain ``nn.Linear`` call on ``(N, D)`` inputs in one matrix
+    product: ``|g_n a_n^T| = |g_n| |a_n|^T`` elementwise, so the sum is ``|G|^T |A|`` (as the
+    sum of squares is ``(G*G)^T (A*A)``), with no per-sample gradient made. ``None`` for any
+    other call."""
+    a = rec.args[0] if len(rec.args) == 1 and not rec.kwargs else None
+    if (rule_of(rec.module) is not linear or not isinstance(a, torch.Tensor) or a.ndim != 2
+            or rec.grad is None or rec.grad.ndim != 2):
+        return None
+    g = rec.grad.float().abs()
+    out: Importances = {}
+    if "weight" in want:
+        out["weight"] = g.t() @ a.float().abs()
+    if "bias" in want:
+        out["bias"] = g.sum(0)
+    return out
+
+
 def hooked_pass(model: nn.Module, names: Names, x: Inputs, y: torch.Tensor, *,
-                per_sample: bool, objective: Objective = ce_sum) -> Importances:
-    """One forward and backward; return the sum over samples of squared per-sample gradients
-    (or, with ``per_sample``, the per-sample gradients themselves)."""
+                per_sample: bool, objective: Objective = ce_sum, how: str = "square"
+                ) -> Importances:
+    """One forward and backward; return the sum over samples of the per-sample gradients
+    reduced by ``how`` (``"square"`` or ``"abs"``; :func:`~unlearnkit.importance.modes.reduce`),
+    or, with ``per_sample``, the per-sample gradients themselves."""
     owners: dict[nn.Module, dict[str, str]] = {}  # module -> {attr: full name}
     for m in model.modules():
         own = {k: names[p] for k, p in m.named_parameters(recurse=False) if p in names}
@@ -357,12 +377,19 @@ def hooked_pass(model: nn.Module, names: Names, x: Inputs, y: torch.Tensor, *,
             raise Unsupported(rec.module)
         own = owners[rec.module]
         ps = per_sample or any(calls[full] > 1 for full in own.values())
+        if not ps and how == "abs":  # only a plain linear layer sums |grad| without them
+            sums = _linear_abs(rec, set(own))
+            if sums is None:
+                ps = True
+            else:
+                sum_into(squares, {own[attr]: v for attr, v in sums.items()})
+                continue
         for attr, v in _apply_rule(rec, set(own), n, ps).items():
             sum_into(grads if ps else squares, {own[attr]: v.float()})
     if per_sample:
         return grads
     for full, g in grads.items():
-        sum_into(squares, {full: (g * g).sum(0)})
+        sum_into(squares, {full: reduce(g, how)})
     return squares
 
 
@@ -375,12 +402,12 @@ def fisher_hooks(model: nn.Module, names: Names, x: Inputs, y: torch.Tensor,
         if how == "square":
             return hooked_pass(model, names, x, y, per_sample=False, objective=objective)
         out: Importances = {}
+        # in chunks: the layers without a closed form make per-sample gradients
         chunk = per_sample_chunk(names)
         for s in range(0, len(y), chunk):
             part = slice(s, s + chunk)
-            grads = hooked_pass(model, names, take(x, part), y[part], per_sample=True,
-                                objective=objective)
-            sum_into(out, {k: reduce(v, how) for k, v in grads.items()})
+            sum_into(out, hooked_pass(model, names, take(x, part), y[part], per_sample=False,
+                                      objective=objective, how=how))
         return out
     except Unsupported:
         return fisher_vmap(model, names, x, y, objective, how)

@@ -1,0 +1,90 @@
+"""Benchmark: LF-SSD's importance (mode ``"output-norm"``, the mean over samples of the absolute
+per-sample gradient of ``||f(x)||^2``) by the hooks' closed form for linear layers, against
+making every per-sample gradient and taking its absolute value (the path it replaced).
+
+Run on demand (not a test):
+
+    .venv/bin/python benchmarks/output_norm.py [--samples 5000] [--repeats 3] [--threads 1]
+
+For a plain ``nn.Linear`` on ``(N, D)`` inputs the per-sample gradient is ``g_n a_n^T``, so the
+sum of its absolute values is ``|G|^T |A|``, one matrix product, as the sum of its squares
+(SSD's Fisher) is ``(G*G)^T (A*A)``. Other layers (convolutions, norms) still make per-sample
+gradients, in chunks. Both paths run in this process on the same data, alternated, one thread,
+after a warm-up, and must agree (checked before timing); medians are printed with their ratio.
+
+Models: the MLP (512, 256) of ``benchmarks/calibrated-cifar10*.yaml`` on CIFAR-shaped inputs
+(3x32x32, random: the cost does not depend on the pixels), and the default ``cnn`` on digits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+import unlearnkit as uk
+from unlearnkit.importance import importances
+from unlearnkit.importance._common import sum_into, trainable
+from unlearnkit.importance.hooks import hooks_grads
+from unlearnkit.importance.modes import reduce, squared_norm_sum
+from unlearnkit.training import eval_mode, iter_batches
+
+BATCH = 64  # LF-SSD's default batch size
+
+
+def per_sample_path(model: torch.nn.Module, data: uk.ArrayDataset) -> dict[str, torch.Tensor]:
+    """The replaced path: every per-sample gradient, then ``|.|`` summed, over the data."""
+    names = trainable(model)
+    out: dict[str, torch.Tensor] = {}
+    with eval_mode(model):
+        for x, y in iter_batches(data, BATCH, shuffle=False):
+            grads = hooks_grads(model, names, x, y, objective=squared_norm_sum)
+            sum_into(out, {k: reduce(v, "abs") for k, v in grads.items()})
+    return {k: v / len(data) for k, v in out.items()}
+
+
+def closed_form(model: torch.nn.Module, data: uk.ArrayDataset) -> dict[str, torch.Tensor]:
+    return importances(model, data, mode="output-norm", batch_size=BATCH,
+                       implementation="hooks")
+
+
+def compare(label: str, model: torch.nn.Module, data: uk.ArrayDataset, repeats: int) -> dict:
+    a, b = per_sample_path(model, data), closed_form(model, data)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-7)
+    times: dict[str, list[float]] = {"per-sample": [], "closed form": []}
+    for _ in range(repeats):  # alternated, so that both meet the same machine
+        for name, fn in (("per-sample", per_sample_path), ("closed form", closed_form)):
+            t = time.perf_counter()
+            fn(model, data)
+            times[name].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    row = {"model": label, "samples": len(data), **{f"{k} s": round(v, 3) for k, v in med.items()},
+           "speed-up": round(med["per-sample"] / med["closed form"], 2)}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--samples", type=int, default=5000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(args.samples, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (args.samples,), generator=g)
+    torch.manual_seed(0)
+    mlp = uk.build_model("mlp", num_classes=10, input_shape=(3, 32, 32), hidden=(512, 256))
+    compare("mlp (512, 256), 3x32x32", mlp, uk.ArrayDataset(x, y), args.repeats)
+    digits = uk.load_dataset("digits")
+    cnn = uk.build_model("cnn", num_classes=10, input_shape=tuple(digits.train.x.shape[1:]))
+    compare("cnn, digits", cnn, digits.train, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
