@@ -393,6 +393,11 @@ def calibrate(
                 # with the epoch that forgot, rather than after it (and past the budget)
                 raise _OverBudget
 
+        def salvage() -> nn.Module | None:
+            """The trial's best epoch that forgot, as a model (``None``: there is none)."""
+            return (_epoch_model(model, epoch_best["state"], m, seed, split, device,
+                                 time.perf_counter() - t0) if epoch_best else None)
+
         failure: str | None = None
         cut: str | None = None
         try:
@@ -400,8 +405,7 @@ def calibrate(
                 out = unlearn(model, split, m, seed=seed, device=device, progress=progress,
                               verdict=False)
         except UnlearnkitError as exc:  # e.g. a learning rate that makes the loss diverge
-            salvaged = (_epoch_model(model, epoch_best["state"], m, seed, split, device,
-                                     time.perf_counter() - t0) if epoch_best else None)
+            salvaged = salvage()
             if salvaged is None:
                 trials.append(CalibrationTrial(trial.number, values, "failed", note=str(exc),
                                                seconds=time.perf_counter() - t0))
@@ -410,8 +414,7 @@ def calibrate(
             # epoch's model is the trial's result
             out, failure = salvaged, f"the method failed after that epoch: {exc}"
         except _OverBudget:
-            salvaged = (_epoch_model(model, epoch_best["state"], m, seed, split, device,
-                                     time.perf_counter() - t0) if epoch_best else None)
+            salvaged = salvage()
             if salvaged is None:
                 now = time.perf_counter()
                 trials.append(CalibrationTrial(trial.number, values, "over budget",
@@ -422,8 +425,7 @@ def calibrate(
             # stopped at its time limit after an epoch that forgot: that epoch's model
             out, cut = salvaged, "stopped at its time limit after that epoch"
         except optuna.TrialPruned:
-            salvaged = (_epoch_model(model, epoch_best["state"], m, seed, split, device,
-                                     time.perf_counter() - t0) if epoch_best else None)
+            salvaged = salvage()
             if salvaged is None:
                 trials.append(CalibrationTrial(trial.number, values, "pruned",
                                                seconds=time.perf_counter() - t0))
