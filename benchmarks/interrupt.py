@@ -38,8 +38,11 @@ def main() -> None:
     cmd = [exe, "bench", "--preset", "compare", "--out", "r.sqlite", "--workers", "2"]
     with tempfile.TemporaryDirectory() as d:
         with open(Path(d) / "err.txt", "w") as err:
+            # SIGINT at its default, as in a terminal, even under `nohup ... &`
             p = subprocess.Popen(cmd, cwd=d, stdout=subprocess.DEVNULL, stderr=err,
-                                 start_new_session=True)
+                                 start_new_session=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                  signal.SIG_DFL))
             time.sleep(args.after)
             print(f"running before the SIGINT: {len(group(p.pid))} processes")
             start = time.perf_counter()

@@ -52,6 +52,10 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _processes_named(word: str) -> set[int]:
     out = subprocess.run(["pgrep", "-f", word], capture_output=True, text=True).stdout
     return {int(x) for x in out.split()}
@@ -70,8 +74,11 @@ def test_sigint_stops_the_workers_stores_the_finished_runs_and_a_rerun_completes
            "--workers", "2", "--executor", executor]
     rays_before = _processes_named("ray::") | _processes_named("raylet")
     env = {**os.environ, "PYTHONWARNINGS": ""}
+    # a terminal's foreground job: SIGINT at its default, even when this test runs under
+    # `nohup ... &`, whose ignored SIGINT every child would inherit (and then never stop)
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
+                            stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + 120
         while _rows(db) < 1 and time.monotonic() < deadline and proc.poll() is None:
