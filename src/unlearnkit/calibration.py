@@ -34,8 +34,8 @@ trial finishes, :class:`NoTrialFinished` says so, with the history.
 **Early stopping.** Every epoch of a trial is judged by the verdict already (for the pruner),
 so every epoch is a candidate: when an epoch's model is ``forgotten`` and scores above the
 trial's end, the trial's result is the model as it was at the end of that epoch (its weights
-copied when judged, and judged again once put back), and the trial records where it stopped
-(``stopped_at``). This is the rewinding of SCRUB (Kurmanji et al., 2023) made general: an
+copied when judged, then put into a copy of the original), and the trial records where it
+stopped (``stopped_at``). This is the rewinding of SCRUB (Kurmanji et al., 2023) made general: an
 ascent that forgets in its second epoch and destroys the model by its fifth still yields the
 second epoch's model, and so does one whose loss diverges (NaN) in its fifth: a trial that
 fails after an epoch that forgot keeps that epoch, its ``note`` saying how it failed. The
@@ -434,25 +434,18 @@ def calibrate(
             out, cut = salvaged, "pruned after that epoch"
         stopped_at = None
         if failure is not None or cut is not None:
-            # an epoch's model, salvaged: as judged then (the same weights, the same verdict)
+            # an epoch's model, salvaged: as judged then (the original's architecture with
+            # the weights the epoch's verdict saw: the same model, the same verdict)
             v, stopped_at = epoch_best["verdict"], epoch_best["at"]
         else:
             v = verdict(out, split, original, hint=m.forget_more, utility_hint=m.keep_utility)
         if stopped_at is None and epoch_best and (v.outcome != "forgotten"
                                                   or epoch_best["value"] > objective_of(v)[0]):
             # an epoch on the way forgot, and better than the end: early stopping, judged by
-            # the verdict alone (the weights are put in the result, and judged again there)
-            v_end, end_state = v, out.state_dict()
-            if _same_shapes(epoch_best["state"], end_state):
-                end_state = {k: t.detach().clone() for k, t in end_state.items()}
-                out.load_state_dict(epoch_best["state"])
-                v = verdict(out, split, original, hint=m.forget_more,
-                            utility_hint=m.keep_utility)
-                if v.outcome == "forgotten":
-                    stopped_at = epoch_best["at"]
-                else:  # not the model the epoch's verdict saw (e.g. the method edits it
-                    out.load_state_dict(end_state)  # after training): the end stands
-                    v = v_end
+            # the verdict alone
+            salvaged = salvage()
+            if salvaged is not None:
+                out, v, stopped_at = salvaged, epoch_best["verdict"], epoch_best["at"]
         if time.perf_counter() > deadline:  # e.g. a pass that cannot stop mid-way ran past it
             trials.append(CalibrationTrial(trial.number, values, "over budget",
                                            seconds=time.perf_counter() - t0,
