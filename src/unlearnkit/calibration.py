@@ -56,6 +56,7 @@ repeats a search trial for trial.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -73,7 +74,7 @@ from unlearnkit.data.splits import Split
 from unlearnkit.exceptions import InvalidParameterError, UnlearnkitError
 from unlearnkit.methods.base import Search, UnlearningMethod, get_method
 from unlearnkit.metrics.verdict import Verdict
-from unlearnkit.models.info import check_finite, get_info, set_info
+from unlearnkit.models.info import ModelInfo, check_finite, get_info, set_info
 from unlearnkit.training import data_size, watch_epochs
 
 __all__ = ["DEFAULT_BUDGET", "SHORTFALL_WEIGHT", "Calibration", "CalibrationTrial",
@@ -500,10 +501,6 @@ def _epoch_model(model: nn.Module, state: dict[str, torch.Tensor], method: Unlea
                  seconds: float) -> nn.Module | None:
     """A copy of ``model`` holding an epoch's weights ``state``, with the provenance that
     :func:`unlearnkit.unlearn` gives its result (``None`` if the weights do not fit it)."""
-    import copy
-
-    from unlearnkit.models.info import ModelInfo
-
     if not _same_shapes(state, model.state_dict()):
         return None
     out = copy.deepcopy(model)

@@ -762,12 +762,13 @@ def run_plan(
     # a resumed benchmark: the retrain rows an earlier call stored stay the basis (not the
     # cached reference's time, measured elsewhere), so that the rows of one store are timed
     # against one retraining whether or not the benchmark was interrupted
-    stored_retrains = [r for r in plan.runs if r.run_id in done and _is_reference_retrain(r)]
+    stored_retrains = {r.run_id: r for r in plan.runs
+                       if r.run_id in done and _is_reference_retrain(r)}
     if stored_retrains and todo:
-        for row in read_rows(db, [r.run_id for r in stored_retrains]):
+        for row in read_rows(db, stored_retrains):
             secs = (row.get("metrics") or {}).get("seconds")
             if row["status"] == "ok" and secs:
-                r = next(r for r in stored_retrains if r.run_id == row["run_id"])
+                r = stored_retrains[row["run_id"]]
                 retrain_rows[(r.scenario, r.seed)] = {
                     "seconds": secs, "source": "retrain-row",
                     "cpu_seconds": (row.get("timing") or {}).get("cpu_seconds")}
