@@ -3,7 +3,9 @@ reproducibility, and `unlearnkit forget --calibrate`."""
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ import torch
 import unlearnkit as uk
 from _cli import assert_one_error_line, run
 from unlearnkit import calibration as C
+from unlearnkit.evaluation import Outputs
 from unlearnkit.metrics.verdict import judge_class, judge_samples
 
 
@@ -133,7 +136,9 @@ def test_over_budget_trials_are_recorded_and_end_the_search(mlp_model, class_spl
     assert second.note == "stopped at its time limit after that epoch"
     assert second.outcome == "forgotten" and second.stopped_at["epoch"] < second.params["epochs"]
     assert cal.seconds <= 60.0
-    # without an epoch that forgot, a trial past its share is recorded as over budget
+    # without an epoch that forgot, a trial past its share is recorded as over budget (the
+    # stall forecast, which would stop these lr 1e-6 trials first, is tested on its own)
+    monkeypatch.setattr(C, "STALL_EPOCHS", 10**6)
     now[0] = 0.0
     cal = uk.calibrate(mlp_model, class_split, "finetune", budget_seconds=60.0, seed=0,
                        lr=1e-6)
@@ -299,3 +304,128 @@ def test_forget_calibrate_says_where_the_best_trial_stopped(mlp_model, tmp_path)
     code, stdout, err = run(*args, "--out", tmp_path / "b.safetensors")
     assert code == 0, err
     assert "best trial 0 (stopped at gradient-ascent: ascend epoch 4)" in stdout
+
+
+# ---------------------------------------------------------------------- stalled trials
+def _outputs(forget, validation=None) -> Outputs:
+    return Outputs(forget=forget, retain=(forget[0][:0], forget[1][:0]), test=None,
+                   validation=validation)
+
+
+def test_distance_to_forgetting_by_hand():
+    class_v = judge_class(forget_acc=1.0, heldout_forget_acc=None, n_heldout_forget=0,
+                          heldout_retain_acc=0.9, original_heldout_retain_acc=0.9,
+                          original_forget_acc=1.0)
+    # 20 samples of class 0 whose margins (logit 0 minus the largest other) are 0.1 .. 2.0
+    margins = torch.arange(1, 21, dtype=torch.float64) / 10
+    logits = torch.stack([margins, torch.zeros(20), torch.full((20,), -5.0)], dim=1)
+    labels = torch.zeros(20, dtype=torch.long)
+    out = _outputs((logits, labels))
+    expected = float(torch.quantile(margins, 0.95))  # the threshold is 0.05
+    assert C.distance_to_forgetting(out, class_v) == pytest.approx(expected)
+    # at most 5 % still classified right: there
+    assert C.distance_to_forgetting(_outputs((-logits, labels)), class_v) == 0.0
+    sample_v = judge_samples(forget_acc=1.0, n_forget=20, validation_acc=0.8, n_validation=20,
+                             auc=0.7, original_forget_acc=1.0, original_validation_acc=0.8,
+                             original_auc=0.7)
+    two = torch.tensor([[0.0, 0.0]] * 3, dtype=torch.float64)  # loss log 2 each
+    sure = torch.tensor([[5.0, 0.0], [4.0, 0.0], [3.0, 0.0]], dtype=torch.float64)
+    y = torch.zeros(3, dtype=torch.long)
+    out = _outputs((sure, y), (two, y))
+    assert C.distance_to_forgetting(out, sample_v) == pytest.approx(
+        math.log(2) - math.log1p(math.exp(-4.0)))
+
+
+def test_a_trial_stalls_when_its_pace_cannot_reach_forgetting_in_time():
+    # (seconds, distance) after each judged epoch of a phase; the limit is at 10 s
+    assert not C._stalled([(1, 1.0), (2, 1.0)], 10.0)  # too early to tell
+    assert C._stalled([(1, 1.0), (2, 1.0), (3, 1.0)], 10.0)  # no progress
+    assert C._stalled([(1, 1.0), (2, 0.99), (3, 0.98)], 10.0)  # 0.01/s: 98 s more
+    # 0.1/s: the 0.8 left takes 8 s more, there at 11 s: past a limit at 10 s, not at 12 s
+    assert C._stalled([(1, 1.0), (2, 0.9), (3, 0.8)], 10.0)
+    assert not C._stalled([(1, 1.0), (2, 0.9), (3, 0.8)], 12.0)
+    assert not C._stalled([(1, 1.0), (2, 0.9), (3, 0.6)], 10.0)  # the last pace gets there
+    assert not C._stalled([(1, 1.0), (2, 0.99), (3, 0.5)], 10.0)  # the last pace gets there
+    # an ascent speeding up: not there at the last pace (0.02/s), but twice the one before
+    assert not C._stalled([(1, 1.0), (2, 0.99), (3, 0.97)], 10.0)
+    assert C._stalled([(1, 1.0), (2, 0.98), (3, 0.97)], 10.0)  # slowing down
+    assert C._stalled([(1, 1.0), (2, 0.98), (3, 0.958)], 10.0)  # hardly faster (1.1x)
+    assert not C._stalled([(1, 1.0), (2, 1.0), (3, 0.0)], 10.0)  # there
+    assert C._stalled([(1, 1.0), (2, 1.2), (3, 1.4)], 10.0)  # moving away
+
+
+def test_defaults_that_cannot_forget_in_the_budget_stall_and_leave_it_to_other_trials(
+        mlp_model, class_split):
+    # at lr 1e-7 fine-tuning hardly changes the model: trial 0 (its 5 default epochs) stalls
+    # at its third epoch; at that pace it would take minutes to forget (measured: about
+    # 170 s on the project's CPU), against a budget of 5 s
+    epochs = []
+    real = C._stalled
+
+    def spy(history, stop_at):
+        epochs.append(len(history))
+        return real(history, stop_at)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(C, "_stalled", spy)
+        with pytest.raises(uk.InvalidParameterError, match=r"\(1 stalled\)") as info:
+            uk.calibrate(mlp_model, class_split, "finetune", budget_seconds=5.0,
+                         max_trials=1, lr=1e-7, seed=0)
+    (trial,) = info.value.trials
+    assert trial.params == {"epochs": 5}
+    assert trial.state == "stalled" and trial.note == C.STALLED
+    assert epochs == [1, 2, 3]
+    # without a budget there is no time limit to forecast against: the trial runs to its end
+    cal = uk.calibrate(mlp_model, class_split, "finetune", budget=None, max_trials=1, lr=1e-7,
+                       seed=0)
+    assert cal.trials[0].state == "complete"
+
+
+def test_an_ascent_that_starts_slowly_is_not_stalled(mlp_model, class_split):
+    # the ascent at lr 0.01 forgets class 3 by its fourth epoch (see above) after a slow
+    # start: with a budget, where the stall forecast runs, the result is the same
+    cal = uk.calibrate(mlp_model, class_split, "gradient-ascent", budget_seconds=600.0,
+                       max_trials=1, lr=0.01, seed=0)
+    assert cal.trials[0].state == "complete"
+    assert cal.stopped_at == {"phase": "gradient-ascent: ascend", "epoch": 4}
+
+
+def test_a_trials_warnings_are_its_note(mlp_model, class_split, recwarn):
+    # EU-k's default k=3 on a model of two layers warns that it uses both: said in the
+    # trial's note, not on the search's output
+    cal = uk.calibrate(mlp_model, class_split, "eu-k", budget=None, max_trials=1)
+    (trial,) = cal.trials
+    assert trial.params["k"] == 3
+    assert trial.note is not None and "warning: eu-k: k=3 but the model has only 2" in trial.note
+    assert not [w for w in recwarn if "parameterised layers" in str(w.message)]
+
+
+def test_a_diverging_trial_stops_at_the_epoch_its_outputs_become_non_finite(
+        mlp_model, class_split, monkeypatch):
+    """An ascent whose weights overflow at an epoch's end, its last batch's loss still finite
+    (so the training loop did not stop it): the trial fails there, saying so, rather than
+    the metrics reading infinite logits, and no later epoch runs."""
+    import unlearnkit.api as api
+    from unlearnkit.training import epoch_end
+
+    ends = []
+
+    def overflows(model, split, method, **kwargs):
+        net = copy.deepcopy(model)
+        for epoch in range(1, 4):
+            ends.append(epoch)
+            if epoch == 2:
+                with torch.no_grad():
+                    net.net[-1].weight.fill_(math.inf)
+            epoch_end("ascend", epoch, net)
+        return net
+
+    monkeypatch.setattr(api, "unlearn", overflows)
+    with pytest.raises(uk.InvalidParameterError, match=r"\(1 failed\)") as info:
+        uk.calibrate(mlp_model, class_split, "gradient-ascent", budget=None, max_trials=1,
+                     seed=0)
+    (trial,) = info.value.trials
+    assert trial.state == "failed"
+    assert trial.note == ("The model's outputs became non-finite at ascend epoch 2: lower the "
+                          "learning rate.")
+    assert ends == [1, 2]

@@ -19,17 +19,22 @@ the faster); when no trial is ``forgotten``, the one with the highest objective.
 **Budget.** Wall-clock, all of it counted (each trial's unlearning, its verdicts, the sampler):
 ``budget`` times the estimated cost of retraining (the original's recorded training seconds
 scaled by |D_r| / |D|; 0.2 by default, the NeurIPS 2023 competition's gate), or
-``budget_seconds``. The method's defaults are the first trial, and may use the whole budget,
-so that calibration never returns worse than the defaults when they fit in it; every later
-trial may use at most half of the budget left when it starts (:data:`TRIAL_SHARE`), and none
-starts when less is left than the median time of the trials so far. A trial is
-stopped at an epoch's end when it runs past its share (``over budget``) or when its per-epoch
-objective falls below the median of earlier trials at the same epoch (``pruned``: it cannot
-win). A method without epochs (SSD, one pass) cannot be stopped mid-way: a trial of it that
-ends after the budget ran out (its verdict included) is ``over budget`` too, its model
-discarded, so that a calibrated result never costs more than its budget, give or take the
-sampler's bookkeeping. When no
-trial finishes, :class:`NoTrialFinished` says so, with the history.
+``budget_seconds``. The method's defaults are the first trial, and may use the whole budget, so
+that calibration never returns worse than the defaults when they fit in it and do not stall
+(below); every later trial may use at most half of the budget left when it starts
+(:data:`TRIAL_SHARE`), and none starts when less is left than the median time of the trials so
+far. A trial is stopped at an epoch's end when it runs past its share (``over budget``), when
+its per-epoch objective falls below the median of earlier trials at the same epoch (``pruned``:
+it cannot win), or when it **stalls**: from the third epoch of a phase on, if at the pace of
+each of its last two epochs (how much of the distance to forgetting it closed per second, read
+from the logits: :func:`distance_to_forgetting`) it would not forget before its time limit, it
+stops (``stalled``; defaults that change the model too little to forget in the budget, the
+usual case of published defaults on a new model, no longer use it up). A method without epochs
+(SSD, one pass) cannot be stopped mid-way: a trial of it that ends after the budget ran out
+(its verdict included) is ``over budget`` too, its model discarded, so that a calibrated result
+never costs more than its budget, give or take the sampler's bookkeeping. A trial whose outputs
+become non-finite (a diverging ascent) stops at that epoch (``failed``). When no trial
+finishes, :class:`NoTrialFinished` says so, with the history.
 
 **Early stopping.** Every epoch of a trial is judged by the verdict already (for the pruner),
 so every epoch is a candidate: when an epoch's model is ``forgotten`` and scores above the
@@ -62,6 +67,8 @@ import math
 import os
 import statistics
 import time
+import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +78,7 @@ import torch
 from torch import nn
 
 from unlearnkit.data.splits import Split
-from unlearnkit.exceptions import InvalidParameterError, UnlearnkitError
+from unlearnkit.exceptions import InvalidParameterError, ModelError, UnlearnkitError
 from unlearnkit.methods.base import Search, UnlearningMethod, get_method
 from unlearnkit.metrics.verdict import Verdict
 from unlearnkit.models.info import ModelInfo, check_finite, get_info, set_info
@@ -101,8 +108,10 @@ class CalibrationTrial:
     Attributes:
         number: 0-based; trial 0 holds the method's defaults.
         params: the searched hyper-parameters' values.
-        state: ``complete``, ``pruned`` (could not win), ``over budget`` (stopped when the
-            budget ran out) or ``failed`` (the method refused the values; ``note`` says why).
+        state: ``complete``, ``pruned`` (could not win), ``stalled`` (would not forget
+            before its time limit at its pace), ``over budget`` (stopped when the budget ran
+            out) or ``failed`` (the method refused the values or diverged; ``note`` says why).
+        note: how a trial ended when not plainly, and the warnings its method gave.
         value: the objective (``retained - 2 * shortfall``), ``None`` unless complete.
         outcome, retained, shortfall: the verdict and its two quantities.
         seconds: the trial's wall-clock, verdicts included.
@@ -222,6 +231,83 @@ def _clip(value: Any, space: Search) -> Any:
 
 class _OverBudget(Exception):
     pass
+
+
+class _Stalled(Exception):
+    pass
+
+
+#: A trial's epochs judged in one phase before the stall forecast may stop it, and the number
+#: of epochs in a row whose forecast must fail (see :func:`_stalled`).
+STALL_EPOCHS = 3
+STALL_PATIENCE = 2
+#: A phase whose last epoch closed this many times the distance per second of the first in
+#: the window is speeding up, and not stalled.
+STALL_ACCELERATION = 1.2
+
+STALLED = ("stalled: at the pace of its last epochs it would not forget before its time "
+           "limit")
+
+
+def distance_to_forgetting(outputs: Any, v: Verdict) -> float:
+    """How far a model's outputs are from forgetting, smoothly (0: there), for the stall
+    forecast. The verdict's accuracies move in steps (a class's forget accuracy can sit at
+    1.0 while its margins shrink epoch by epoch), so the forecast reads the logits:
+
+    - class: the ``1 - threshold`` quantile of D_f's margins (the true class's logit minus
+      the largest other), floored at 0: it is <= 0 exactly when at most a ``threshold``
+      share of D_f is still classified right, the verdict's forget check;
+    - samples: ``|median loss on D_f - median loss on the validation set|``, the gap that the
+      loss attack's AUC and the accuracy gap measure.
+    """
+    logits, labels = outputs.forget
+    logits = logits.double()
+    labels = labels.to(logits.device)
+    if v.scenario == "class":
+        true = logits.gather(1, labels.view(-1, 1)).squeeze(1)
+        other = logits.scatter(1, labels.view(-1, 1), -math.inf).amax(dim=1)
+        q = torch.quantile(true - other, 1.0 - float(v.numbers["threshold"]))
+        return max(0.0, float(q))
+    v_logits, v_labels = outputs.validation
+    f_loss = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    v_loss = torch.nn.functional.cross_entropy(v_logits.double(), v_labels.to(v_logits.device),
+                                               reduction="none")
+    return abs(float(f_loss.median()) - float(v_loss.median()))
+
+
+def _stalled(history: list[tuple[float, float]], stop_at: float) -> bool:
+    """Whether a trial should stop: in the phase now running, at the pace of each of its last
+    :data:`STALL_PATIENCE` epochs (the distance to forgetting it closed per second, from the
+    epoch before), it would not reach forgetting before its time limit ``stop_at``, and it is
+    not speeding up (:data:`STALL_ACCELERATION`). Judged from the :data:`STALL_EPOCHS`-th
+    epoch of a phase on; the pace of each epoch, not the average, so that an ascent that
+    starts slowly and speeds up is not cut for its start."""
+    if len(history) < max(STALL_EPOCHS, STALL_PATIENCE + 1):
+        return False
+    paces = []
+    for (t0, d0), (t1, d1) in zip(history[-STALL_PATIENCE - 1:-1],
+                                  history[-STALL_PATIENCE:], strict=True):
+        if d1 <= 0.0:
+            return False
+        closed = (d0 - d1) / max(t1 - t0, 1e-9)
+        if closed > 0.0 and t1 + d1 / closed <= stop_at:
+            return False
+        paces.append(closed)
+    # speeding up (momentum building, an ascent's loss taking off): a forecast at today's
+    # pace says nothing of the cliff ahead
+    return not (paces[-1] > 0.0 and paces[-1] > STALL_ACCELERATION * max(paces[0], 0.0))
+
+
+def _finite(outputs: Any) -> bool:
+    return all(bool(torch.isfinite(pair[0]).all())
+               for pair in (outputs.forget, outputs.validation) if pair is not None)
+
+
+def _noted(note: str | None, caught: list[warnings.WarningMessage]) -> str | None:
+    """A trial's note with the warnings its method gave, each once."""
+    said = list(dict.fromkeys(str(w.message) for w in caught))
+    parts = ([note] if note else []) + [f"warning: {m}" for m in said]
+    return "; ".join(parts) or None
 
 
 class NoTrialFinished(InvalidParameterError):
@@ -364,6 +450,9 @@ def calibrate(
         epoch_best: dict[str, Any] = {}
 
         since = [t0]  # when the epoch now running started (its verdict left out)
+        # the distance to forgetting after each judged epoch of the phase now running: the
+        # stall forecast's history, (phase, [(time, distance), ...])
+        pace: list[Any] = [None, []]
 
         def watch(phase: str, epoch: int, current: nn.Module) -> None:
             now = time.perf_counter()
@@ -373,11 +462,17 @@ def calibrate(
             if epoch == 0:
                 return
             try:
-                v_epoch = verdict(current, split, original)
+                o = Outputs.of(current, split, device, retain=False)
+                v_epoch = verdict(o, split, original, hint=m.forget_more,
+                                  utility_hint=m.keep_utility)
             except UnlearnkitError:
                 # a model that is not yet the classifier it will be (boundary expanding adds
                 # a shadow class and folds it back at the end): judged at the end only
                 return
+            if not _finite(o):
+                # diverged: no later epoch can recover, and the metrics cannot read it
+                raise ModelError(f"The model's outputs became non-finite at {phase} epoch "
+                                 f"{epoch}: lower the learning rate.")
             step[0] += 1
             value, _, _ = objective_of(v_epoch)
             if v_epoch.outcome == "forgotten" and value > epoch_best.get("value", -math.inf):
@@ -388,6 +483,12 @@ def calibrate(
             trial.report(value, step[0])
             if trial.should_prune():
                 raise optuna.TrialPruned
+            if not epoch_best and math.isfinite(stop_at):
+                if pace[0] != phase:
+                    pace[0], pace[1] = phase, []
+                pace[1].append((now, distance_to_forgetting(o, v_epoch)))
+                if _stalled(pace[1], stop_at):
+                    raise _Stalled
             since[0] = time.perf_counter()
             if epoch_best and since[0] + took > stop_at:
                 # another epoch like this one would end past the trial's limit: stop here,
@@ -401,14 +502,24 @@ def calibrate(
 
         failure: str | None = None
         cut: str | None = None
+        caught: list[warnings.WarningMessage] = []
         try:
-            with watch_epochs(watch):
+            with watch_epochs(watch), warnings.catch_warnings(record=True) as caught:
+                # a trial's warnings (SSD selecting nothing at a large alpha, say) are facts
+                # of that trial: its note, not the search's output
+                warnings.simplefilter("always")
                 out = unlearn(model, split, m, seed=seed, device=device, progress=progress,
                               verdict=False)
+        except _Stalled:
+            trials.append(CalibrationTrial(
+                trial.number, values, "stalled", seconds=time.perf_counter() - t0,
+                note=_noted(STALLED, caught)))
+            raise optuna.TrialPruned("stalled") from None
         except UnlearnkitError as exc:  # e.g. a learning rate that makes the loss diverge
             salvaged = salvage()
             if salvaged is None:
-                trials.append(CalibrationTrial(trial.number, values, "failed", note=str(exc),
+                trials.append(CalibrationTrial(trial.number, values, "failed",
+                                               note=_noted(str(exc), caught),
                                                seconds=time.perf_counter() - t0))
                 raise optuna.TrialPruned(str(exc)) from None
             # it failed after an epoch that forgot (an ascent that ran away later): that
@@ -459,8 +570,8 @@ def calibrate(
         trial.set_constraint("shortfall", shortfall)  # feasible: <= 0 (constrained TPE)
         trial.set_constraint("utility", drop)
         record = CalibrationTrial(trial.number, values, "complete", value, v.outcome, retained,
-                                  shortfall, time.perf_counter() - t0, note=failure or cut,
-                                  stopped_at=stopped_at)
+                                  shortfall, time.perf_counter() - t0,
+                                  note=_noted(failure or cut, caught), stopped_at=stopped_at)
         trials.append(record)
         if not best or rank(record) > rank(best["trial"]):
             best.update(trial=record, model=out, verdict=v, method=m)
@@ -475,10 +586,13 @@ def calibrate(
                    catch=(_OverBudget,))
     seconds = time.perf_counter() - start
     if not best:
+        states = ", ".join(f"{n} {state}" for state, n in sorted(
+            Counter(t.state for t in trials).items()))
+        why = f" ({states})" if states else ""
         raise NoTrialFinished(
-            f"{cls.name}: no trial finished within the budget ({limit:.3g} s); give a larger "
-            "budget or budget_seconds." if limit is not None else
-            f"{cls.name}: no trial finished.", trials, limit)
+            f"{cls.name}: no trial finished within the budget ({limit:.3g} s){why}; give a "
+            "larger budget or budget_seconds." if limit is not None else
+            f"{cls.name}: no trial finished{why}.", trials, limit)
     m_best: UnlearningMethod = best["method"].for_scenario(split.scenario)
     out = best["model"]
     info = get_info(out)
