@@ -22,6 +22,7 @@ measured in the same pool).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -63,7 +64,10 @@ def shortfall(row: dict[str, Any] | None, retrain: dict[str, Any],
     if row is None:
         return "no row"
     if row["status"] != "ok":
-        return "no trial finished within the budget"
+        # calibrate's message counts its trials by how they ended: "(1 over budget, 3 stalled)"
+        how = re.search(r"\((\d+ (?:complete|pruned|stalled|over budget|failed)[^()]*)\)",
+                        (row.get("calibration") or {}).get("note") or "")
+        return "no trial finished within the budget" + (f" ({how[1]})" if how else "")
     if retrain_level(row, retrain, original):
         return ""
     why = []

@@ -10,7 +10,8 @@ by side on the same data and the same device:
 
 * ``plain``: one ordinary batched forward + backward of the mean loss over the data (the floor:
   what any gradient pass costs);
-* ``hooks``: :func:`unlearnkit.importance.importances` with the per-layer hooks (what the default ``"auto"`` picks for these models);
+* ``hooks``: :func:`unlearnkit.importance.importances` with the per-layer hooks (what the
+  default ``"auto"`` picks for these models);
 * ``vmap``: the same with ``torch.func`` (``vmap(grad)`` over the whole model);
 * ``loop``: one forward + backward per sample, timed on ``--loop-samples`` samples and
   extrapolated linearly to the whole data (said so in the output).

@@ -368,13 +368,19 @@ def test_defaults_that_cannot_forget_in_the_budget_stall_and_leave_it_to_other_t
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(C, "_stalled", spy)
-        with pytest.raises(uk.InvalidParameterError, match=r"\(1 stalled\)") as info:
-            uk.calibrate(mlp_model, class_split, "finetune", budget_seconds=5.0,
-                         max_trials=1, lr=1e-7, seed=0)
-    (trial,) = info.value.trials
+        cal = uk.calibrate(mlp_model, class_split, "finetune", budget_seconds=5.0,
+                           max_trials=1, lr=1e-7, seed=0)
+    (trial,) = cal.trials
     assert trial.params == {"epochs": 5}
     assert trial.state == "stalled" and trial.note == C.STALLED
     assert epochs == [1, 2, 3]
+    # its result is the model at the epoch it stopped at, judged: bit for bit three epochs
+    assert trial.stopped_at == cal.stopped_at == {"phase": "finetune: fine-tune", "epoch": 3}
+    assert trial.outcome == cal.verdict.outcome == "not forgotten"
+    three = uk.unlearn(mlp_model, class_split, "finetune", lr=1e-7, epochs=3, seed=0,
+                       verdict=False)
+    for a, b in zip(cal.model.state_dict().values(), three.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
     # without a budget there is no time limit to forecast against: the trial runs to its end
     cal = uk.calibrate(mlp_model, class_split, "finetune", budget=None, max_trials=1, lr=1e-7,
                        seed=0)

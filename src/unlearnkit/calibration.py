@@ -29,7 +29,8 @@ it cannot win), or when it **stalls**: from the third epoch of a phase on, if at
 each of its last two epochs (how much of the distance to forgetting it closed per second, read
 from the logits: :func:`distance_to_forgetting`) it would not forget before its time limit, it
 stops (``stalled``; defaults that change the model too little to forget in the budget, the
-usual case of published defaults on a new model, no longer use it up). A method without epochs
+usual case of published defaults on a new model, no longer use it up); its result is the model
+at that epoch, with its verdict. A method without epochs
 (SSD, one pass) cannot be stopped mid-way: a trial of it that ends after the budget ran out
 (its verdict included) is ``over budget`` too, its model discarded, so that a calibrated result
 never costs more than its budget, give or take the sampler's bookkeeping. A trial whose outputs
@@ -109,7 +110,8 @@ class CalibrationTrial:
         number: 0-based; trial 0 holds the method's defaults.
         params: the searched hyper-parameters' values.
         state: ``complete``, ``pruned`` (could not win), ``stalled`` (would not forget
-            before its time limit at its pace), ``over budget`` (stopped when the budget ran
+            before its time limit at its pace: its result is the epoch it stopped at, a
+            candidate when no trial forgets), ``over budget`` (stopped when the budget ran
             out) or ``failed`` (the method refused the values or diverged; ``note`` says why).
         note: how a trial ended when not plainly, and the warnings its method gave.
         value: the objective (``retained - 2 * shortfall``), ``None`` unless complete.
@@ -448,6 +450,7 @@ def calibrate(
         # the trial's best epoch so far whose model is ``forgotten``: its value, where it
         # was, and a copy of its weights (a candidate beside the trial's own result)
         epoch_best: dict[str, Any] = {}
+        stall: dict[str, Any] = {}  # the epoch a stalled trial stopped at
 
         since = [t0]  # when the epoch now running started (its verdict left out)
         # the distance to forgetting after each judged epoch of the phase now running: the
@@ -488,6 +491,11 @@ def calibrate(
                     pace[0], pace[1] = phase, []
                 pace[1].append((now, distance_to_forgetting(o, v_epoch)))
                 if _stalled(pace[1], stop_at):
+                    # the trial's result: this epoch's model, judged (not forgotten, but a
+                    # candidate still when no trial forgets)
+                    stall.update(verdict=v_epoch, at={"phase": phase, "epoch": epoch},
+                                 state={k: t.detach().clone()
+                                        for k, t in current.state_dict().items()})
                     raise _Stalled
             since[0] = time.perf_counter()
             if epoch_best and since[0] + took > stop_at:
@@ -511,10 +519,14 @@ def calibrate(
                 out = unlearn(model, split, m, seed=seed, device=device, progress=progress,
                               verdict=False)
         except _Stalled:
-            trials.append(CalibrationTrial(
-                trial.number, values, "stalled", seconds=time.perf_counter() - t0,
-                note=_noted(STALLED, caught)))
-            raise optuna.TrialPruned("stalled") from None
+            stalled = _epoch_model(model, stall["state"], m, seed, split, device,
+                                   time.perf_counter() - t0)
+            if stalled is None:
+                trials.append(CalibrationTrial(
+                    trial.number, values, "stalled", seconds=time.perf_counter() - t0,
+                    note=_noted(STALLED, caught)))
+                raise optuna.TrialPruned("stalled") from None
+            out, cut = stalled, STALLED
         except UnlearnkitError as exc:  # e.g. a learning rate that makes the loss diverge
             salvaged = salvage()
             if salvaged is None:
@@ -545,7 +557,9 @@ def calibrate(
             # its later epochs fell below the median, after an epoch that forgot: that one
             out, cut = salvaged, "pruned after that epoch"
         stopped_at = None
-        if failure is not None or cut is not None:
+        if stall and cut == STALLED:  # the epoch it stalled at, as judged then
+            v, stopped_at = stall["verdict"], stall["at"]
+        elif failure is not None or cut is not None:
             # an epoch's model, salvaged: as judged then (the original's architecture with
             # the weights the epoch's verdict saw: the same model, the same verdict)
             v, stopped_at = epoch_best["verdict"], epoch_best["at"]
@@ -569,7 +583,9 @@ def calibrate(
         drop = float(v.numbers["original_heldout_retain_acc"]) - retained - tolerance
         trial.set_constraint("shortfall", shortfall)  # feasible: <= 0 (constrained TPE)
         trial.set_constraint("utility", drop)
-        record = CalibrationTrial(trial.number, values, "complete", value, v.outcome, retained,
+        record = CalibrationTrial(trial.number, values,
+                                  "stalled" if cut == STALLED else "complete", value,
+                                  v.outcome, retained,
                                   shortfall, time.perf_counter() - t0,
                                   note=_noted(failure or cut, caught), stopped_at=stopped_at)
         trials.append(record)
