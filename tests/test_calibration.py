@@ -435,3 +435,55 @@ def test_a_diverging_trial_stops_at_the_epoch_its_outputs_become_non_finite(
     assert trial.note == ("The model's outputs became non-finite at ascend epoch 2: lower the "
                           "learning rate.")
     assert ends == [1, 2]
+
+
+def test_influence_computes_its_gradients_once_per_search(mlp_model, class_split, monkeypatch):
+    """The issue's reuse: what influence computes from the original and the data alone (its
+    WoodFisher gradients, their Gram matrix, the gradient difference) is computed by the
+    first trial only, and every trial's model is still bit for bit the method's own."""
+    from unlearnkit.methods.influence import Influence
+
+    passes = []
+    real = Influence._woodfisher_samples
+
+    def counted(self, *args, **kwargs):
+        passes.append(self.damping)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Influence, "_woodfisher_samples", counted)
+    cal = uk.calibrate(mlp_model, class_split, "influence", budget=None, max_trials=4, seed=0)
+    assert [t.state for t in cal.trials] == ["complete"] * 4
+    assert len(passes) == 1
+    alone = uk.unlearn(mlp_model, class_split, "influence", seed=0, verdict=False,
+                       **cal.params)
+    assert len(passes) == 2  # outside a search nothing is kept
+    for a, b in zip(cal.model.state_dict().values(), alone.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_what_the_first_trial_computed_for_all_does_not_count_against_the_next(
+        mlp_model, class_split, monkeypatch):
+    """SSD's first trial computes I_D (here made to take 2 s more) and stores it; the next
+    trials read it back. Less than the first trial's time is left after it, yet trials go on:
+    a trial is judged to cost its time less what it computed once for the search."""
+    import time
+
+    import unlearnkit.methods.ssd as ssd
+    from unlearnkit.importance.cache import cache_use
+    from unlearnkit.training import data_size
+
+    real = ssd.importance_sums
+    slow = []
+
+    def slow_retain_pass(model, data, **kwargs):
+        if data_size(data) > 1000:  # D_r (1291 samples), not D_f (146)
+            slow.append(1)
+            time.sleep(2.0)
+        return real(model, data, **kwargs)
+
+    monkeypatch.setattr(ssd, "importance_sums", slow_retain_pass)
+    with cache_use(read=False):  # pay the cold cost, whatever the cache holds
+        cal = uk.calibrate(mlp_model, class_split, "ssd", budget_seconds=3.0, seed=0)
+    assert cal.trials[0].seconds > 2.0 and len(cal.trials) > 1
+    assert len(slow) == 1
+    assert cal.seconds <= 3.0

@@ -18,7 +18,7 @@ from unlearnkit.importance import (
 from unlearnkit.methods.base import Request
 from unlearnkit.methods.fisher_forgetting import FisherForgetting, output_layer
 from unlearnkit.methods.fisher_mask import fisher_mask
-from unlearnkit.methods.influence import Influence, woodfisher_ihvp
+from unlearnkit.methods.influence import Influence, woodfisher_gram, woodfisher_ihvp
 from unlearnkit.methods.lf_ssd import LFSSD
 from unlearnkit.methods.salun import SalUn, random_other_labels
 
@@ -211,6 +211,10 @@ def test_woodfisher_is_the_sherman_morrison_recursion_and_the_dense_inverse():
         inv = inv - torch.outer(u, u) / (m + g[k] @ u)
     torch.testing.assert_close(inv @ v, dense)
     torch.testing.assert_close(woodfisher_ihvp(g, v, damping=lam), dense)
+    # the Gram matrix computed once serves every damping, unchanged
+    gram = woodfisher_gram(g)
+    torch.testing.assert_close(woodfisher_ihvp(g, v, damping=lam, gram=gram), dense)
+    torch.testing.assert_close(gram, g @ g.T)
 
 
 def test_influence_step_is_the_dense_newton_step():

@@ -23,19 +23,21 @@ scaled by |D_r| / |D|; 0.2 by default, the NeurIPS 2023 competition's gate), or
 that calibration never returns worse than the defaults when they fit in it and do not stall
 (below); every later trial may use at most half of the budget left when it starts
 (:data:`TRIAL_SHARE`), and none starts when less is left than the median time of the trials so
-far. A trial is stopped at an epoch's end when it runs past its share (``over budget``), when
-its per-epoch objective falls below the median of earlier trials at the same epoch (``pruned``:
-it cannot win), or when it **stalls**: from the third epoch of a phase on, if at the pace of
-each of its last two epochs (how much of the distance to forgetting it closed per second, read
-from the logits: :func:`distance_to_forgetting`) it would not forget before its time limit, it
-stops (``stalled``; defaults that change the model too little to forget in the budget, the
-usual case of published defaults on a new model, no longer use it up); its result is the model
-at that epoch, with its verdict. A method without epochs
-(SSD, one pass) cannot be stopped mid-way: a trial of it that ends after the budget ran out
-(its verdict included) is ``over budget`` too, its model discarded, so that a calibrated result
-never costs more than its budget, give or take the sampler's bookkeeping. A trial whose outputs
-become non-finite (a diverging ascent) stops at that epoch (``failed``). When no trial
-finishes, :class:`NoTrialFinished` says so, with the history.
+far, less the seconds they spent computing what later trials read back (an importance pass,
+influence's gradients: :func:`unlearnkit.importance.cache.one_off`). A trial is stopped at an
+epoch's end when it runs past its share (``over budget``), when its per-epoch objective falls
+below the median of earlier trials at the same epoch (``pruned``: it cannot win), or when it
+**stalls**: from the third epoch of a phase on, if at the pace of each of its last two epochs
+(how much of the distance to forgetting it closed per second, read from the logits:
+:func:`distance_to_forgetting`) it would not forget before its time limit, it stops
+(``stalled``; defaults that change the model too little to forget in the budget, the usual case
+of published defaults on a new model, no longer use it up); its result is the model at that
+epoch, with its verdict. A method without epochs (SSD, one pass) cannot be stopped mid-way: a
+trial of it that ends after the budget ran out (its verdict included) is ``over budget`` too,
+its model discarded, so that a calibrated result never costs more than its budget, give or take
+the sampler's bookkeeping. A trial whose outputs become non-finite (a diverging ascent) stops
+at that epoch (``failed``). When no trial finishes, :class:`NoTrialFinished` says so, with the
+history.
 
 **Early stopping.** Every epoch of a trial is judged by the verdict already (for the pruner),
 so every epoch is a candidate: when an epoch's model is ``forgotten`` and scores above the
@@ -52,7 +54,10 @@ the epoch before it), and keeps that epoch: a cut-off trial is no longer lost, a
 budget holds. Likewise a trial pruned after an epoch that forgot keeps that epoch.
 
 **Reuse.** Importance passes are read from the on-disk importance cache after the first trial
-(SSD's I_D is computed once per search, not per trial).
+(SSD's I_D is computed once per search, not per trial), and what a method computes from the
+original and the data alone, whatever the searched values, is kept in memory for the search's
+other trials (:func:`unlearnkit.importance.cache.shared_between_trials`: influence's
+WoodFisher gradients and their Gram matrix).
 
 **Reproducible.** Seeded (the sampler and every trial use ``seed``); the history is returned
 (:meth:`Calibration.to_dict`) and ``unlearnkit forget --calibrate`` writes it beside the
@@ -80,6 +85,7 @@ from torch import nn
 
 from unlearnkit.data.splits import Split
 from unlearnkit.exceptions import InvalidParameterError, ModelError, UnlearnkitError
+from unlearnkit.importance.cache import shared, shared_between_trials
 from unlearnkit.methods.base import Search, UnlearningMethod, get_method
 from unlearnkit.metrics.verdict import Verdict
 from unlearnkit.models.info import ModelInfo, check_finite, get_info, set_info
@@ -420,6 +426,13 @@ def calibrate(
     study.enqueue_trial(first)
     trials: list[CalibrationTrial] = []
     best: dict[str, Any] = {}
+    # per trial, the seconds it spent computing what the search's later trials read back
+    one_off_at_start: dict[int, float] = {}
+    one_off_of: dict[int, float] = {}
+
+    def one_off_seconds() -> float:
+        memo = shared()
+        return memo.seconds if memo is not None else 0.0
 
     def rank(t: CalibrationTrial) -> tuple[int, float, float]:
         return (t.outcome == "forgotten", t.value if t.value is not None else -math.inf,
@@ -427,7 +440,14 @@ def calibrate(
 
     def objective(trial: optuna.Trial) -> float:
         t0 = time.perf_counter()
-        spent = [t.seconds for t in trials if t.state in ("complete", "over budget")]
+        counted = one_off_seconds()
+        for n, before in one_off_at_start.items():  # the trials before ran one at a time
+            one_off_of.setdefault(n, counted - before)
+        one_off_at_start[trial.number] = counted
+        # what the trials so far would cost again: their time less what they computed once
+        # for the whole search (the importances, influence's gradients), read back now
+        spent = [t.seconds - one_off_of.get(t.number, 0.0) for t in trials
+                 if t.state in ("complete", "over budget")]
         if t0 >= deadline or (spent and deadline - t0 < statistics.median(spent)):
             # nothing left, or less than a typical trial: one would run past the budget
             study.stop()
@@ -598,8 +618,9 @@ def calibrate(
         return value
 
     timeout = None if limit is None else max(deadline - time.perf_counter(), 0.0)
-    study.optimize(objective, n_trials=max_trials, timeout=timeout,
-                   catch=(_OverBudget,))
+    with shared_between_trials():  # what a method computes from the original alone, once
+        study.optimize(objective, n_trials=max_trials, timeout=timeout,
+                       catch=(_OverBudget,))
     seconds = time.perf_counter() - start
     if not best:
         states = ", ".join(f"{n} {state}" for state, n in sorted(

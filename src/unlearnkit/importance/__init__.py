@@ -91,6 +91,7 @@ from unlearnkit.importance.auto import FISHER, IMPLEMENTATIONS, PER_SAMPLE_GRADS
 from unlearnkit.importance.cache import (
     importance_cache_key,
     load_cached_importances,
+    one_off,
     save_cached_importances,
 )
 from unlearnkit.importance.modes import (
@@ -314,8 +315,9 @@ def cached_importances(
         hit = load_cached_importances(key, model, device=dev)
         if hit is not None:
             return hit
-    out = importances(model, data, mode=mode, batch_size=batch_size, device=dev,
-                      progress=progress, implementation=implementation)
+    with one_off(kept=key is not None):  # a search's later trials read it back
+        out = importances(model, data, mode=mode, batch_size=batch_size, device=dev,
+                          progress=progress, implementation=implementation)
     if key is not None:
         save_cached_importances(key, out)
     return out

@@ -18,6 +18,7 @@ import contextlib
 import contextvars
 import hashlib
 import json
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,63 @@ def cache_use(*, read: bool = True) -> Iterator[CacheUse]:
         yield use
     finally:
         _USES.reset(token)
+
+
+class SharedMemo(dict):  # type: ignore[type-arg]
+    """The memo of :func:`shared_between_trials`: a dict, and ``seconds``, the time spent
+    computing what the search's later trials read back rather than compute (:func:`one_off`):
+    what a trial will cost once the first has paid for it is its time less that."""
+
+    seconds: float = 0.0
+
+
+_SHARED: contextvars.ContextVar[SharedMemo | None] = contextvars.ContextVar(
+    "unlearnkit_shared_between_trials", default=None)
+
+
+@contextlib.contextmanager
+def shared_between_trials() -> Iterator[SharedMemo]:
+    """Inside the block (a calibration's search), :func:`shared` is a dict in memory where a
+    method keeps what it computes from the original model and the data alone, whatever its
+    searched values (influence's WoodFisher gradients and their Gram matrix), so that one
+    search computes it once, like the importances the on-disk cache shares. Emptied at the
+    block's end; outside any block :func:`shared` is ``None`` and nothing is kept.
+
+    >>> with shared_between_trials() as memo:
+    ...     shared() is memo
+    True
+    >>> shared() is None
+    True
+    """
+    memo = SharedMemo()
+    token = _SHARED.set(memo)
+    try:
+        yield memo
+    finally:
+        _SHARED.reset(token)
+        memo.clear()
+
+
+@contextlib.contextmanager
+def one_off(kept: bool = True) -> Iterator[None]:
+    """Count the block's wall-clock in the enclosing search's ``seconds``
+    (:class:`SharedMemo`): a computation whose result is kept (``kept``: in :func:`shared`'s
+    memo or the on-disk cache) for the search's later trials. Nothing outside a search."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        memo = _SHARED.get()
+        if memo is not None and kept:
+            memo.seconds += time.perf_counter() - start
+
+
+def shared() -> SharedMemo | None:
+    """The memo of the enclosing :func:`shared_between_trials` block, or ``None``. A key must
+    name everything the value depends on: the model's weights (:func:`hash_model`), the data
+    (the objects themselves live as long as the search: ``id`` is enough) and every
+    hyper-parameter that changes it."""
+    return _SHARED.get()
 
 
 def importance_cache_key(

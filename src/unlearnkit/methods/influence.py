@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
+from unlearnkit._cache import hash_model
 from unlearnkit.data.containers import ArrayDataset
 from unlearnkit.data.splits import Data
 from unlearnkit.importance import (
@@ -18,10 +19,11 @@ from unlearnkit.importance import (
     per_sample_gradients,
     unflatten,
 )
+from unlearnkit.importance.cache import one_off, shared
 from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 from unlearnkit.training import data_size
 
-__all__ = ["Influence", "woodfisher_ihvp"]
+__all__ = ["Influence", "woodfisher_gram", "woodfisher_ihvp"]
 
 #: Batch size of the gradient passes (it changes speed and memory, never the result).
 GRAD_BATCH_SIZE = 128
@@ -29,7 +31,8 @@ GRAD_BATCH_SIZE = 128
 MAX_GRAD_ELEMENTS = 1 << 28
 
 
-def woodfisher_ihvp(grads: torch.Tensor, v: torch.Tensor, *, damping: float = 1.0) -> torch.Tensor:
+def woodfisher_ihvp(grads: torch.Tensor, v: torch.Tensor, *, damping: float = 1.0,
+                    gram: torch.Tensor | None = None) -> torch.Tensor:
     """``(damping * I + 1/m * G^T G)^{-1} v``: the WoodFisher inverse-Hessian-vector product.
 
     WoodFisher (Singh & Alistarh, NeurIPS 2020) approximates the Hessian by the dampened
@@ -47,6 +50,8 @@ def woodfisher_ihvp(grads: torch.Tensor, v: torch.Tensor, *, damping: float = 1.
         grads: ``(m, P)`` per-sample gradients.
         v: ``(P,)`` the vector to multiply.
         damping: ``lambda > 0``, added to the diagonal.
+        gram: ``G G^T`` in float64 (:func:`woodfisher_gram`), when already computed: it does
+            not depend on ``damping``, and is most of the cost (``m^2 P``).
 
     Returns:
         ``(P,)`` in ``v``'s dtype.
@@ -55,11 +60,16 @@ def woodfisher_ihvp(grads: torch.Tensor, v: torch.Tensor, *, damping: float = 1.
     if m == 0:
         return v / damping
     work = grads.to(v.dtype)
-    gram = (work @ work.T).double()
-    gram.diagonal().add_(m * damping)
+    system = (woodfisher_gram(work) if gram is None else gram).clone()
+    system.diagonal().add_(m * damping)
     rhs = (work @ v).double()
-    w = torch.linalg.solve(gram, rhs)
+    w = torch.linalg.solve(system, rhs)
     return (v - work.T @ w.to(v.dtype)) / damping
+
+
+def woodfisher_gram(grads: torch.Tensor) -> torch.Tensor:
+    """``G G^T`` of the ``(m, P)`` per-sample gradients, in float64."""
+    return (grads @ grads.T).double()
 
 
 def _subset(data: Data, indices: torch.Tensor) -> Data:
@@ -139,16 +149,31 @@ class Influence(UnlearningMethod):
                              choices=IMPLEMENTATIONS)
 
     def step(self, model: nn.Module, request: Request) -> torch.Tensor:
-        """The flat update ``alpha * F^{-1} v`` (``flatten`` layout) for the request."""
+        """The flat update ``alpha * F^{-1} v`` (``flatten`` layout) for the request.
+
+        Within a calibration's search (:func:`~unlearnkit.importance.cache.shared`), ``v``,
+        the WoodFisher gradients and their Gram matrix, which depend on neither ``alpha`` nor
+        ``damping``, are computed by the first trial and reused by the others."""
         assert request.forget is not None and request.retain is not None
-        kw = {"mode": "saliency", "batch_size": GRAD_BATCH_SIZE, "device": request.device,
-              "progress": request.progress}
-        sum_f, n_f = importance_sums(model, request.forget, **kw)
-        sum_r, n_r = importance_sums(model, request.retain, **kw)
-        n = n_f + n_r
-        v = flatten(sum_f, model) / n - flatten(sum_r, model) * (n_f / (n * n_r))
-        grads = self._woodfisher_samples(model, request, n_r, v.numel())
-        return self.alpha * woodfisher_ihvp(grads, v, damping=self.damping)
+        memo = shared()
+        key = (("influence", hash_model(model), id(request.forget), id(request.retain),
+                self.samples, self.implementation, request.seed, str(request.device))
+               if memo is not None else None)
+        if memo is not None and key in memo:
+            v, grads, gram = memo[key]
+        else:
+            with one_off():
+                kw = {"mode": "saliency", "batch_size": GRAD_BATCH_SIZE,
+                      "device": request.device, "progress": request.progress}
+                sum_f, n_f = importance_sums(model, request.forget, **kw)
+                sum_r, n_r = importance_sums(model, request.retain, **kw)
+                n = n_f + n_r
+                v = flatten(sum_f, model) / n - flatten(sum_r, model) * (n_f / (n * n_r))
+                grads = self._woodfisher_samples(model, request, n_r, v.numel()).to(v.dtype)
+                gram = woodfisher_gram(grads)
+            if memo is not None:
+                memo[key] = (v, grads, gram)
+        return self.alpha * woodfisher_ihvp(grads, v, damping=self.damping, gram=gram)
 
     def _woodfisher_samples(self, model: nn.Module, request: Request, n_r: int,
                             dim: int) -> torch.Tensor:

@@ -21,6 +21,7 @@ from unlearnkit.importance import (
     load_cached_importances,
     save_cached_importances,
 )
+from unlearnkit.importance.cache import one_off
 from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 from unlearnkit.training import data_size
 
@@ -123,13 +124,15 @@ def reference_importances(
         hit = load_cached_importances(key, model, device=device)
         if hit is not None:
             return hit
-    if reference == "retain" or (mode in BATCH_MODES and data is not None):
-        total, count = importance_sums(model, data if data is not None else retain, **kwargs)
-    else:  # the union's sums are the sums of the parts
-        total, count = importance_sums(model, retain, **kwargs)
-        f_total, f_count = forget_sums
-        total = {k: v + f_total[k] for k, v in total.items()}
-        count += f_count
+    with one_off(kept=key is not None):  # a search's later trials read it back
+        if reference == "retain" or (mode in BATCH_MODES and data is not None):
+            total, count = importance_sums(model, data if data is not None else retain,
+                                           **kwargs)
+        else:  # the union's sums are the sums of the parts
+            total, count = importance_sums(model, retain, **kwargs)
+            f_total, f_count = forget_sums
+            total = {k: v + f_total[k] for k, v in total.items()}
+            count += f_count
     out = from_sums(total, count, mode=mode)
     if key is not None:
         save_cached_importances(key, out)
