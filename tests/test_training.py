@@ -380,3 +380,46 @@ def test_optimizer_falls_back_where_fused_kernels_do_not_exist():
     p.grad = torch.ones(3, dtype=torch.complex64)
     opt.step()
     assert p.detach().real[0] < 1
+
+
+# ---------------------------------------------------------------------- denormal floats
+def _denormal(t: torch.Tensor) -> int:
+    return int(((t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)).sum())
+
+
+def test_training_flushes_denormals_to_zero_and_gives_the_callers_mode_back(monkeypatch):
+    """A weight that weight decay alone halves at each step (its input is always zero, so its
+    data gradient is exactly zero) from 1e-30 passes below float32's smallest normal number
+    (1.2e-38) after about 27 steps. Denormal, it would make every later operation on it up to
+    a hundred times slower on x86; fit flushes it to zero."""
+    from unlearnkit import training as T
+
+    x = torch.zeros(8, 4)
+    x[:, 0] = 1.0  # only the first input is ever non-zero
+    data = ArrayDataset(x, torch.tensor([0, 1] * 4))
+    recipe = Recipe(epochs=40, lr=0.5, optimizer="sgd", momentum=0.0, weight_decay=1.0,
+                    batch_size=8, schedule="constant")
+
+    def trained() -> nn.Linear:
+        model = nn.Linear(4, 2)
+        with torch.no_grad():
+            model.weight.fill_(1e-30)
+        fit(model, data, recipe)
+        return model
+
+    assert not T._flushing_denormals()
+    flushed = trained()
+    assert _denormal(flushed.weight) == 0 and bool((flushed.weight[:, 1:] == 0).all())
+    assert not T._flushing_denormals()  # the caller's mode, as before
+    # a CPU that cannot flush (set_flush_denormal answers False): the same weights denormal
+    monkeypatch.setattr(T.torch, "set_flush_denormal", lambda mode: False)
+    kept = trained()
+    assert _denormal(kept.weight[:, 1:]) == 6
+    # and a caller who flushes already keeps flushing after
+    monkeypatch.undo()
+    torch.set_flush_denormal(True)
+    try:
+        trained()
+        assert T._flushing_denormals()
+    finally:
+        torch.set_flush_denormal(False)

@@ -15,7 +15,14 @@ from unlearnkit.exceptions import ForgetVerdictWarning, InvalidParameterError
 from unlearnkit.methods.base import UnlearningMethod, get_method
 from unlearnkit.models.info import get_info, set_info
 from unlearnkit.models.registry import build_model
-from unlearnkit.training import Recipe, fit, resolve_device, seeded, warm_up
+from unlearnkit.training import (
+    Recipe,
+    fit,
+    flushing_denormals,
+    resolve_device,
+    seeded,
+    warm_up,
+)
 
 __all__ = ["DEFAULT_RECIPES", "default_recipe", "retrain", "train_model", "unlearn"]
 
@@ -31,6 +38,7 @@ def default_recipe(arch: str) -> Recipe:
     return DEFAULT_RECIPES.get(arch, Recipe())
 
 
+@flushing_denormals
 def train_model(
     data: DataBundle,
     *,
@@ -65,6 +73,7 @@ def train_model(
     )
 
 
+@flushing_denormals
 def unlearn(
     model: nn.Module,
     split: Split,

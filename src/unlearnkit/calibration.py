@@ -89,7 +89,7 @@ from unlearnkit.importance.cache import shared, shared_between_trials
 from unlearnkit.methods.base import Search, UnlearningMethod, get_method
 from unlearnkit.metrics.verdict import Verdict
 from unlearnkit.models.info import ModelInfo, check_finite, get_info, set_info
-from unlearnkit.training import data_size, watch_epochs
+from unlearnkit.training import data_size, flushing_denormals, watch_epochs
 
 __all__ = ["DEFAULT_BUDGET", "SHORTFALL_WEIGHT", "Calibration", "CalibrationTrial",
            "NoTrialFinished", "calibrate", "objective_of", "retrain_estimate"]
@@ -330,6 +330,7 @@ class NoTrialFinished(InvalidParameterError):
         self.budget_seconds = budget_seconds
 
 
+@flushing_denormals
 def calibrate(
     model: nn.Module,
     split: Split,

@@ -106,7 +106,14 @@ from unlearnkit.importance.modes import (
     saliency_sum,
 )
 from unlearnkit.importance.select import top_fraction
-from unlearnkit.training import data_size, eval_mode, iter_batches, model_device, resolve_device
+from unlearnkit.training import (
+    data_size,
+    eval_mode,
+    flushing_denormals,
+    iter_batches,
+    model_device,
+    resolve_device,
+)
 
 __all__ = [
     "BATCH_MODES",
@@ -128,6 +135,7 @@ __all__ = [
 ]
 
 # ============================================================================ public API
+@flushing_denormals
 def importances(
     model: nn.Module,
     data: Data,
@@ -182,6 +190,7 @@ def from_sums(total: Importances, count: int, *, mode: str) -> Importances:
     return {k: v / count for k, v in total.items()}
 
 
+@flushing_denormals
 def importance_sums(
     model: nn.Module,
     data: Data,
