@@ -66,8 +66,9 @@ def test_calibrate_starts_from_the_defaults_and_keeps_the_best(mlp_model, class_
     if forgotten:  # the forgotten trial with the highest retained accuracy
         assert best.outcome == "forgotten"
         assert best.retained == max(t.retained for t in forgotten)
-    else:
-        assert best.value == max(t.value for t in done)
+    else:  # the best that kept its utility
+        kept = [t for t in done if t.outcome != "utility lost"] or done
+        assert best.value == max(t.value for t in kept)
     # the returned model is that trial's: its verdict and parameters say so
     assert cal.verdict.outcome == best.outcome
     assert uk.get_info(cal.model).verdict == cal.verdict.to_dict()
@@ -487,3 +488,20 @@ def test_what_the_first_trial_computed_for_all_does_not_count_against_the_next(
     assert cal.trials[0].seconds > 2.0 and len(cal.trials) > 1
     assert len(slow) == 1
     assert cal.seconds <= 3.0 + 0.05  # the budget, give or take the sampler's bookkeeping
+
+
+def test_a_search_that_cannot_forget_does_no_harm():
+    def trial(number, outcome, value, seconds=1.0):
+        return C.CalibrationTrial(number, {}, "complete", value, outcome, seconds=seconds)
+
+    ruined = trial(0, "utility lost", 0.11)  # forgot by wrecking the rest: shortfall 0
+    unchanged = trial(1, "not forgotten", -2.8)
+    partial = trial(2, "partial", 0.5)
+    forgotten = trial(3, "forgotten", -0.1)
+    assert max([ruined, unchanged], key=C._rank) is unchanged
+    assert max([ruined, unchanged, partial], key=C._rank) is partial
+    assert max([ruined, unchanged, partial, forgotten], key=C._rank) is forgotten
+    assert max([ruined], key=C._rank) is ruined  # when every trial ruined it
+    # ties: the faster
+    assert max([trial(4, "forgotten", 0.9, 2.0), trial(5, "forgotten", 0.9, 1.0)],
+               key=C._rank).number == 5

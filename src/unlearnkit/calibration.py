@@ -14,7 +14,10 @@ and held-out forgotten-class accuracies above the threshold; samples: the accura
 loss-attack AUC outside their bands), under two constraints that Optuna's constrained TPE
 reads: ``shortfall <= 0`` and a retained accuracy within the verdict's tolerance of the
 original's. The best trial is the ``forgotten`` one with the highest retained accuracy (ties:
-the faster); when no trial is ``forgotten``, the one with the highest objective.
+the faster); when no trial is ``forgotten``, the one with the highest objective among those
+that kept the retained accuracy (not ``utility lost``), so that a search that cannot forget
+does no harm: a model that forgot by ruining the rest is the result only when every trial
+ruined it.
 
 **Budget.** Wall-clock, all of it counted (each trial's unlearning, its verdicts, the sampler):
 ``budget`` times the estimated cost of retraining (the original's recorded training seconds
@@ -206,6 +209,13 @@ def objective_of(v: Verdict) -> tuple[float, float, float]:
                      + max(0.0, abs(float(n["loss_auc"]) - 0.5) - float(n["auc_band"])))
     retained = float(n["heldout_retain_acc"])
     return retained - SHORTFALL_WEIGHT * shortfall, shortfall, retained
+
+
+def _rank(t: CalibrationTrial) -> tuple[bool, bool, float, float]:
+    """The order of trials (the best is the largest): ``forgotten`` first, then those that
+    kept the utility, then by objective, then the faster."""
+    return (t.outcome == "forgotten", t.outcome != "utility lost",
+            t.value if t.value is not None else -math.inf, -t.seconds)
 
 
 def retrain_estimate(model: nn.Module, split: Split) -> float | None:
@@ -435,10 +445,6 @@ def calibrate(
         memo = shared()
         return memo.seconds if memo is not None else 0.0
 
-    def rank(t: CalibrationTrial) -> tuple[int, float, float]:
-        return (t.outcome == "forgotten", t.value if t.value is not None else -math.inf,
-                -t.seconds)
-
     def objective(trial: optuna.Trial) -> float:
         t0 = time.perf_counter()
         counted = one_off_seconds()
@@ -610,7 +616,7 @@ def calibrate(
                                   shortfall, time.perf_counter() - t0,
                                   note=_noted(failure or cut, caught), stopped_at=stopped_at)
         trials.append(record)
-        if not best or rank(record) > rank(best["trial"]):
+        if not best or _rank(record) > _rank(best["trial"]):
             best.update(trial=record, model=out, verdict=v, method=m)
         where = (f" at {stopped_at['phase']} epoch {stopped_at['epoch']}" if stopped_at
                  else "")
