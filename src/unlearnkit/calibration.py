@@ -51,10 +51,10 @@ ascent that forgets in its second epoch and destroys the model by its fifth stil
 second epoch's model, and so does one whose loss diverges (NaN) in its fifth: a trial that
 fails after an epoch that forgot keeps that epoch, its ``note`` saying how it failed. The
 chosen parameters are then the trial's, with ``stopped_at``. An epoch whose model cannot be
-judged yet (boundary expanding's shadow class) is left to the trial's end. A trial with an
-epoch that forgot also stops *before* an epoch that would end past its time limit (timed by
-the epoch before it), and keeps that epoch: a cut-off trial is no longer lost, and the
-budget holds. Likewise a trial pruned after an epoch that forgot keeps that epoch.
+judged yet (boundary expanding's shadow class) is left to the trial's end. A trial stops
+*before* an epoch that would end past its time limit (timed by the epoch before it), where it
+would not be judged, and keeps its epoch that forgot, if one did: a cut-off trial is no longer
+lost, and the budget holds. Likewise a trial pruned after an epoch that forgot keeps that epoch.
 
 **Reuse.** Importance passes are read from the on-disk importance cache after the first trial
 (SSD's I_D is computed once per search, not per trial), and what a method computes from the
@@ -454,7 +454,7 @@ def calibrate(
         # what the trials so far would cost again: their time less what they computed once
         # for the whole search (the importances, influence's gradients), read back now
         spent = [t.seconds - one_off_of.get(t.number, 0.0) for t in trials
-                 if t.state in ("complete", "over budget")]
+                 if t.state in ("complete", "stalled", "over budget")]
         if t0 >= deadline or (spent and deadline - t0 < statistics.median(spent)):
             # nothing left, or less than a typical trial: one would run past the budget
             study.stop()
@@ -525,9 +525,10 @@ def calibrate(
                                         for k, t in current.state_dict().items()})
                     raise _Stalled
             since[0] = time.perf_counter()
-            if epoch_best and since[0] + took > stop_at:
-                # another epoch like this one would end past the trial's limit: stop here,
-                # with the epoch that forgot, rather than after it (and past the budget)
+            if since[0] + took > stop_at:
+                # another epoch like this one would end past the trial's limit, where it
+                # would not even be judged: stop here (with the epoch that forgot, if one
+                # did), rather than after it, past the budget
                 raise _OverBudget
 
         def salvage() -> nn.Module | None:
