@@ -316,6 +316,11 @@ def _stalled(history: list[tuple[float, float]], stop_at: float) -> bool:
     return not (paces[-1] > 0.0 and paces[-1] > STALL_ACCELERATION * max(paces[0], 0.0))
 
 
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``model``'s state, as an epoch's model to come back to."""
+    return {k: t.detach().clone() for k, t in model.state_dict().items()}
+
+
 def _finite(outputs: Any) -> bool:
     return all(bool(torch.isfinite(pair[0]).all())
                for pair in (outputs.forget, outputs.validation) if pair is not None)
@@ -330,7 +335,8 @@ def _noted(note: str | None, caught: list[warnings.WarningMessage]) -> str | Non
 
 class NoTrialFinished(InvalidParameterError):
     """No trial of a search finished within its budget; :attr:`trials` holds the history
-    (every trial ``over budget``, ``pruned`` or ``failed``) and :attr:`budget_seconds` the
+    (every trial ``over budget``, ``pruned``, ``stalled`` without an epoch to keep, or
+    ``failed``) and :attr:`budget_seconds` the
     budget."""
 
     def __init__(self, message: str, trials: list[CalibrationTrial],
@@ -493,8 +499,6 @@ def calibrate(
                 return
             try:
                 o = Outputs.of(current, split, device, retain=False)
-                v_epoch = verdict(o, split, original, hint=m.forget_more,
-                                  utility_hint=m.keep_utility)
             except UnlearnkitError:
                 # a model that is not yet the classifier it will be (boundary expanding adds
                 # a shadow class and folds it back at the end): judged at the end only
@@ -503,13 +507,17 @@ def calibrate(
                 # diverged: no later epoch can recover, and the metrics cannot read it
                 raise ModelError(f"The model's outputs became non-finite at {phase} epoch "
                                  f"{epoch}: lower the learning rate.")
+            try:
+                v_epoch = verdict(o, split, original, hint=m.forget_more,
+                                  utility_hint=m.keep_utility)
+            except UnlearnkitError:
+                return
             step[0] += 1
             value, _, _ = objective_of(v_epoch)
             if v_epoch.outcome == "forgotten" and value > epoch_best.get("value", -math.inf):
                 epoch_best.update(value=value, verdict=v_epoch,
                                   at={"phase": phase, "epoch": epoch},
-                                  state={k: t.detach().clone()
-                                         for k, t in current.state_dict().items()})
+                                  state=_weights(current))
             trial.report(value, step[0])
             if trial.should_prune():
                 raise optuna.TrialPruned
@@ -521,8 +529,7 @@ def calibrate(
                     # the trial's result: this epoch's model, judged (not forgotten, but a
                     # candidate still when no trial forgets)
                     stall.update(verdict=v_epoch, at={"phase": phase, "epoch": epoch},
-                                 state={k: t.detach().clone()
-                                        for k, t in current.state_dict().items()})
+                                 state=_weights(current))
                     raise _Stalled
             since[0] = time.perf_counter()
             if since[0] + took > stop_at:
