@@ -3,6 +3,7 @@ reproducibility, and `unlearnkit forget --calibrate`."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -108,6 +109,9 @@ def test_a_spent_budget_stops_the_search(mlp_model, class_split, monkeypatch):
         return now[0]
 
     monkeypatch.setattr(C.time, "perf_counter", tick)
+    # a clock read per optimiser step (the mid-epoch limit) would make these counts of
+    # readings meaningless: the mid-epoch stop is tested on its own
+    monkeypatch.setattr(C, "time_limit", lambda until: contextlib.nullcontext())
     with pytest.raises(uk.InvalidParameterError, match="no trial finished within the budget"):
         uk.calibrate(mlp_model, class_split, "finetune", budget_seconds=3.0, epochs=10)
 
@@ -121,6 +125,9 @@ def test_over_budget_trials_are_recorded_and_end_the_search(mlp_model, class_spl
         return now[0]
 
     monkeypatch.setattr(C.time, "perf_counter", tick)
+    # a clock read per optimiser step (the mid-epoch limit) would make these counts of
+    # readings meaningless: the mid-epoch stop is tested on its own
+    monkeypatch.setattr(C, "time_limit", lambda until: contextlib.nullcontext())
     # the defaults finish; the next trial would have run past the budget (less is left than
     # the first took), so it is not started and the budget holds
     cal = uk.calibrate(mlp_model, class_split, "fisher-mask", budget_seconds=40.0, seed=0)
@@ -505,3 +512,33 @@ def test_a_search_that_cannot_forget_does_no_harm():
     # ties: the faster
     assert max([trial(4, "forgotten", 0.9, 2.0), trial(5, "forgotten", 0.9, 1.0)],
                key=C._rank).number == 5
+
+
+def test_a_trial_stops_mid_epoch_at_its_time_limit(mlp_model, class_split, monkeypatch):
+    """An epoch longer than the whole budget (batches of one: 1,291 steps) is not run to its
+    end: the trial stops at the first optimiser step past its limit, inside epoch 1, and is
+    over budget. (A clock that advances 1 s per reading: each step reads it once.)"""
+    from unlearnkit import training as T
+
+    now = [0.0]
+
+    def tick() -> float:
+        now[0] += 1.0
+        return now[0]
+
+    ends = []
+    real = T._notify
+
+    def notify(phase, epoch, model):
+        ends.append(epoch)
+        real(phase, epoch, model)
+
+    monkeypatch.setattr(C.time, "perf_counter", tick)
+    monkeypatch.setattr(T, "_notify", notify)
+    with pytest.raises(uk.InvalidParameterError, match=r"\(1 over budget\)") as info:
+        uk.calibrate(mlp_model, class_split, "finetune", budget_seconds=100.0, max_trials=1,
+                     lr=1e-6, batch_size=1, seed=0)
+    (trial,) = info.value.trials
+    assert trial.state == "over budget"
+    assert ends == [0]  # started, and stopped before its first epoch's end
+    assert 100.0 <= trial.seconds < 120.0  # about at the limit, not 1,291 readings past it

@@ -27,20 +27,21 @@ that calibration never returns worse than the defaults when they fit in it and d
 (below); every later trial may use at most half of the budget left when it starts
 (:data:`TRIAL_SHARE`), and none starts when less is left than the median time of the trials so
 far, less the seconds they spent computing what later trials read back (an importance pass,
-influence's gradients: :func:`unlearnkit.importance.cache.one_off`). A trial is stopped at an
-epoch's end when it runs past its share (``over budget``), when its per-epoch objective falls
-below the median of earlier trials at the same epoch (``pruned``: it cannot win), or when it
-**stalls**: from the third epoch of a phase on, if at the pace of each of its last two epochs
-(how much of the distance to forgetting it closed per second, read from the logits:
-:func:`distance_to_forgetting`) it would not forget before its time limit, it stops
-(``stalled``; defaults that change the model too little to forget in the budget, the usual case
-of published defaults on a new model, no longer use it up); its result is the model at that
-epoch, with its verdict. A method without epochs (SSD, one pass) cannot be stopped mid-way: a
-trial of it that ends after the budget ran out (its verdict included) is ``over budget`` too,
-its model discarded, so that a calibrated result never costs more than its budget, give or take
-the sampler's bookkeeping. A trial whose outputs become non-finite (a diverging ascent) stops
-at that epoch (``failed``). When no trial finishes, :class:`NoTrialFinished` says so, with the
-history.
+influence's gradients: :func:`unlearnkit.importance.cache.one_off`). A trial is stopped when it
+runs past its share (``over budget``: at the first optimiser step past it,
+:func:`unlearnkit.training.time_limit`, or at an epoch's end for a loop of a method's own),
+when its per-epoch objective falls below the median of earlier trials at the same epoch
+(``pruned``: it cannot win), or when it **stalls**: from the third epoch of a phase on, if at
+the pace of each of its last two epochs (how much of the distance to forgetting it closed per
+second, read from the logits: :func:`distance_to_forgetting`) it would not forget before its
+time limit, it stops (``stalled``; defaults that change the model too little to forget in the
+budget, the usual case of published defaults on a new model, no longer use it up); its result
+is the model at that epoch, with its verdict. A method without epochs (SSD, one pass) cannot be
+stopped mid-way: a trial of it that ends after the budget ran out (its verdict included) is
+``over budget`` too, its model discarded, so that a calibrated result never costs more than its
+budget, give or take the sampler's bookkeeping. A trial whose outputs become non-finite (a
+diverging ascent) stops at that epoch (``failed``). When no trial finishes,
+:class:`NoTrialFinished` says so, with the history.
 
 **Early stopping.** Every epoch of a trial is judged by the verdict already (for the pruner),
 so every epoch is a candidate: when an epoch's model is ``forgotten`` and scores above the
@@ -92,7 +93,13 @@ from unlearnkit.importance.cache import shared, shared_between_trials
 from unlearnkit.methods.base import Search, UnlearningMethod, get_method
 from unlearnkit.metrics.verdict import Verdict
 from unlearnkit.models.info import ModelInfo, check_finite, get_info, set_info
-from unlearnkit.training import data_size, flushing_denormals, watch_epochs
+from unlearnkit.training import (
+    TimeLimitReached,
+    data_size,
+    flushing_denormals,
+    time_limit,
+    watch_epochs,
+)
 
 __all__ = ["DEFAULT_BUDGET", "SHORTFALL_WEIGHT", "Calibration", "CalibrationTrial",
            "NoTrialFinished", "calibrate", "objective_of", "retrain_estimate"]
@@ -547,7 +554,8 @@ def calibrate(
         cut: str | None = None
         caught: list[warnings.WarningMessage] = []
         try:
-            with watch_epochs(watch), warnings.catch_warnings(record=True) as caught:
+            with (watch_epochs(watch), time_limit(stop_at),
+                  warnings.catch_warnings(record=True) as caught):
                 # a trial's warnings (SSD selecting nothing at a large alpha, say) are facts
                 # of that trial: its note, not the search's output
                 warnings.simplefilter("always")
@@ -572,7 +580,7 @@ def calibrate(
             # it failed after an epoch that forgot (an ascent that ran away later): that
             # epoch's model is the trial's result
             out, failure = salvaged, f"the method failed after that epoch: {exc}"
-        except _OverBudget:
+        except (_OverBudget, TimeLimitReached):  # at an epoch's end, or mid-epoch
             salvaged = salvage()
             if salvaged is None:
                 now = time.perf_counter()

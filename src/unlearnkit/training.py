@@ -32,6 +32,7 @@ __all__ = [
     "MAX_COUNT",
     "LossFn",
     "Recipe",
+    "TimeLimitReached",
     "accuracy",
     "eval_mode",
     "fit",
@@ -42,6 +43,7 @@ __all__ = [
     "resolve_device",
     "seeded",
     "set_train",
+    "time_limit",
     "train_mode",
     "warm_up",
     "watch_epochs",
@@ -411,6 +413,29 @@ def watch_epochs(watcher: EpochWatcher) -> Iterator[None]:
         _WATCHERS.reset(token)
 
 
+class TimeLimitReached(Exception):
+    """Raised by :func:`fit` inside :func:`time_limit` after the first optimiser step that ends
+    past the limit. Not an :class:`~unlearnkit.exceptions.UnlearnkitError`: the caller that
+    set the limit catches it (calibration, whose trials must not run past their share of the
+    budget by a whole epoch)."""
+
+
+_LIMIT: contextvars.ContextVar[float] = contextvars.ContextVar("unlearnkit_time_limit",
+                                                               default=math.inf)
+
+
+@contextlib.contextmanager
+def time_limit(until: float) -> Iterator[None]:
+    """Inside the block, :func:`fit` stops with :class:`TimeLimitReached` after the first
+    optimiser step that ends past ``until`` (a :func:`time.perf_counter` reading); nested
+    limits: the earliest holds."""
+    token = _LIMIT.set(min(_LIMIT.get(), until))
+    try:
+        yield
+    finally:
+        _LIMIT.reset(token)
+
+
 def watcher_seconds(*, cpu: bool = False) -> float:
     """Wall-clock seconds (``cpu=True``: the process's CPU seconds) this process has spent so
     far inside the watchers of :func:`watch_epochs` (a running total: take the difference
@@ -523,6 +548,7 @@ def fit(
                 leave=False,
             )
             _notify(desc, 0, model)
+            limit = _LIMIT.get()
             for epoch in bar:
                 for group in optimizer.param_groups:
                     group["lr"] = recipe.lr * _lr_factor(recipe.schedule, epoch, recipe.epochs)
@@ -542,6 +568,8 @@ def fit(
                         )
                     loss.backward()
                     optimizer.step()
+                    if limit < math.inf and time.perf_counter() > limit:
+                        raise TimeLimitReached
                     total += float(loss.detach()) * len(y)
                     count += len(y)
                 history.append(total / max(count, 1))
