@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,45 @@ def test_sigint_stops_the_workers_stores_the_finished_runs_and_a_rerun_completes
     assert again.returncode == 0, again.stderr
     assert f"{6 - stored} done, {stored} skipped (already in the store)" in again.stdout
     assert _rows(db) == 6
+
+
+def test_a_ctrl_c_while_a_worker_starts_cannot_reach_its_start_up_code():
+    """The pool starts workers on demand, inside ``submit``: a Ctrl-C that comes while one is
+    still importing (before its initializer ignores SIGINT) raised a KeyboardInterrupt there
+    and printed a traceback. Started under ``_spawning``, the worker is born with SIGINT
+    blocked: the same signal, sent at once, leaves it to finish its work and exit cleanly."""
+    import multiprocessing
+
+    from unlearnkit.bench.run import _spawning
+
+    ctx = multiprocessing.get_context("spawn")
+    codes = {}
+    for guarded in (False, True):
+        proc = ctx.Process(target=time.sleep, args=(0.2,))
+        with _spawning() if guarded else nullcontext():
+            proc.start()
+        os.kill(proc.pid, signal.SIGINT)  # surely still in the interpreter's start-up
+        proc.join(30)
+        codes[guarded] = proc.exitcode
+    assert codes[False] != 0  # the unguarded start-up dies of it: the test can fail
+    assert codes[True] == 0
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # restored
+
+
+def test_a_pool_worker_ignores_sigint_and_no_longer_blocks_it():
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from unlearnkit.bench.run import _init_worker, _spawning
+
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn"),
+                             initializer=_init_worker) as pool:
+        with _spawning():
+            fut = pool.submit(_sigint_state)
+        blocked, handler = fut.result(timeout=60)
+    assert not blocked and handler == signal.SIG_IGN
+
+
+def _sigint_state() -> tuple[bool, object]:
+    return (signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set()),
+            signal.getsignal(signal.SIGINT))

@@ -386,6 +386,24 @@ def _init_worker() -> None:
     # Ctrl-C reaches the terminal's whole process group: the benchmark (the parent) decides
     # what stops, and stops its workers itself (_stop_workers)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # born with SIGINT blocked (_spawning): a Ctrl-C that came while this worker was starting
+    # is pending, and now discarded, since the signal is ignored
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextlib.contextmanager
+def _spawning() -> Iterator[None]:
+    """Block SIGINT in the calling thread while a process pool may start a worker (the pool
+    starts them on demand, in ``submit``). A worker inherits the blocked signal through
+    ``exec``, so a Ctrl-C that comes while it is still starting, before :func:`_init_worker`
+    has made it ignore SIGINT, cannot raise a ``KeyboardInterrupt`` (and print a traceback)
+    inside multiprocessing's start-up code. The benchmark itself loses nothing: its other
+    threads still take the signal, and a signal pending here is delivered on unblocking."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _quiet_resource_tracker() -> None:
@@ -973,14 +991,17 @@ def run_plan(
                             if t["kind"] != "original":
                                 t["original"] = prep_done[("original", t["seed"])]["path"]
                             say(f"{_describe_prep(t)}: from the cache, or training ...")
-                            running[pool.submit(_do, t)] = ("prep", key)
+                            with _spawning():
+                                running[pool.submit(_do, t)] = ("prep", key)
                         free = slots - len(running)
                         if free > 0 and remaining:
                             candidates = [rid for rid in remaining
                                           if all(k in prep_done for k in needs[rid])]
                             if candidates:
                                 for rid in claim(candidates, free):
-                                    running[pool.submit(_do, task(rid))] = ("run", rid)
+                                    with _spawning():
+                                        fut = pool.submit(_do, task(rid))
+                                    running[fut] = ("run", rid)
                         if running:
                             done_now, _ = wait(list(running), return_when=FIRST_COMPLETED,
                                                timeout=POLL_SECONDS if remaining else None)
