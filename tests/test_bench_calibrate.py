@@ -277,16 +277,27 @@ def test_the_probe_computes_features_for_its_subsample_only_with_the_same_value(
     assert len(subsample(labels, 300, 4)) < len(labels)  # the cap of 300 did subsample
 
 
-def test_a_one_pass_trial_that_ends_after_the_budget_is_discarded(digits, mlp_model):
+def test_a_one_pass_trial_that_ends_after_the_budget_is_discarded(digits, mlp_model,
+                                                                  monkeypatch):
     """SSD cannot stop mid-pass: a trial that ends past the budget is over budget, its model
     not returned, so a calibrated result never costs more than its budget."""
-    from unlearnkit.calibration import NoTrialFinished
+    import time
 
+    from unlearnkit.calibration import NoTrialFinished
+    from unlearnkit.methods.ssd import SSD
+
+    passes = SSD._unlearn
+
+    def slow_pass(self, model, request):  # a pass longer than the budget, on any machine
+        time.sleep(0.6)
+        return passes(self, model, request)
+
+    monkeypatch.setattr(SSD, "_unlearn", slow_pass)
     split = uk.split_by_class(digits, [3])
     with cache_use(read=False), pytest.raises(NoTrialFinished) as caught:
-        uk.calibrate(mlp_model, split, "ssd", budget_seconds=0.005)
+        uk.calibrate(mlp_model, split, "ssd", budget_seconds=0.3)
     (first, *_) = caught.value.trials
     assert first.number == 0 and first.state == "over budget"
-    assert "after the budget" in first.note and first.seconds > 0.005
-    assert caught.value.budget_seconds == 0.005
+    assert "after the budget" in first.note and first.seconds > 0.6
+    assert caught.value.budget_seconds == 0.3
     assert "no trial finished within the budget" in str(caught.value)

@@ -133,13 +133,19 @@ def test_a_ctrl_c_while_a_worker_starts_cannot_reach_its_start_up_code():
 
     ctx = multiprocessing.get_context("spawn")
     codes = {}
-    for guarded in (False, True):
-        proc = ctx.Process(target=time.sleep, args=(0.2,))
-        with _spawning() if guarded else nullcontext():
-            proc.start()
-        os.kill(proc.pid, signal.SIGINT)  # surely still in the interpreter's start-up
-        proc.join(30)
-        codes[guarded] = proc.exitcode
+    # a terminal's foreground job: SIGINT at Python's default here (a shell's background job,
+    # as under `nohup ... &`, ignores it, and its children would inherit that)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        for guarded in (False, True):
+            proc = ctx.Process(target=time.sleep, args=(0.2,))
+            with _spawning() if guarded else nullcontext():
+                proc.start()
+            os.kill(proc.pid, signal.SIGINT)  # surely still in the interpreter's start-up
+            proc.join(30)
+            codes[guarded] = proc.exitcode
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert codes[False] != 0  # the unguarded start-up dies of it: the test can fail
     assert codes[True] == 0
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # restored

@@ -417,3 +417,13 @@ def test_version_and_import_do_not_load_torch():
         uk.nope  # noqa: B018
     code, out, _ = run("--version")
     assert code == 0 and out.strip() == f"unlearnkit {uk.__version__}"
+
+
+def test_commands_that_fit_no_attack_do_not_import_scikit_learn():
+    """scikit-learn takes about 1.5 s to import (scipy.stats with it), half of a command's
+    start-up: it is imported where an attack or a probe is fitted, not by the CLI's modules."""
+    code = ("import sys, unlearnkit.cli, unlearnkit.evaluation, unlearnkit.metrics; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"  # (the attacks: tests/test_metrics_mia.py, test_mia_power.py)

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
-from sklearn.svm import SVC
+
+# scikit-learn is imported in each function that fits an attack, not here: importing it takes about
+# 1.5 s, which every command of the CLI would pay, most of them for nothing
 
 __all__ = [
     "entropy",
@@ -118,6 +118,9 @@ def mia_loss_cv(
         test = test[rng.permutation(len(test))[:n]]
     x = np.concatenate([test, forget])
     y = np.concatenate([np.zeros(n, dtype=np.int64), np.ones(n, dtype=np.int64)])
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
+
     cv = StratifiedShuffleSplit(n_splits=n_splits, random_state=seed)
     scores = cross_val_score(LogisticRegression(), x, y, cv=cv, scoring="accuracy")
     return float(np.mean(scores))
@@ -153,6 +156,8 @@ def mia_entropy(retain_probs: Any, test_probs: Any, forget_probs: Any) -> float:
     x_f = _column(entropy(forget_probs), "forget_probs")
     x = np.concatenate([x_r, x_t])
     y = np.concatenate([np.ones(len(x_r), dtype=np.int64), np.zeros(len(x_t), dtype=np.int64)])
+    from sklearn.linear_model import LogisticRegression
+
     clf = LogisticRegression(class_weight="balanced")
     clf.fit(x, y)
     return float(clf.predict(x_f).mean())
@@ -203,6 +208,8 @@ def mia_confidence(
         x_t = x_t[np.sort(rng.permutation(len(x_t))[:n])]
     x = np.concatenate([x_r, x_t])
     y = np.concatenate([np.ones(len(x_r), dtype=np.int64), np.zeros(len(x_t), dtype=np.int64)])
+    from sklearn.svm import SVC
+
     clf = SVC(C=3, gamma="auto", kernel="rbf")
     clf.fit(x, y)
     return float(clf.predict(x_f).mean())

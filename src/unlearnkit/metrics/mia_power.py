@@ -24,16 +24,17 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
 from unlearnkit.metrics.mia import _column, entropy
+
+# scikit-learn is imported in each function that fits an attack, not here: importing it takes
+# about 1.5 s, which every command of the CLI would pay, most of them for nothing
+if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
 
 __all__ = [
     "MIA_FIGURES",
@@ -127,6 +128,8 @@ def attack_auc(
     x_m, x_n = _subsample(x_m, n, rng), _subsample(x_n, n, rng)
     x = np.concatenate([x_n, x_m])
     y = np.concatenate([np.zeros(n, dtype=np.int64), np.ones(n, dtype=np.int64)])
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
     cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore")  # convergence chatter on a featureless set
@@ -138,6 +141,8 @@ def mia_loss_cv_power(retain_losses: Any, test_losses: Any, *, n_splits: int = P
                       seed: int = 0, max_samples: int | None = POWER_MAX_SAMPLES) -> float:
     """``mia_loss_cv_power``: :func:`attack_auc` of :func:`~unlearnkit.metrics.mia_loss_cv`'s
     attack (per-sample loss, ``LogisticRegression()``), D_r (members) vs test."""
+    from sklearn.linear_model import LogisticRegression
+
     return attack_auc(retain_losses, test_losses, LogisticRegression, n_splits=n_splits,
                       seed=seed, max_samples=max_samples)
 
@@ -151,6 +156,8 @@ def mia_entropy_power(retain_probs: Any, test_probs: Any, *, n_splits: int = POW
         retain_probs: ``(N_r, C)`` softmax outputs on D_r.
         test_probs: ``(N_t, C)`` softmax outputs on the test set.
     """
+    from sklearn.linear_model import LogisticRegression
+
     return attack_auc(entropy(retain_probs), entropy(test_probs),
                       lambda: LogisticRegression(class_weight="balanced"), n_splits=n_splits,
                       seed=seed, max_samples=max_samples)
@@ -162,6 +169,8 @@ def mia_confidence_power(retain_true_probs: Any, test_true_probs: Any, *,
     """``mia_confidence_power``: :func:`attack_auc` of
     :func:`~unlearnkit.metrics.mia_confidence`'s attack (true-class probability,
     ``SVC(C=3, gamma="auto", kernel="rbf")``), D_r vs test."""
+    from sklearn.svm import SVC
+
     return attack_auc(retain_true_probs, test_true_probs,
                       lambda: SVC(C=3, gamma="auto", kernel="rbf"), n_splits=n_splits,
                       seed=seed, max_samples=max_samples)

@@ -19,12 +19,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
+
+# scikit-learn is imported where a probe is fitted, not here: importing it takes about
+# 1.5 s, which every command of the CLI would pay, most of them for nothing
 
 __all__ = ["PROBE_MAX_SAMPLES", "linear_cka", "probe_accuracy", "subsample"]
 
@@ -169,6 +167,12 @@ def probe_accuracy(
     folds = min(folds, int(counts.max()))
     if folds < 2:
         return float("nan")
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     # one BLAS thread: these fits are small, and threads oversubscribed on a shared machine
