@@ -134,10 +134,12 @@ def _write_log(path: str, text: str) -> None:
     p.write_text(text)
 
 
-def _connect(ray: Any, *, workers: int | None, address: str | None) -> bool:
-    """Connect to Ray; whether this call started (or connected) it, so must shut it down."""
+def _connect(ray: Any, *, workers: int | None, address: str | None) -> str | None:
+    """Connect to Ray. Returns what this call must close: ``"local"`` (it started a local
+    instance), ``"cluster"`` (it connected to a cluster) or ``None`` (this process had
+    initialised Ray already: used as it is, left open)."""
     if ray.is_initialized():
-        return False
+        return None
     address = address or os.environ.get("RAY_ADDRESS") or None
     try:
         if address:
@@ -148,7 +150,7 @@ def _connect(ray: Any, *, workers: int | None, address: str | None) -> bool:
     except ConnectionError as exc:
         raise InvalidParameterError(
             f"Cannot connect to the Ray cluster at {address!r}: {exc}") from None
-    return True
+    return "cluster" if address else "local"
 
 
 def run_tasks_ray(
@@ -180,8 +182,9 @@ def run_tasks_ray(
             argument.
 
     A Ray instance this call started (or a cluster it connected to) is shut down (the
-    connection closed) before it returns, also on an error or Ctrl-C; the runs still going
-    are cancelled.
+    connection closed) before it returns, also on an error or Ctrl-C, which stops the runs
+    still going: on a cluster (or a Ray this process had initialised) they are cancelled, and
+    a local instance's shutdown stops its workers.
     """
     ray = require_ray()
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
@@ -226,10 +229,16 @@ def run_tasks_ray(
                 _write_log(task["log"], text)
                 k += 1
                 on_row(row, k)
-    except BaseException:  # Ctrl-C or an error: cancel what runs, and never mask the cause
-        for ref in pending:
-            with contextlib.suppress(Exception):
-                ray.cancel(ref, force=True)
+    except BaseException:  # Ctrl-C or an error: stop what runs, and never mask the cause
+        if started != "local":
+            # on a cluster (or a Ray this process runs) the tasks would outlive this call.
+            # A local instance is not cancelled task by task: its shutdown stops every worker,
+            # and a cancel that races with a task finishing can abort this process inside
+            # Ray (Ray 2.60: "Check failed: ... Tried to complete task that was not
+            # pending", the race of ray-project/ray#54798, seen on Ctrl-C in the tests)
+            for ref in pending:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
         if started:
             with contextlib.suppress(Exception):
                 ray.shutdown()
