@@ -71,6 +71,47 @@ def test_fisher_implementations_agree(request, fixture, mode, subset, monkeypatc
     assert_close(out["vmap"], out["loop"])
 
 
+class _Shared(nn.Module):
+    """Plain linear layers, one of them called twice: its per-sample gradients are the sum
+    of two calls', so its sum of |grad| has no closed form."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(64, 16), nn.Linear(16, 16), nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.out(self.b(torch.relu(self.b(torch.relu(self.a(x.flatten(1)))))))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_output_norm_takes_a_linear_models_batch_whole(subset, shared, monkeypatch):
+    """LF-SSD's sum of |per-sample gradient| for plain linear layers is one matrix product
+    per batch (|G|^T |A|): the batch is not cut into the chunks that per-sample gradients
+    need. A layer called twice needs them: that batch goes in chunks again. Both equal the
+    per-sample loop."""
+    torch.manual_seed(0)
+    model = _Shared() if shared else nn.Sequential(nn.Flatten(), nn.Linear(64, 16),
+                                                   nn.ReLU(), nn.Linear(16, 10))
+    data = subset.subset(np.arange(60))
+    ref = importances(model, data, mode="output-norm", batch_size=20, implementation="loop")
+    monkeypatch.setattr(imp._common, "CHUNK_ELEMENTS", 4000)  # 2-3 samples a chunk
+    passes = []
+    real = hooks_module.hooked_pass
+
+    def counted(model, names, x, y, **kwargs):
+        passes.append((len(y), kwargs.get("closed_form_only", False)))
+        return real(model, names, x, y, **kwargs)
+
+    monkeypatch.setattr(hooks_module, "hooked_pass", counted)
+    _refuse_fallback(monkeypatch)
+    assert_close(importances(model, data, mode="output-norm", batch_size=20), ref)
+    if shared:  # each batch tried whole, then in chunks
+        assert passes[0] == (20, True) and len(passes) > 3 * 2
+        assert max(n for n, whole in passes if not whole) < 20
+    else:
+        assert passes == [(20, True)] * 3
+
+
 class _Zoo(nn.Module):
     """Every layer the hooks know, in unusual configurations, plus two they do not."""
 
