@@ -381,6 +381,25 @@ def test_dict_inputs_agree_across_implementations(mode, monkeypatch):
         torch.testing.assert_close(grads[impl], grads["loop"], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("impl", ["hooks", "vmap", "loop"])
+@pytest.mark.parametrize("chunk_elements", [None, 4000])
+def test_per_sample_gradient_matrix_is_the_concatenated_batches(subset, impl, chunk_elements,
+                                                                monkeypatch):
+    """The matrix influence reads, written in place (in batches no larger than the chunks the
+    hooks work in: 2-3 samples with 4,000 elements), holds what the generator yields."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    data = subset.subset(np.arange(45))
+    ref = torch.cat(list(per_sample_gradients(model, data, batch_size=20, implementation=impl)))
+    if chunk_elements is not None:
+        monkeypatch.setattr(imp._common, "CHUNK_ELEMENTS", chunk_elements)
+    got = imp.per_sample_gradient_matrix(model, data, batch_size=20, implementation=impl)
+    assert got.shape == (45, 1210) and got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-7)
+    with pytest.raises(uk.DataError, match="empty"):
+        imp.per_sample_gradient_matrix(model, data.subset(np.arange(0)), implementation=impl)
+
+
 def test_cache_keys_of_token_and_dict_inputs():
     model = _DictModel()
     data = _dict_data()

@@ -85,8 +85,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from unlearnkit.data.splits import Data
-from unlearnkit.exceptions import InvalidParameterError, ModelError
-from unlearnkit.importance._common import Importances, add, trainable
+from unlearnkit.exceptions import DataError, InvalidParameterError, ModelError
+from unlearnkit.importance._common import Importances, add, per_sample_chunk, trainable
 from unlearnkit.importance.auto import FISHER, IMPLEMENTATIONS, PER_SAMPLE_GRADS, choose
 from unlearnkit.importance.cache import (
     importance_cache_key,
@@ -128,6 +128,7 @@ __all__ = [
     "importance_sums",
     "importances",
     "load_cached_importances",
+    "per_sample_gradient_matrix",
     "per_sample_gradients",
     "save_cached_importances",
     "top_fraction",
@@ -259,6 +260,56 @@ def per_sample_gradients(
     columns are the trainable parameters in :meth:`~torch.nn.Module.named_parameters` order
     (each flattened row-major), as :func:`flatten` lays them out. Computed in eval mode, with
     the same implementations (and the same choice among them) as the per-sample modes."""
+    for n, blocks in _per_sample_blocks(model, data, batch_size=batch_size, device=device,
+                                        implementation=implementation):
+        yield torch.cat([g.reshape(n, -1).float() for g in blocks], dim=1)
+
+
+def per_sample_gradient_matrix(
+    model: nn.Module,
+    data: Data,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | torch.device | None = None,
+    implementation: str = "auto",
+) -> torch.Tensor:
+    """All of :func:`per_sample_gradients` as one ``(N, P)`` float32 matrix, written in place
+    block by block: no batch's flattened copy and no final concatenation, which for a large
+    model (1,000 samples of a 1.7M-parameter MLP are 6.8 GB) cost more than the gradients."""
+    out: torch.Tensor | None = None
+    row = 0
+    # batches no larger than the chunks in which the implementations make per-sample
+    # gradients anyway: each is then written here once, never concatenated from chunks
+    batch_size = min(batch_size, per_sample_chunk(trainable(model)))
+    for n, blocks in _per_sample_blocks(model, data, batch_size=batch_size, device=device,
+                                        implementation=implementation):
+        if out is None:
+            width = sum(g[0].numel() for g in blocks)
+            out = torch.empty(data_size(data), width, dtype=torch.float32,
+                              device=blocks[0].device)
+        if row + n > len(out):  # a loader that yields more than its length says
+            out = torch.cat([out, out.new_empty(row + n - len(out), out.shape[1])])
+        col = 0
+        for g in blocks:
+            k = g[0].numel()
+            out[row : row + n, col : col + k] = g.reshape(n, k)
+            col += k
+        row += n
+    if out is None:
+        raise DataError("No sample to take a per-sample gradient of: the data is empty.")
+    return out if row == len(out) else out[:row]
+
+
+def _per_sample_blocks(
+    model: nn.Module,
+    data: Data,
+    *,
+    batch_size: int,
+    device: str | torch.device | None,
+    implementation: str,
+) -> Iterator[tuple[int, list[torch.Tensor]]]:
+    """Per batch, its size and the per-sample gradients of each trainable parameter
+    (``(batch, *shape)``, in :func:`flatten`'s order)."""
     _check_args("fisher", batch_size, implementation)
     dev = resolve_device(device) if device is not None else model_device(model)
     work = model if model_device(model) == dev else copy.deepcopy(model).to(dev)
@@ -272,10 +323,9 @@ def per_sample_gradients(
         # modes are set per batch, never held across a yield (the caller's state in between)
         with eval_mode(work), torch.enable_grad():
             if i == 0:
-                impl = choose(implementation, work, names, x, y, ce_sum, stacklevel=2)
+                impl = choose(implementation, work, names, x, y, ce_sum, stacklevel=3)
             grads = PER_SAMPLE_GRADS[impl](work, names, x, y, ce_sum)
-            flat = torch.cat([grads[k].reshape(len(y), -1).float() for k in order], dim=1)
-        yield flat
+        yield len(y), [grads[k] for k in order]
 
 
 def flatten(tensors: Importances, model: nn.Module) -> torch.Tensor:

@@ -448,4 +448,6 @@ def hooks_grads(model: nn.Module, names: Names, x: Inputs, y: torch.Tensor,
                  for s in range(0, len(y), chunk)]
     except Unsupported:
         return vmap_grads(model, names, x, y, objective)
+    if len(parts) == 1:  # one chunk: no copy
+        return parts[0]
     return {k: torch.cat([p[k] for p in parts]) for k in names.values()}

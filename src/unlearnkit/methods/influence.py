@@ -16,7 +16,7 @@ from unlearnkit.importance import (
     IMPLEMENTATIONS,
     flatten,
     importance_sums,
-    per_sample_gradients,
+    per_sample_gradient_matrix,
     unflatten,
 )
 from unlearnkit.importance.cache import one_off, shared
@@ -191,9 +191,9 @@ class Influence(UnlearningMethod):
             gen = torch.Generator().manual_seed(request.seed)
             idx = torch.randperm(data_size(data), generator=gen)[:m].sort().values
             data = _subset(data, idx)
-        return torch.cat(list(per_sample_gradients(model, data, batch_size=GRAD_BATCH_SIZE,
-                                                   device=request.device,
-                                                   implementation=self.implementation)))
+        return per_sample_gradient_matrix(model, data, batch_size=GRAD_BATCH_SIZE,
+                                          device=request.device,
+                                          implementation=self.implementation)
 
     @torch.no_grad()
     def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:
