@@ -422,7 +422,8 @@ def fisher_hooks(model: nn.Module, names: Names, x: Inputs, y: torch.Tensor,
         chunk = per_sample_chunk(names)
         if len(y) > chunk and _closed_form_abs(model, names):
             # plain linear layers only: the whole batch at once, with no per-sample gradient
-            # (an MLP's batch of 64 was 8 chunks of 8, each adding full-size sums: 4x slower)
+            # (an MLP's batch of 64 was 8 chunks of 8, each adding full-size sums: 3.45x
+            # slower, benchmarks/output_norm.py)
             try:
                 return hooked_pass(model, names, x, y, per_sample=False, objective=objective,
                                    how=how, closed_form_only=True)

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-# scikit-learn is imported in each function that fits an attack, not here: importing it takes about
-# 1.5 s, which every command of the CLI would pay, most of them for nothing
+# scikit-learn is imported in each function that fits an attack, not here: importing it takes
+# about 1.5 s, which every command of the CLI would pay, most of them for nothing
 
 __all__ = [
     "entropy",
