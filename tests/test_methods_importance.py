@@ -162,6 +162,22 @@ def test_true_fisher_by_hand():
     _close(importances(model, shuffled, mode="true-fisher"), hand)
 
 
+def test_true_fisher_by_the_hooks_takes_one_forward_pass_for_all_classes():
+    """One term per class, each its own backward, from one forward pass of each batch (the
+    pass itself was repeated per class: a third of fisher-forgetting's time on an MLP). The
+    value is the per-class loop's."""
+    model, data = _mlp(), _data(12, 3)
+    forwarded = []
+    model.register_forward_pre_hook(lambda m, args: forwarded.append(len(args[0])))
+    ref = importances(model, data, mode="true-fisher", batch_size=4, implementation="loop")
+    forwarded.clear()
+    got = importances(model, data, mode="true-fisher", batch_size=4, implementation="hooks")
+    _close(got, ref)
+    # 3 batches of 4 samples, each forwarded once (not once per class: 9 times); the rest
+    # are single samples and the 2 on which the hooks are checked against the loop
+    assert forwarded.count(4) == 3 and max(forwarded) == 4
+
+
 @pytest.mark.parametrize("scenario", ["class", "random"])
 def test_fisher_forgetting_draws_the_authors_distribution(scenario):
     model, retain = _mlp(), _data(30, 4)

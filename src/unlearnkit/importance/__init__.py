@@ -42,11 +42,11 @@ The package's parts:
 
 * :mod:`.modes`: the modes, their objectives and the batch modes' rules;
 * :mod:`.hooks`: the per-sample modes in one batched forward and backward pass per mini-batch
-  (per class for ``"true-fisher"``), without a Python loop over samples, by per-layer hooks
-  that turn each layer's input and output gradient into per-sample gradients, or directly into
-  the sum of their squares (the technique of Opacus and BackPACK): one rule per layer type
-  (``nn.Linear``, ``nn.Conv2d``, BatchNorm in eval mode, ``LayerNorm``, ``GroupNorm``), and
-  ``torch.func`` on any other module that holds parameters;
+  (a backward per class for ``"true-fisher"``), without a Python loop over samples, by
+  per-layer hooks that turn each layer's input and output gradient into per-sample gradients,
+  or directly into the sum of their squares (the technique of Opacus and BackPACK): one rule
+  per layer type (``nn.Linear``, ``nn.Conv2d``, BatchNorm in eval mode, ``LayerNorm``,
+  ``GroupNorm``), and ``torch.func`` on any other module that holds parameters;
 * :mod:`.vmap`: ``torch.func.vmap`` of ``grad`` over the whole model;
 * :mod:`.loop`: one backward pass per sample, the reference;
 * :mod:`.auto`: which of the three a pass uses (``implementation=``);
@@ -241,8 +241,12 @@ def importance_sums(
             objectives, how = per_sample_rule(mode, work, x)
             if i == 0:
                 impl = choose(implementation, work, names, x, y, objectives[0], stacklevel=3)
-            for objective in objectives:
-                add(sums, FISHER[impl](work, names, x, y, objective, how))
+            if impl == "hooks" and len(objectives) > 1:
+                # the true Fisher's one term per class, from one forward pass
+                add(sums, FISHER[impl](work, names, x, y, objectives, how))
+            else:
+                for objective in objectives:
+                    add(sums, FISHER[impl](work, names, x, y, objective, how))
             count += len(y)
     return sums, count
 

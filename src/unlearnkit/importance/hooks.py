@@ -21,7 +21,7 @@ used outside its module's forward...) raises :class:`Unsupported`, which names t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -337,12 +337,19 @@ def _closed_form_abs(model: nn.Module, names: Names) -> bool:
 
 
 def hooked_pass(model: nn.Module, names: Names, x: Inputs, y: torch.Tensor, *,
-                per_sample: bool, objective: Objective = ce_sum, how: str = "square",
-                closed_form_only: bool = False) -> Importances:
+                per_sample: bool, objective: Objective | Sequence[Objective] = ce_sum,
+                how: str = "square", closed_form_only: bool = False) -> Importances:
     """One forward and backward; return the sum over samples of the per-sample gradients
     reduced by ``how`` (``"square"`` or ``"abs"``; :func:`~unlearnkit.importance.modes.reduce`),
     or, with ``per_sample``, the per-sample gradients themselves. With ``closed_form_only``,
-    raise :class:`_PerSampleNeeded` rather than make per-sample gradients."""
+    raise :class:`_PerSampleNeeded` rather than make per-sample gradients.
+
+    ``objective`` may be a sequence (not with ``per_sample``): the sum over the objectives of
+    their reduced per-sample gradients, from one forward pass and one backward per objective
+    (the true Fisher's one term per class)."""
+    objectives = list(objective) if isinstance(objective, (list, tuple)) else [objective]
+    if per_sample and len(objectives) != 1:
+        raise ValueError("per-sample gradients are taken of one objective")
     owners: dict[nn.Module, dict[str, str]] = {}  # module -> {attr: full name}
     for m in model.modules():
         own = {k: names[p] for k, p in m.named_parameters(recurse=False) if p in names}
@@ -364,18 +371,30 @@ def hooked_pass(model: nn.Module, names: Names, x: Inputs, y: torch.Tensor, *,
 
         output.register_hook(keep)
 
+    def backward(k: int) -> None:  # each record's output gradient for objective k
+        for rec in records:
+            rec.grad = None
+        try:
+            loss = objectives[k](out, y)
+            torch.autograd.grad(loss, leaves or list(names), allow_unused=True,
+                                retain_graph=k < len(objectives) - 1)
+        except (Unsupported, UnlearnkitError):
+            raise
+        except Exception as exc:  # e.g. a module that its hooks make fail: vmap may read it
+            raise Unsupported from exc
+
     handles = [m.register_forward_hook(hook, with_kwargs=True) for m in owners]
     try:
         xin, leaves = _with_input_grad(x)
-        loss = objective(forward(model, xin), y)
-        torch.autograd.grad(loss, leaves or list(names), allow_unused=True)
+        out = forward(model, xin)
     except (Unsupported, UnlearnkitError):
         raise
-    except Exception as exc:  # e.g. a module that its hooks make fail: vmap may read it
+    except Exception as exc:
         raise Unsupported from exc
     finally:
         for h in handles:
             h.remove()
+    backward(0)
     # a parameter reached through several calls or modules: add per-sample grads, then square
     calls: dict[str, int] = {}
     for rec in records:
@@ -385,35 +404,45 @@ def hooked_pass(model: nn.Module, names: Names, x: Inputs, y: torch.Tensor, *,
     if missing:  # a parameter never used inside its own module's forward
         raise Unsupported(next(m for m, own in owners.items() if missing & set(own.values())))
     squares: Importances = {}
-    grads: Importances = {}
-    for rec in records:
-        if rec.grad is None or rec.grad.ndim == 0 or rec.grad.shape[0] != n:
-            raise Unsupported(rec.module)
-        own = owners[rec.module]
-        ps = per_sample or any(calls[full] > 1 for full in own.values())
-        if not ps and how == "abs":  # only a plain linear layer sums |grad| without them
-            sums = _linear_abs(rec, set(own))
-            if sums is None:
-                ps = True
-            else:
-                sum_into(squares, {own[attr]: v for attr, v in sums.items()})
-                continue
-        if ps and closed_form_only:
-            raise _PerSampleNeeded
-        for attr, v in _apply_rule(rec, set(own), n, ps).items():
-            sum_into(grads if ps else squares, {own[attr]: v.float()})
-    if per_sample:
-        return grads
-    for full, g in grads.items():
-        sum_into(squares, {full: reduce(g, how)})
+    for k in range(len(objectives)):
+        if k:
+            backward(k)
+        grads: Importances = {}
+        for rec in records:
+            if rec.grad is None or rec.grad.ndim == 0 or rec.grad.shape[0] != n:
+                raise Unsupported(rec.module)
+            own = owners[rec.module]
+            ps = per_sample or any(calls[full] > 1 for full in own.values())
+            if not ps and how == "abs":  # only a plain linear layer sums |grad| without them
+                sums = _linear_abs(rec, set(own))
+                if sums is None:
+                    ps = True
+                else:
+                    sum_into(squares, {own[attr]: v for attr, v in sums.items()})
+                    continue
+            if ps and closed_form_only:
+                raise _PerSampleNeeded
+            for attr, v in _apply_rule(rec, set(own), n, ps).items():
+                sum_into(grads if ps else squares, {own[attr]: v.float()})
+        if per_sample:
+            return grads
+        for full, g in grads.items():
+            sum_into(squares, {full: reduce(g, how)})
     return squares
 
 
 # ---------------------------------------------------------------------------- implementations
 def fisher_hooks(model: nn.Module, names: Names, x: Inputs, y: torch.Tensor,
-                 objective: Objective = ce_sum, how: str = "square") -> Importances:
+                 objective: Objective | Sequence[Objective] = ce_sum, how: str = "square"
+                 ) -> Importances:
     """The sum over the samples of the reduced (``how``) per-sample gradients; by torch.func
-    for a batch that the hooks cannot read."""
+    for a batch that the hooks cannot read. ``objective`` may be a sequence: the sum over the
+    objectives (squares: from one forward pass, :func:`hooked_pass`)."""
+    if isinstance(objective, (list, tuple)) and how != "square":
+        out: Importances = {}
+        for o in objective:
+            sum_into(out, fisher_hooks(model, names, x, y, o, how))
+        return out
     try:
         if how == "square":
             return hooked_pass(model, names, x, y, per_sample=False, objective=objective)
@@ -435,6 +464,11 @@ def fisher_hooks(model: nn.Module, names: Names, x: Inputs, y: torch.Tensor,
                                       objective=objective, how=how))
         return out
     except Unsupported:
+        if isinstance(objective, (list, tuple)):
+            out = {}
+            for o in objective:
+                sum_into(out, fisher_vmap(model, names, x, y, o, how))
+            return out
         return fisher_vmap(model, names, x, y, objective, how)
 
 
