@@ -26,9 +26,21 @@ import yaml
 import unlearnkit as uk
 from unlearnkit.bench import expand, parse_config
 from unlearnkit.bench.run import _data, _split
+from unlearnkit.data.splits import Split
 from unlearnkit.importance.cache import cache_use
 from unlearnkit.models.checkpoint import load_checkpoint
 from unlearnkit.pools import original_cache_path
+
+
+def class_study(config: str) -> tuple[torch.nn.Module, Split]:
+    """A bench config's cached original (trained by the bench) and its class scenario."""
+    with open(config) as f:
+        plan = expand(parse_config(yaml.safe_load(f)))
+    cfg = plan.config
+    data = _data(cfg.dataset, dict(cfg.dataset_options))
+    model = load_checkpoint(original_cache_path(data, arch=cfg.arch, recipe=cfg.recipe, seed=0,
+                                                **dict(cfg.arch_kwargs)))
+    return model, _split(data, next(s for s, _ in plan.references if s.kind == "class"), 0)
 
 
 def main() -> None:
@@ -38,13 +50,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     torch.set_num_threads(1)
-    with open(args.config) as f:
-        plan = expand(parse_config(yaml.safe_load(f)))
-    cfg = plan.config
-    data = _data(cfg.dataset, dict(cfg.dataset_options))
-    model = load_checkpoint(original_cache_path(data, arch=cfg.arch, recipe=cfg.recipe, seed=0,
-                                                **dict(cfg.arch_kwargs)))
-    split = _split(data, next(s for s, _ in plan.references if s.kind == "class"), 0)
+    model, split = class_study(args.config)
 
     def run() -> tuple[float, torch.nn.Module]:
         with cache_use(read=False):

@@ -93,21 +93,11 @@ def compare(label: str, model: torch.nn.Module, data: uk.ArrayDataset, repeats: 
 def lf_ssd_on_study(config: str, repeats: int) -> dict:
     """LF-SSD at its defaults on the class scenario of a bench config (its cached original,
     trained by the bench), cold (the importance cache not read), chunked against whole."""
-    import yaml
+    from method_seconds import class_study  # beside this file
 
-    from unlearnkit.bench import expand, parse_config
-    from unlearnkit.bench.run import _data, _split
     from unlearnkit.importance.cache import cache_use
-    from unlearnkit.models.checkpoint import load_checkpoint
-    from unlearnkit.pools import original_cache_path
 
-    with open(config) as f:
-        plan = expand(parse_config(yaml.safe_load(f)))
-    cfg = plan.config
-    data = _data(cfg.dataset, dict(cfg.dataset_options))
-    model = load_checkpoint(original_cache_path(data, arch=cfg.arch, recipe=cfg.recipe, seed=0,
-                                                **dict(cfg.arch_kwargs)))
-    split = _split(data, next(s for s, _ in plan.references if s.kind == "class"), 0)
+    model, split = class_study(config)
     real = hooks._closed_form_abs
 
     def run(chunked: bool) -> float:
