@@ -174,6 +174,82 @@ def test_over_budget_trials_are_recorded_and_end_the_search(mlp_model, class_spl
     assert cal.trials[cal.best_trial].state == "complete"
 
 
+# ---------------------------------------------------------------------- warm start
+def _best_two(cal):
+    done = sorted((t for t in cal.trials if t.outcome is not None), key=C._rank, reverse=True)
+    return [t.params for t in done[:2]]
+
+
+def test_a_warm_start_tries_the_earlier_searchs_best_first(mlp_model, class_split, tmp_path):
+    earlier = uk.calibrate(mlp_model, class_split, "ssd", budget=None, max_trials=6, seed=0)
+    best = _best_two(earlier)
+    assert best[0] == earlier.trials[earlier.best_trial].params
+    path = earlier.save_history(tmp_path / "earlier.json")
+    for given in (earlier, earlier.to_dict(), path, str(path)):
+        cal = uk.calibrate(mlp_model, class_split, "ssd", budget=None, max_trials=4, seed=1,
+                           warm_start=given)
+        # its two best trials first, then the defaults (unless they were one), then the
+        # sampler's own
+        defaults = uk.get_method("ssd").for_scenario("class")
+        queued = best + [d for d in [{k: getattr(defaults, k) for k in cal.space}]
+                         if d not in best]
+        assert [t.params for t in cal.trials[:len(queued)]] == queued
+        assert cal.warm_start == best and cal.to_dict()["warm_start"] == best
+        # the earlier best is as good here (same request, same seed of the method): the
+        # search cannot end worse than it
+        assert C._rank(cal.trials[cal.best_trial]) >= C._rank(cal.trials[0])
+
+
+def test_warm_start_points_are_clipped_into_the_space_and_fixed_values_kept(mlp_model,
+                                                                           class_split):
+    # alpha above the space's top is clipped to it; lambd is held fixed, so its warm value
+    # goes; a point equal to the defaults is not run twice
+    defaults = uk.get_method("ssd").for_scenario("class")
+    cal = uk.calibrate(mlp_model, class_split, "ssd", budget=None, max_trials=2, lambd=0.5,
+                       warm_start=[{"alpha": 1e9, "lambd": 0.9}, {"alpha": defaults.alpha}])
+    space = uk.get_method("ssd").search_space()
+    assert cal.trials[0].params == {"alpha": space["alpha"].high}
+    assert cal.trials[1].params == {"alpha": defaults.alpha}  # the defaults, once
+    assert cal.params["lambd"] == 0.5
+
+
+@pytest.mark.parametrize("warm, match", [
+    ({"method": "finetune", "trials": []}, "a search of 'finetune', not of 'ssd'"),
+    ({"method": "ssd", "trials": "x"}, "not a calibration history"),
+    ({"method": "ssd", "trials": [{"state": "over budget", "params": {}}]}, "no finished trial"),
+    ([{"alhpa": 3.0}], "no hyper-parameter 'alhpa'"),
+    ([{"alpha": float("nan")}], "alpha=nan is not a finite number"),
+    ([{"alpha": "big"}], "alpha='big' is not a finite number"),
+    (["alpha"], "must map hyper-parameter names"),
+    (3, "warm_start must be a Calibration"),
+])
+def test_bad_warm_starts_are_refused_before_any_trial(mlp_model, class_split, warm, match,
+                                                      monkeypatch):
+    monkeypatch.setattr(C, "warm_up", lambda *a, **k: pytest.fail("the search started"))
+    with pytest.raises(uk.InvalidParameterError, match=match):
+        uk.calibrate(mlp_model, class_split, "ssd", budget=None, max_trials=1, warm_start=warm)
+
+
+def test_a_warm_start_file_is_checked_before_it_is_read(mlp_model, class_split, tmp_path,
+                                                        monkeypatch):
+    def refused(path, match):
+        with pytest.raises(uk.InvalidParameterError, match=match):
+            uk.calibrate(mlp_model, class_split, "ssd", budget=None, max_trials=1,
+                         warm_start=path)
+
+    refused(tmp_path / "none.json", "does not exist")
+    refused(tmp_path, "not a regular file")
+    (tmp_path / "bad.json").write_bytes(b"{\xff")
+    refused(tmp_path / "bad.json", "not UTF-8")
+    (tmp_path / "cut.json").write_text('{"method": "ssd", "trials": [')
+    refused(tmp_path / "cut.json", "is not JSON")
+    (tmp_path / "list.json").write_text("[]")
+    refused(tmp_path / "list.json", "not a calibration history")
+    monkeypatch.setattr(C, "MAX_HISTORY_BYTES", 10)
+    (tmp_path / "big.json").write_text('{"method": "ssd", "trials": []}')
+    refused(tmp_path / "big.json", "more than the 10")
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"budget": None}, "needs a limit"),
     ({"budget": -1.0}, "positive fraction"),
@@ -213,6 +289,37 @@ def test_forget_calibrate_writes_the_model_and_its_history(mlp_model, tmp_path):
     assert {k: result["params"][k] for k in best["params"]} == pytest.approx(best["params"])
     model = uk.load_checkpoint(out)
     assert uk.get_info(model).verdict["outcome"] == result["verdict"]["outcome"]
+
+
+def test_forget_warm_start_reads_an_earlier_searchs_history(mlp_model, tmp_path):
+    ckpt = uk.save_checkpoint(mlp_model, tmp_path / "original.safetensors")
+    first = tmp_path / "first.safetensors"
+    code, _, err = run("forget", "--checkpoint", ckpt, "--forget-class", "3", "--method",
+                       "ssd", "--calibrate", "--max-trials", "3", "--budget-seconds", "600",
+                       "--out", first, "--json", "--no-relearn")
+    assert code == 0, err
+    earlier = json.loads((tmp_path / "first.calibration.json").read_text())
+    best = earlier["trials"][earlier["best_trial"]]["params"]
+    code, stdout, err = run("forget", "--checkpoint", ckpt, "--forget-class", "5", "--method",
+                            "ssd", "--calibrate", "--max-trials", "1", "--budget-seconds",
+                            "600", "--warm-start", tmp_path / "first.calibration.json",
+                            "--out", tmp_path / "second.safetensors", "--no-relearn")
+    assert code == 0, err
+    assert "calibrated (warm-started): 1 trials" in stdout
+    later = json.loads((tmp_path / "second.calibration.json").read_text())
+    assert later["trials"][0]["params"] == later["warm_start"][0] == best
+    # a history of another method, or none, is refused before any work, in one line
+    code, _, err = run("forget", "--checkpoint", ckpt, "--forget-class", "5", "--method",
+                       "finetune", "--calibrate", "--warm-start",
+                       tmp_path / "first.calibration.json", "--out", tmp_path / "x.safetensors")
+    assert code == 2
+    assert_one_error_line(err, "a search of 'ssd', not of 'finetune'")
+    code, _, err = run("forget", "--checkpoint", ckpt, "--forget-class", "5", "--method",
+                       "ssd", "--warm-start", tmp_path / "first.calibration.json",
+                       "--out", tmp_path / "x.safetensors")
+    assert code == 2
+    assert_one_error_line(err, "--warm-start", "--calibrate")
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_calibration_limits_need_calibrate(mlp_model, tmp_path):

@@ -686,6 +686,34 @@ def test_apply_can_calibrate_the_step(ledger):
     assert p["method"]["calibrated"] and p["calibration"]["trials"] == 2
     assert set(p["calibration"]["space"]) <= set(p["method"]["params"])
     assert p["calibration"]["budget_seconds"] is None  # max_trials alone: no time limit
+    assert p["calibration"]["warm_start"] is None  # the first search of its method
+
+
+def test_a_calibrated_step_warm_starts_from_the_last_of_its_method(ledger, monkeypatch):
+    from unlearnkit import calibration
+
+    ledger.add_request(["30", "31", "32"])
+    first = ledger.apply(calibrate=True, max_trials=2)
+    v1 = ledger.status().current
+    searched = {k: v1.payload["method"]["params"][k] for k in v1.payload["calibration"]["space"]}
+    given = []
+    real = calibration.calibrate
+
+    def spy(*args, **kwargs):
+        given.append(kwargs.get("warm_start"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(calibration, "calibrate", spy)
+    ledger.add_request(["40", "41"])
+    second = ledger.apply(calibrate=True, max_trials=2)
+    assert first.outcome == second.outcome == "applied"
+    assert given == [[searched]]  # version 1's chosen values, tried first
+    p = ledger.status().current.payload
+    assert p["calibration"]["warm_start"] == v1.number
+    # a step of another method starts afresh
+    ledger.add_request(["50"])
+    ledger.apply(method="ssd", calibrate=True, max_trials=1)
+    assert given[-1] is None
 
 
 def test_a_ledger_whose_entries_no_longer_replay_still_opens_to_be_audited(tmp_path, original):

@@ -65,6 +65,13 @@ original and the data alone, whatever the searched values, is kept in memory for
 other trials (:func:`unlearnkit.importance.cache.shared_between_trials`: influence's
 WoodFisher gradients and their Gram matrix).
 
+**Warm start.** A model in production receives request after request, each calibrated in a
+fifth of a retraining: few trials each. ``warm_start`` (an earlier search of the same method:
+its :class:`Calibration` or its history) queues that search's best trials first, the first of
+them with the whole budget, as the defaults otherwise; the defaults follow. The ledger
+(:mod:`unlearnkit.ledger`) warm-starts each calibrated step from the last one of the same
+method.
+
 **Reproducible.** Seeded (the sampler and every trial use ``seed``); the history is returned
 (:meth:`Calibration.to_dict`) and ``unlearnkit forget --calibrate`` writes it beside the
 checkpoint. A time budget decides how many trials run, so only ``max_trials`` without a budget
@@ -81,7 +88,7 @@ import statistics
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,13 +127,21 @@ STARTUP_TRIALS = 5
 #: expensive configuration (the defaults, say) cannot use up the whole search.
 TRIAL_SHARE = 0.5
 
+#: How many of an earlier search's best trials a warm start queues first.
+WARM_START_TRIALS = 2
+
+#: The largest calibration history a warm start reads (a search of thousands of trials
+#: writes well under 1 MiB).
+MAX_HISTORY_BYTES = 16 * 2**20
+
 
 @dataclass(frozen=True)
 class CalibrationTrial:
     """One trial of a search.
 
     Attributes:
-        number: 0-based; trial 0 holds the method's defaults.
+        number: 0-based; trial 0 holds the method's defaults (with a warm start, the earlier
+            search's best trials come first and the defaults after them).
         params: the searched hyper-parameters' values.
         state: ``complete``, ``pruned`` (could not win), ``stalled`` (would not forget
             before its time limit at its pace: its result is the epoch it stopped at, a
@@ -174,6 +189,7 @@ class Calibration:
         seed: the search's seed.
         stopped_at: the best trial's ``stopped_at`` (``None``: its model is the method's
             result at ``params``; else the model as it was at the end of that epoch).
+        warm_start: the points queued first from ``calibrate(warm_start=...)``, as tried.
     """
 
     method: str
@@ -188,6 +204,7 @@ class Calibration:
     seed: int
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
     stopped_at: dict[str, Any] | None = None
+    warm_start: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: everything but the model."""
@@ -195,7 +212,7 @@ class Calibration:
                 "best_trial": self.best_trial, "stopped_at": self.stopped_at,
                 "budget_seconds": self.budget_seconds,
                 "retrain_estimate": self.retrain_estimate, "seconds": self.seconds,
-                "seed": self.seed, "space": self.space,
+                "seed": self.seed, "space": self.space, "warm_start": self.warm_start,
                 "objective": f"retained - {SHORTFALL_WEIGHT:g} * shortfall",
                 "trials": [t.to_dict() for t in self.trials]}
 
@@ -343,6 +360,107 @@ def _noted(note: str | None, caught: list[warnings.WarningMessage]) -> str | Non
     return "; ".join(parts) or None
 
 
+def _history_of(path: str | os.PathLike) -> dict[str, Any]:
+    """A calibration history written by :meth:`Calibration.save_history`, read with its size
+    checked first."""
+    import json
+
+    p = Path(path)
+    where = f"The calibration history {str(p)!r}"
+    try:
+        size = p.stat().st_size
+    except FileNotFoundError:
+        raise InvalidParameterError(f"{where} does not exist.") from None
+    except OSError as exc:
+        raise InvalidParameterError(f"{where} cannot be read: {exc.strerror}.") from None
+    if not p.is_file():
+        raise InvalidParameterError(f"{where} is not a regular file.")
+    if size > MAX_HISTORY_BYTES:
+        raise InvalidParameterError(f"{where} holds {size} bytes, more than the "
+                                    f"{MAX_HISTORY_BYTES} a search's history takes.")
+    try:
+        doc = json.loads(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InvalidParameterError(f"{where} is not UTF-8 text: {exc.reason} at byte "
+                                    f"{exc.start}.") from None
+    except (ValueError, RecursionError) as exc:
+        raise InvalidParameterError(f"{where} is not JSON: {' '.join(str(exc).split())}.") \
+            from None
+    if not isinstance(doc, dict):
+        raise InvalidParameterError(f"{where} is not a calibration history (a JSON object).")
+    return doc
+
+
+def _best_points(doc: Mapping[str, Any], method: str) -> list[Any]:
+    """The searched values of a history's best finished trials, best first (the order of
+    the search's own ranking, :func:`_rank`)."""
+    if doc.get("method") != method:
+        raise InvalidParameterError(
+            f"warm_start is a search of {doc.get('method')!r}, not of {method!r}: only the "
+            "same method's hyper-parameters carry over.")
+    trials = doc.get("trials")
+    if not isinstance(trials, list) or not all(isinstance(t, dict) for t in trials):
+        raise InvalidParameterError("warm_start is not a calibration history: its 'trials' "
+                                    "is not a list of trials.")
+
+    def number(x: Any) -> float:
+        return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and \
+            math.isfinite(x) else -math.inf
+
+    done = [t for t in trials if t.get("state") in ("complete", "stalled")
+            and t.get("outcome") is not None]
+    done.sort(key=lambda t: (t.get("outcome") == "forgotten", t.get("outcome") != "utility lost",
+                             number(t.get("value")), -number(t.get("seconds"))), reverse=True)
+    if not done:
+        raise InvalidParameterError("warm_start holds no finished trial to start from.")
+    return [t.get("params") for t in done[:WARM_START_TRIALS]]
+
+
+def _warm_points(warm_start: Any, method: str, space: Mapping[str, Search],
+                 kinds: Mapping[str, type]) -> list[dict[str, Any]]:
+    """The points a warm start queues: each a mapping of searched hyper-parameters to values,
+    checked, clipped into this search's space, and without the values held fixed here."""
+    if warm_start is None:
+        return []
+    if isinstance(warm_start, Calibration):
+        points = _best_points(warm_start.to_dict(), method)
+    elif isinstance(warm_start, (str, os.PathLike)):
+        points = _best_points(_history_of(warm_start), method)
+    elif isinstance(warm_start, Mapping):
+        points = (_best_points(warm_start, method) if "trials" in warm_start
+                  else [warm_start])
+    elif isinstance(warm_start, Sequence) and not isinstance(warm_start, (bytes, bytearray)):
+        points = list(warm_start)
+    else:
+        raise InvalidParameterError(
+            "warm_start must be a Calibration, its history (a dict or the path of its JSON), "
+            f"or a list of hyper-parameter dicts; got {type(warm_start).__name__}.")
+    out: list[dict[str, Any]] = []
+    for point in points:
+        if not isinstance(point, Mapping) or not all(isinstance(k, str) for k in point):
+            raise InvalidParameterError(f"A warm start point must map hyper-parameter names "
+                                        f"to values; got {point!r:.80}.")
+        unknown = sorted(k for k in point if k not in kinds)
+        if unknown:
+            raise InvalidParameterError(
+                f"{method} has no hyper-parameter {', '.join(map(repr, unknown))} (warm start).")
+        clean: dict[str, Any] = {}
+        for k, v in point.items():
+            if k not in space:  # held fixed here, or not searched: the search's own value
+                continue
+            if kinds[k] is int and isinstance(v, float) and v.is_integer():
+                v = int(v)  # JSON's 3.0
+            if space[k].choices is None and (
+                    isinstance(v, bool) or not isinstance(v, (int, float))
+                    or not math.isfinite(v)):
+                raise InvalidParameterError(
+                    f"The warm start's {k}={v!r} is not a finite number.")
+            clean[k] = _clip(v, space[k])
+        if clean and clean not in out:
+            out.append(clean)
+    return out
+
+
 class NoTrialFinished(InvalidParameterError):
     """No trial of a search finished within its budget; :attr:`trials` holds the history
     (every trial ``over budget``, ``pruned``, ``stalled`` without an epoch to keep, or
@@ -369,6 +487,7 @@ def calibrate(
     device: str | torch.device | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    warm_start: Any = None,
     **params: Any,
 ) -> Calibration:
     """Search ``method``'s hyper-parameters for ``model`` and ``split``; return the best model,
@@ -384,6 +503,13 @@ def calibrate(
         max_trials: stop after this many trials (``budget=None`` and no ``budget_seconds``:
             the only limit, which makes the search repeat trial for trial).
         seed: seeds the sampler and every trial.
+        warm_start: an earlier search of the same method to start from: its
+            :class:`Calibration`, its history (:meth:`Calibration.to_dict`, or the path of the
+            JSON that :meth:`Calibration.save_history` and ``unlearnkit forget --calibrate``
+            write), or a list of hyper-parameter dicts. Its best :data:`WARM_START_TRIALS`
+            finished trials are tried first, before the defaults, the first of them with the
+            whole budget (see the module's docstring): a model in production that receives
+            request after request is searched once with room, then warm-started.
         **params: hyper-parameters to hold fixed (not searched).
 
     Raises:
@@ -407,6 +533,7 @@ def calibrate(
         raise InvalidParameterError(
             f"{cls.name}: nothing to calibrate (it declares no search space, or every searched "
             "hyper-parameter was given a fixed value).")
+    warm = _warm_points(warm_start, cls.name, space, kinds)
     estimate = retrain_estimate(model, split)
     if budget_seconds is not None:
         if not (isinstance(budget_seconds, (int, float)) and math.isfinite(budget_seconds)
@@ -448,13 +575,18 @@ def calibrate(
     unset = {k for k in space if getattr(defaults, k) is None}
     first = {k: _clip(getattr(defaults, k), s) for k, s in space.items()
              if getattr(defaults, k) is not None}
+    # the trials queued before the sampler's own: an earlier search's best (warm_start),
+    # then the defaults; each with the keys left to the method (a default of None)
+    queued = warm + ([first] if first not in warm else [])
+    left_to_method = {n: unset - set(p) for n, p in enumerate(queued)}
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
     study = optuna.create_study(direction="maximize", sampler=sampler,
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2,
                                                                    n_warmup_steps=1))
-    study.enqueue_trial(first)
+    for point in queued:
+        study.enqueue_trial(point)
     trials: list[CalibrationTrial] = []
     best: dict[str, Any] = {}
     # per trial, the seconds it spent computing what the search's later trials read back
@@ -479,14 +611,15 @@ def calibrate(
             # nothing left, or less than a typical trial: one would run past the budget
             study.stop()
             raise optuna.TrialPruned("the budget is spent")  # not recorded: it never ran
-        # this trial's own limit: a share of what is left (all of it for the defaults, the
-        # first trial, and when there is no budget)
+        # this trial's own limit: a share of what is left (all of it for the first trial, the
+        # defaults or the warm start's best, and when there is no budget)
         stop_at = (t0 + TRIAL_SHARE * (deadline - t0)
                    if math.isfinite(deadline) and trial.number > 0 else deadline)
-        # trial 0 is the defaults: a default of None (resolved when the method runs, e.g.
-        # from the original's recipe) is left to the method rather than sampled
+        # a queued trial (the defaults, a warm start) leaves a default of None (resolved when
+        # the method runs, e.g. from the original's recipe) to the method, not sampled
+        leave = left_to_method.get(trial.number, set())
         values = {k: _suggest(trial, k, s, kinds[k]) for k, s in space.items()
-                  if not (trial.number == 0 and k in unset)}
+                  if k not in leave}
         try:
             m = dataclasses.replace(base, **values)
         except InvalidParameterError as exc:
@@ -674,7 +807,8 @@ def calibrate(
         method=cls.name, params=m_best.json_params(), model=out, verdict=best["verdict"],
         trials=trials, best_trial=best["trial"].number, budget_seconds=limit,
         retrain_estimate=estimate, seconds=seconds, seed=seed,
-        space={k: s.to_dict() for k, s in space.items()}, stopped_at=best["trial"].stopped_at)
+        space={k: s.to_dict() for k, s in space.items()}, stopped_at=best["trial"].stopped_at,
+        warm_start=warm)
 
 
 def _epoch_model(model: nn.Module, state: dict[str, torch.Tensor], method: UnlearningMethod,

@@ -430,14 +430,14 @@ def cmd_forget(args: argparse.Namespace) -> dict[str, Any]:
         calibration = calibrate(
             model, split, method, budget=DEFAULT_BUDGET if args.budget is None else args.budget,
             budget_seconds=args.budget_seconds, max_trials=args.max_trials, seed=args.seed,
-            device=device, log=_log, **params)
+            device=device, log=_log, warm_start=args.warm_start, **params)
         unlearned = calibration.model
         method = get_method(args.method, **calibration.params)
     else:
-        for flag in ("budget", "budget_seconds", "max_trials"):
+        for flag in ("budget", "budget_seconds", "max_trials", "warm_start"):
             if getattr(args, flag) is not None:
                 raise InvalidParameterError(
-                    f"--{flag.replace('_', '-')} sets calibration's limit: add --calibrate.")
+                    f"--{flag.replace('_', '-')} is an option of calibration: add --calibrate.")
         with warnings.catch_warnings():
             if not args.json:  # the verdict is printed below, with what to try
                 warnings.simplefilter("ignore", ForgetVerdictWarning)
@@ -503,6 +503,7 @@ def _calibration_summary(c: Any, history: Path | None) -> dict[str, Any]:
             "trials": len(c.trials), "states": counts,
             "seconds": c.seconds, "budget_seconds": c.budget_seconds,
             "retrain_estimate": c.retrain_estimate, "space": c.space,
+            "warm_start": c.warm_start,
             "history": str(history) if history is not None else None}
 
 
@@ -787,7 +788,8 @@ def _head_lines(result: dict[str, Any]) -> list[str]:
                   else "no time budget")
         states = ", ".join(f"{k} {v}" for k, v in cal["states"].items())
         params = ", ".join(f"{k}={result['params'][k]}" for k in cal["space"])
-        lines.append(f"calibrated: {cal['trials']} trials ({states}) in "
+        warm = " (warm-started)" if cal.get("warm_start") else ""
+        lines.append(f"calibrated{warm}: {cal['trials']} trials ({states}) in "
                      f"{cal['seconds']:.3g} s, {budget}; best trial {cal['best_trial']}"
                      f"{_stopped_text(cal.get('stopped_at'))}: {params}; history: "
                      f"{cal['history']}")
@@ -1272,6 +1274,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the budget in seconds (for a model that records no training time)")
     c.add_argument("--max-trials", type=int, default=None, metavar="N",
                    help="stop after N trials")
+    c.add_argument("--warm-start", default=None, metavar="FILE",
+                   help="an earlier search's history (the .calibration.json of a forget "
+                        "--calibrate of the same method): its best trials are tried first")
     _add_common(p)
     p.set_defaults(func=cmd_forget)
 

@@ -139,6 +139,20 @@ class Step:
                 "n_erased": len(erased), "n_absent": absent,
                 "parent": self.st.current.number, "version": number}
 
+    def _warm_start(self, name: str) -> tuple[int | None, list[dict[str, Any]] | None]:
+        """The last calibrated version of method ``name`` and its searched values: the next
+        search of that method starts from them (:func:`unlearnkit.calibrate`'s
+        ``warm_start``). ``(None, None)`` when no version was calibrated with it."""
+        for v in reversed(self.st.versions):
+            method, cal = v.payload.get("method") or {}, v.payload.get("calibration")
+            if method.get("name") == name and method.get("calibrated") and cal:
+                params = method.get("params") or {}
+                point = {k: params[k] for k in cal.get("space") or {}
+                         if params.get(k) is not None}
+                if point:
+                    return v.number, [point]
+        return None, None
+
     # the steps ------------------------------------------------------------
     def approximate(self, batch: list[RequestRecord], name: str, params: dict[str, Any],
                     triggers: list[Trigger], *, calibrate: bool, budget: float | None,
@@ -193,15 +207,16 @@ class Step:
                     n_retain = len(self.data.train) - len(erased)
                     limit = (DEFAULT_BUDGET if budget is None else budget) * trained * \
                         n_retain / len(self.data.train)
+                warm_from, warm = self._warm_start(name)
                 cal = search(current, split, name, budget=None, budget_seconds=limit,
                              max_trials=max_trials, seed=step_seed, device=self.device,
-                             log=log, **params)
+                             log=log, warm_start=warm, **params)
                 model = cal.model
                 used = dict(cal.params)
                 calibration = {"trials": len(cal.trials), "best_trial": cal.best_trial,
                                "stopped_at": cal.stopped_at,
                                "budget_seconds": cal.budget_seconds, "seconds": cal.seconds,
-                               "space": cal.space}
+                               "space": cal.space, "warm_start": warm_from}
             else:
                 model = unlearn(current, split, name, seed=step_seed, device=self.device,
                                 progress=progress, verdict=False, **params)
