@@ -67,8 +67,9 @@ WoodFisher gradients and their Gram matrix).
 
 **Warm start.** A model in production receives request after request, each calibrated in a
 fifth of a retraining: few trials each. ``warm_start`` (an earlier search of the same method:
-its :class:`Calibration` or its history) queues that search's best trials first, the first of
-them with the whole budget, as the defaults otherwise; the defaults follow. The ledger
+its :class:`Calibration` or its history) queues that search's best trials right after the
+defaults, in place of the sampler's first random draws; the defaults stay first, with the
+whole budget, so a warm start never makes a search worse than its defaults. The ledger
 (:mod:`unlearnkit.ledger`) warm-starts each calibrated step from the last one of the same
 method.
 
@@ -141,7 +142,7 @@ class CalibrationTrial:
 
     Attributes:
         number: 0-based; trial 0 holds the method's defaults (with a warm start, the earlier
-            search's best trials come first and the defaults after them).
+            search's best trials follow).
         params: the searched hyper-parameters' values.
         state: ``complete``, ``pruned`` (could not win), ``stalled`` (would not forget
             before its time limit at its pace: its result is the epoch it stopped at, a
@@ -393,7 +394,8 @@ def _history_of(path: str | os.PathLike) -> dict[str, Any]:
 
 def _best_points(doc: Mapping[str, Any], method: str) -> list[Any]:
     """The searched values of a history's best finished trials, best first (the order of
-    the search's own ranking, :func:`_rank`)."""
+    the search's own ranking, :func:`_rank`); none when no trial finished (its budget was
+    too small for one: this search starts from the defaults alone)."""
     if doc.get("method") != method:
         raise InvalidParameterError(
             f"warm_start is a search of {doc.get('method')!r}, not of {method!r}: only the "
@@ -411,8 +413,6 @@ def _best_points(doc: Mapping[str, Any], method: str) -> list[Any]:
             and t.get("outcome") is not None]
     done.sort(key=lambda t: (t.get("outcome") == "forgotten", t.get("outcome") != "utility lost",
                              number(t.get("value")), -number(t.get("seconds"))), reverse=True)
-    if not done:
-        raise InvalidParameterError("warm_start holds no finished trial to start from.")
     return [t.get("params") for t in done[:WARM_START_TRIALS]]
 
 
@@ -506,10 +506,11 @@ def calibrate(
         warm_start: an earlier search of the same method to start from: its
             :class:`Calibration`, its history (:meth:`Calibration.to_dict`, or the path of the
             JSON that :meth:`Calibration.save_history` and ``unlearnkit forget --calibrate``
-            write), or a list of hyper-parameter dicts. Its best :data:`WARM_START_TRIALS`
-            finished trials are tried first, before the defaults, the first of them with the
-            whole budget (see the module's docstring): a model in production that receives
-            request after request is searched once with room, then warm-started.
+            write), or a list of hyper-parameter dicts (a value not given: the default's;
+            one out of the space: clipped into it). Its best :data:`WARM_START_TRIALS`
+            finished trials are tried right after the defaults, before the sampler's own
+            (see the module's docstring): a model in production that receives request after
+            request is searched once with room, then warm-started.
         **params: hyper-parameters to hold fixed (not searched).
 
     Raises:
@@ -575,9 +576,12 @@ def calibrate(
     unset = {k for k in space if getattr(defaults, k) is None}
     first = {k: _clip(getattr(defaults, k), s) for k, s in space.items()
              if getattr(defaults, k) is not None}
-    # the trials queued before the sampler's own: an earlier search's best (warm_start),
-    # then the defaults; each with the keys left to the method (a default of None)
-    queued = warm + ([first] if first not in warm else [])
+    # the trials queued before the sampler's own: the defaults, then an earlier search's best
+    # (warm_start); each with the keys left to the method (a default of None)
+    # a warm start's point lacking a searched value takes the default's (not a sample)
+    completed = [{**first, **p} for p in warm]
+    warm = [q for i, q in enumerate(completed) if q not in completed[:i]]
+    queued = [first] + [p for p in warm if p != first]
     left_to_method = {n: unset - set(p) for n, p in enumerate(queued)}
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -611,8 +615,8 @@ def calibrate(
             # nothing left, or less than a typical trial: one would run past the budget
             study.stop()
             raise optuna.TrialPruned("the budget is spent")  # not recorded: it never ran
-        # this trial's own limit: a share of what is left (all of it for the first trial, the
-        # defaults or the warm start's best, and when there is no budget)
+        # this trial's own limit: a share of what is left (all of it for the defaults, the
+        # first trial, and when there is no budget)
         stop_at = (t0 + TRIAL_SHARE * (deadline - t0)
                    if math.isfinite(deadline) and trial.number > 0 else deadline)
         # a queued trial (the defaults, a warm start) leaves a default of None (resolved when
