@@ -383,6 +383,42 @@ def test_an_epoch_that_forgot_better_than_the_end_is_the_trials_result(mlp_model
     assert cal.to_dict()["stopped_at"] == cal.stopped_at
 
 
+def test_an_epoch_that_forgot_is_kept_when_the_budget_runs_out_in_the_next(mlp_model,
+                                                                            class_split,
+                                                                            monkeypatch):
+    """The ascent above forgets in its fourth epoch; here the budget runs out during its
+    fifth (a clock that jumps 100 s once the fourth epoch has been judged), so the trial
+    stops at the first optimiser step past the budget. The fourth epoch's model, judged
+    before, is its result: before, a trial cut at the very end of the budget (the defaults,
+    which may use all of it) was discarded whole, by chance of the last epoch's timing."""
+    import time
+
+    from unlearnkit import training as T
+
+    real_clock, real_notify = time.perf_counter, T._notify
+    offset = [0.0]
+
+    def notify(phase, epoch, model):
+        real_notify(phase, epoch, model)  # calibration's watcher judges the epoch first
+        if epoch == 4:
+            offset[0] = 100.0
+
+    monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + offset[0])
+    monkeypatch.setattr(T, "_notify", notify)
+    cal = uk.calibrate(mlp_model, class_split, "gradient-ascent", budget_seconds=60.0,
+                       max_trials=1, lr=0.01, seed=0)
+    (trial,) = cal.trials
+    assert trial.state == "complete" and trial.outcome == "forgotten"
+    assert cal.stopped_at == {"phase": "gradient-ascent: ascend", "epoch": 4}
+    assert "stopped at its time limit after that epoch" in trial.note
+    assert cal.seconds > 60.0  # past the budget by one step and a copy (and the jump)
+    four = uk.unlearn(mlp_model, class_split, "gradient-ascent", lr=0.01, epochs=4, seed=0,
+                      verdict=False)
+    for (k, a), b in zip(cal.model.state_dict().items(), four.state_dict().values(),
+                         strict=True):
+        assert torch.equal(a, b), k
+
+
 def test_without_a_better_epoch_the_trials_result_is_its_end(mlp_model, class_split):
     # at lr 0.1 no epoch of the ascent keeps the retained classes: nothing to stop at
     cal = uk.calibrate(mlp_model, class_split, "gradient-ascent", budget=None, max_trials=1,

@@ -759,7 +759,11 @@ def calibrate(
             salvaged = salvage()
             if salvaged is not None:
                 out, v, stopped_at = salvaged, epoch_best["verdict"], epoch_best["at"]
-        if time.perf_counter() > deadline:  # e.g. a pass that cannot stop mid-way ran past it
+        if stopped_at is None and time.perf_counter() > deadline:
+            # the trial's own result, finished past the budget (a pass that cannot stop
+            # mid-way): discarded. An epoch's model (stopped_at) was judged before its limit:
+            # a trial cut at the first optimiser step past the budget keeps it, the step and
+            # the copy of its weights counted in the search's seconds
             trials.append(CalibrationTrial(trial.number, values, "over budget",
                                            seconds=time.perf_counter() - t0,
                                            note="finished after the budget ran out"))
