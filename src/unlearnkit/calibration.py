@@ -41,7 +41,9 @@ budget, the usual case of published defaults on a new model, no longer use it up
 is the model at that epoch, with its verdict. A method without epochs (SSD, one pass) cannot be
 stopped mid-way: a trial of it that ends after the budget ran out (its verdict included) is
 ``over budget`` too, its model discarded, so that a calibrated result never costs more than its
-budget, give or take the sampler's bookkeeping. A trial whose outputs become non-finite (a
+budget, give or take the sampler's bookkeeping; a trial cut at the first optimiser step past
+the budget keeps its epoch that forgot, judged before (below), so a search may end past its
+budget by one step and a copy of the weights. A trial whose outputs become non-finite (a
 diverging ascent) stops at that epoch (``failed``). When no trial finishes,
 :class:`NoTrialFinished` says so, with the history.
 
