@@ -368,24 +368,13 @@ def _history_of(path: str | os.PathLike) -> dict[str, Any]:
     checked first."""
     import json
 
-    p = Path(path)
-    where = f"The calibration history {str(p)!r}"
+    from unlearnkit._files import read_small_text
+
+    where = f"The calibration history {str(Path(path))!r}"
+    text = read_small_text(path, where=where, limit=MAX_HISTORY_BYTES,
+                           holds="a search's history takes", error=InvalidParameterError)
     try:
-        size = p.stat().st_size
-    except FileNotFoundError:
-        raise InvalidParameterError(f"{where} does not exist.") from None
-    except OSError as exc:
-        raise InvalidParameterError(f"{where} cannot be read: {exc.strerror}.") from None
-    if not p.is_file():
-        raise InvalidParameterError(f"{where} is not a regular file.")
-    if size > MAX_HISTORY_BYTES:
-        raise InvalidParameterError(f"{where} holds {size} bytes, more than the "
-                                    f"{MAX_HISTORY_BYTES} a search's history takes.")
-    try:
-        doc = json.loads(p.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InvalidParameterError(f"{where} is not UTF-8 text: {exc.reason} at byte "
-                                    f"{exc.start}.") from None
+        doc = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise InvalidParameterError(f"{where} is not JSON: {' '.join(str(exc).split())}.") \
             from None

@@ -28,6 +28,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from unlearnkit._files import read_small_text
 from unlearnkit.exceptions import LedgerError
 
 __all__ = [
@@ -70,19 +71,8 @@ def read_ids(path: str | os.PathLike) -> tuple[list[str], list[int]]:
     """
     p = Path(path)
     where = f"The id file {str(p)!r}"
-    try:
-        size = p.stat().st_size
-    except FileNotFoundError:
-        raise LedgerError(f"{where} does not exist.") from None
-    if not p.is_file():
-        raise LedgerError(f"{where} is not a regular file.")
-    if size > MAX_ID_FILE_BYTES:
-        raise LedgerError(f"{where} holds {size} bytes, more than the {MAX_ID_FILE_BYTES} "
-                          "accepted for a request's ids.")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise LedgerError(f"{where} is not UTF-8 text: {exc.reason} at byte {exc.start}.") from None
+    text = read_small_text(p, where=where, limit=MAX_ID_FILE_BYTES,
+                           holds="accepted for a request's ids", error=LedgerError)
     ids: list[str] = []
     lines: list[int] = []
     if p.suffix.lower() == ".json":
