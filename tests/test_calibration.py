@@ -218,6 +218,32 @@ def test_warm_start_points_are_clipped_into_the_space_and_fixed_values_kept(mlp_
     assert cal.trials[1].params == {"alpha": 3.0, "lambd": defaults.lambd}
 
 
+def test_the_earlier_best_goes_first_where_the_earlier_defaults_did_not_forget(mlp_model,
+                                                                               class_split):
+    """What the earlier search learned of the defaults decides: where they did not forget
+    there, its best trials run first (the first with the whole budget), then the defaults;
+    where they forgot, or the history does not say (another trial 0, a list of points), the
+    defaults run first."""
+    def history(first_outcome, first_params=None):
+        return {"method": "ssd", "trials": [
+            {"number": 0, "params": first_params or {"alpha": 10.0, "lambd": 1.0},
+             "state": "complete", "outcome": first_outcome, "value": 0.1, "seconds": 1.0},
+            {"number": 1, "params": {"alpha": 3.0, "lambd": 0.5}, "state": "complete",
+             "outcome": "forgotten", "value": 0.9, "seconds": 1.0}]}
+
+    def order(warm):
+        cal = uk.calibrate(mlp_model, class_split, "ssd", budget=None, max_trials=2,
+                           warm_start=warm)
+        return [t.params for t in cal.trials]
+
+    best, defaults = {"alpha": 3.0, "lambd": 0.5}, {"alpha": 10.0, "lambd": 1.0}
+    assert order(history("not forgotten")) == [best, defaults]
+    assert order(history(None)) == [best, defaults]  # they did not even finish
+    assert order(history("forgotten")) == [defaults, best]
+    assert order(history("not forgotten", {"alpha": 5.0, "lambd": 1.0})) == [defaults, best]
+    assert order([best]) == [defaults, best]
+
+
 def test_a_history_without_a_finished_trial_starts_from_the_defaults(mlp_model, class_split):
     # the earlier budget was too small for one trial: nothing to start from, nothing refused
     history = {"method": "ssd", "trials": [{"number": 0, "params": {"alpha": 3.0},

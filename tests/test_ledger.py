@@ -707,9 +707,15 @@ def test_a_calibrated_step_warm_starts_from_the_last_of_its_method(ledger, monke
     ledger.add_request(["40", "41"])
     second = ledger.apply(calibrate=True, max_trials=2)
     assert first.outcome == second.outcome == "applied"
-    assert given == [[searched]]  # version 1's chosen values, tried first
+    # version 1's search, whole: its best follow (or precede) the defaults
+    assert given == [{"method": v1.payload["method"]["name"],
+                      "trials": v1.payload["calibration"]["history"]}]
+    best = v1.payload["calibration"]["history"][v1.payload["calibration"]["best_trial"]]
+    assert {k: v for k, v in best["params"].items()} == {
+        k: v for k, v in searched.items() if k in best["params"]}
     p = ledger.status().current.payload
     assert p["calibration"]["warm_start"] == v1.number
+    assert len(p["calibration"]["history"]) == p["calibration"]["trials"] == 2
     # a step of another method starts afresh
     ledger.add_request(["50"])
     ledger.apply(method="ssd", calibrate=True, max_trials=1)

@@ -69,9 +69,11 @@ WoodFisher gradients and their Gram matrix).
 
 **Warm start.** A model in production receives request after request, each calibrated in a
 fifth of a retraining: few trials each. ``warm_start`` (an earlier search of the same method:
-its :class:`Calibration` or its history) queues that search's best trials right after the
-defaults, in place of the sampler's first random draws; the defaults stay first, with the
-whole budget, so a warm start never makes a search worse than its defaults. The ledger
+its :class:`Calibration` or its history) queues that search's best trials in place of the
+sampler's first random draws. Where that search ran the same defaults and they did not end
+``forgotten``, its best go first (the first of them with the whole budget) and the defaults
+after them; otherwise (the defaults forgot there, or the history does not say) the defaults
+stay first, with the whole budget, and the earlier best follow them. The ledger
 (:mod:`unlearnkit.ledger`) warm-starts each calibrated step from the last one of the same
 method.
 
@@ -144,7 +146,8 @@ class CalibrationTrial:
 
     Attributes:
         number: 0-based; trial 0 holds the method's defaults (with a warm start, the earlier
-            search's best trials follow).
+            search's best trials follow them, or precede them where the defaults did not
+            forget in that search).
         params: the searched hyper-parameters' values.
         state: ``complete``, ``pruned`` (could not win), ``stalled`` (would not forget
             before its time limit at its pace: its result is the epoch it stopped at, a
@@ -383,10 +386,10 @@ def _history_of(path: str | os.PathLike) -> dict[str, Any]:
     return doc
 
 
-def _best_points(doc: Mapping[str, Any], method: str) -> list[Any]:
+def _best_points(doc: Mapping[str, Any], method: str) -> tuple[list[Any], Any]:
     """The searched values of a history's best finished trials, best first (the order of
-    the search's own ranking, :func:`_rank`); none when no trial finished (its budget was
-    too small for one: this search starts from the defaults alone)."""
+    the search's own ranking, :func:`_rank`; none when no trial finished: its budget was too
+    small for one), and its trial 0, the defaults it ran (``None``: not in it)."""
     if doc.get("method") != method:
         raise InvalidParameterError(
             f"warm_start is a search of {doc.get('method')!r}, not of {method!r}: only the "
@@ -404,22 +407,48 @@ def _best_points(doc: Mapping[str, Any], method: str) -> list[Any]:
             and t.get("outcome") is not None]
     done.sort(key=lambda t: (t.get("outcome") == "forgotten", t.get("outcome") != "utility lost",
                              number(t.get("value")), -number(t.get("seconds"))), reverse=True)
-    return [t.get("params") for t in done[:WARM_START_TRIALS]]
+    first = next((t for t in trials if t.get("number") == 0), None)
+    return [t.get("params") for t in done[:WARM_START_TRIALS]], first
+
+
+def _clean_point(point: Any, method: str, space: Mapping[str, Search],
+                 kinds: Mapping[str, type]) -> dict[str, Any]:
+    """A warm start's point checked, clipped into this search's space, and without the values
+    held fixed here."""
+    if not isinstance(point, Mapping) or not all(isinstance(k, str) for k in point):
+        raise InvalidParameterError(f"A warm start point must map hyper-parameter names "
+                                    f"to values; got {point!r:.80}.")
+    unknown = sorted(k for k in point if k not in kinds)
+    if unknown:
+        raise InvalidParameterError(
+            f"{method} has no hyper-parameter {', '.join(map(repr, unknown))} (warm start).")
+    clean: dict[str, Any] = {}
+    for k, v in point.items():
+        if k not in space:  # held fixed here, or not searched: the search's own value
+            continue
+        if kinds[k] is int and isinstance(v, float) and v.is_integer():
+            v = int(v)  # JSON's 3.0
+        if space[k].choices is None and (
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise InvalidParameterError(f"The warm start's {k}={v!r} is not a finite number.")
+        clean[k] = _clip(v, space[k])
+    return clean
 
 
 def _warm_points(warm_start: Any, method: str, space: Mapping[str, Search],
-                 kinds: Mapping[str, type]) -> list[dict[str, Any]]:
-    """The points a warm start queues: each a mapping of searched hyper-parameters to values,
-    checked, clipped into this search's space, and without the values held fixed here."""
+                 kinds: Mapping[str, type]) -> tuple[list[dict[str, Any]], Any]:
+    """The points a warm start queues (:func:`_clean_point`), and what its history says of
+    the defaults: ``(their values, their outcome)`` (``None``: it does not say)."""
     if warm_start is None:
-        return []
+        return [], None
+    first = None
     if isinstance(warm_start, Calibration):
-        points = _best_points(warm_start.to_dict(), method)
+        points, first = _best_points(warm_start.to_dict(), method)
     elif isinstance(warm_start, (str, os.PathLike)):
-        points = _best_points(_history_of(warm_start), method)
+        points, first = _best_points(_history_of(warm_start), method)
     elif isinstance(warm_start, Mapping):
-        points = (_best_points(warm_start, method) if "trials" in warm_start
-                  else [warm_start])
+        points, first = (_best_points(warm_start, method) if "trials" in warm_start
+                         else ([warm_start], None))
     elif isinstance(warm_start, Sequence) and not isinstance(warm_start, (bytes, bytearray)):
         points = list(warm_start)
     else:
@@ -428,28 +457,14 @@ def _warm_points(warm_start: Any, method: str, space: Mapping[str, Search],
             f"or a list of hyper-parameter dicts; got {type(warm_start).__name__}.")
     out: list[dict[str, Any]] = []
     for point in points:
-        if not isinstance(point, Mapping) or not all(isinstance(k, str) for k in point):
-            raise InvalidParameterError(f"A warm start point must map hyper-parameter names "
-                                        f"to values; got {point!r:.80}.")
-        unknown = sorted(k for k in point if k not in kinds)
-        if unknown:
-            raise InvalidParameterError(
-                f"{method} has no hyper-parameter {', '.join(map(repr, unknown))} (warm start).")
-        clean: dict[str, Any] = {}
-        for k, v in point.items():
-            if k not in space:  # held fixed here, or not searched: the search's own value
-                continue
-            if kinds[k] is int and isinstance(v, float) and v.is_integer():
-                v = int(v)  # JSON's 3.0
-            if space[k].choices is None and (
-                    isinstance(v, bool) or not isinstance(v, (int, float))
-                    or not math.isfinite(v)):
-                raise InvalidParameterError(
-                    f"The warm start's {k}={v!r} is not a finite number.")
-            clean[k] = _clip(v, space[k])
+        clean = _clean_point(point, method, space, kinds)
         if clean and clean not in out:
             out.append(clean)
-    return out
+    defaults = None
+    if first is not None:
+        defaults = (_clean_point(first.get("params") or {}, method, space, kinds),
+                    first.get("outcome"))
+    return out, defaults
 
 
 class NoTrialFinished(InvalidParameterError):
@@ -499,9 +514,10 @@ def calibrate(
             JSON that :meth:`Calibration.save_history` and ``unlearnkit forget --calibrate``
             write), or a list of hyper-parameter dicts (a value not given: the default's;
             one out of the space: clipped into it). Its best :data:`WARM_START_TRIALS`
-            finished trials are tried right after the defaults, before the sampler's own
-            (see the module's docstring): a model in production that receives request after
-            request is searched once with room, then warm-started.
+            finished trials are tried before the sampler's own: first, where its defaults'
+            trial did not forget, else right after the defaults (see the module's
+            docstring). A model in production that receives request after request is
+            searched once with room, then warm-started.
         **params: hyper-parameters to hold fixed (not searched).
 
     Raises:
@@ -525,7 +541,7 @@ def calibrate(
         raise InvalidParameterError(
             f"{cls.name}: nothing to calibrate (it declares no search space, or every searched "
             "hyper-parameter was given a fixed value).")
-    warm = _warm_points(warm_start, cls.name, space, kinds)
+    warm, earlier_defaults = _warm_points(warm_start, cls.name, space, kinds)
     estimate = retrain_estimate(model, split)
     if budget_seconds is not None:
         if not (isinstance(budget_seconds, (int, float)) and math.isfinite(budget_seconds)
@@ -572,7 +588,13 @@ def calibrate(
     # a warm start's point lacking a searched value takes the default's (not a sample)
     completed = [{**first, **p} for p in warm]
     warm = [q for i, q in enumerate(completed) if q not in completed[:i]]
-    queued = [first] + [p for p in warm if p != first]
+    # the earlier search ran these same defaults and they did not forget: its best go first
+    # (the first of them with the whole budget); else the defaults do
+    warm_first = (bool(warm) and earlier_defaults is not None
+                  and {**first, **earlier_defaults[0]} == first
+                  and earlier_defaults[1] != "forgotten")
+    queued = (warm + ([first] if first not in warm else []) if warm_first
+              else [first] + [p for p in warm if p != first])
     left_to_method = {n: unset - set(p) for n, p in enumerate(queued)}
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

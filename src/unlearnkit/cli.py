@@ -1276,7 +1276,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after N trials")
     c.add_argument("--warm-start", default=None, metavar="FILE",
                    help="an earlier search's history (the .calibration.json of a forget "
-                        "--calibrate of the same method): its best trials follow the defaults")
+                        "--calibrate of the same method): its best trials are tried first")
     _add_common(p)
     p.set_defaults(func=cmd_forget)
 

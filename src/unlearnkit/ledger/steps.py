@@ -139,13 +139,16 @@ class Step:
                 "n_erased": len(erased), "n_absent": absent,
                 "parent": self.st.current.number, "version": number}
 
-    def _warm_start(self, name: str) -> tuple[int | None, list[dict[str, Any]] | None]:
-        """The last calibrated version of method ``name`` and its searched values: the next
-        search of that method starts from them (:func:`unlearnkit.calibrate`'s
-        ``warm_start``). ``(None, None)`` when no version was calibrated with it."""
+    def _warm_start(self, name: str) -> tuple[int | None, Any]:
+        """The last calibrated version of method ``name`` and its search's history (a ledger
+        written before the history was kept: the values it chose): the next search of that
+        method starts from it (:func:`unlearnkit.calibrate`'s ``warm_start``). ``(None,
+        None)`` when no version was calibrated with it."""
         for v in reversed(self.st.versions):
             method, cal = v.payload.get("method") or {}, v.payload.get("calibration")
             if method.get("name") == name and method.get("calibrated") and cal:
+                if cal.get("history"):
+                    return v.number, {"method": name, "trials": cal["history"]}
                 params = method.get("params") or {}
                 point = {k: params[k] for k in cal.get("space") or {}
                          if params.get(k) is not None}
@@ -216,7 +219,8 @@ class Step:
                 calibration = {"trials": len(cal.trials), "best_trial": cal.best_trial,
                                "stopped_at": cal.stopped_at,
                                "budget_seconds": cal.budget_seconds, "seconds": cal.seconds,
-                               "space": cal.space, "warm_start": warm_from}
+                               "space": cal.space, "warm_start": warm_from,
+                               "history": [t.to_dict() for t in cal.trials]}
             else:
                 model = unlearn(current, split, name, seed=step_seed, device=self.device,
                                 progress=progress, verdict=False, **params)
