@@ -269,6 +269,16 @@ def test_bad_warm_starts_are_refused_before_any_trial(mlp_model, class_split, wa
         uk.calibrate(mlp_model, class_split, "ssd", budget=None, max_trials=1, warm_start=warm)
 
 
+def test_a_warm_start_gives_an_int_hyper_parameter_a_whole_number(mlp_model, class_split):
+    with pytest.raises(uk.InvalidParameterError, match=r"epochs=2.5 is not a whole number"):
+        uk.calibrate(mlp_model, class_split, "finetune", budget=None, max_trials=1,
+                     warm_start=[{"epochs": 2.5}])
+    # JSON's 3.0 is 3
+    cal = uk.calibrate(mlp_model, class_split, "finetune", budget=None, max_trials=2,
+                       warm_start=[{"epochs": 3.0, "lr": 1e-3}])
+    assert cal.trials[1].params == {"epochs": 3, "lr": 1e-3}
+
+
 def test_a_warm_start_file_is_checked_before_it_is_read(mlp_model, class_split, tmp_path,
                                                         monkeypatch):
     def refused(path, match):

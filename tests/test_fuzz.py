@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -405,3 +406,53 @@ def test_fuzz_results_store(column, value, drop, real_store, workdir):
     code, out, err = run("report", store, "--out", workdir / "report", "--json")
     event(f"exit {code}")
     check_cli(code, out, err)
+
+
+# ------------------------------------------------------------ calibration histories
+@st.composite
+def histories(draw) -> bytes:
+    """A calibration history (``warm_start``'s JSON) with fields replaced by anything."""
+    trial = {"number": 1, "params": {"alpha": 3.0, "lambd": 0.5}, "state": "complete",
+             "outcome": "forgotten", "value": 0.9, "seconds": 1.0}
+    doc: dict = {"method": "ssd", "trials": [
+        {**trial, "number": 0, "params": {"alpha": 10.0, "lambd": 1.0},
+         "outcome": "not forgotten"}, trial]}
+    for _ in range(draw(st.integers(0, 3))):
+        where = draw(st.sampled_from(["doc", "trial", "params"]))
+        value = draw(JSONISH)
+        if where == "doc":
+            doc[draw(st.sampled_from(["method", "trials", "x"]))] = value
+        elif isinstance(doc.get("trials"), list) and doc["trials"]:
+            t = doc["trials"][-1]
+            if where == "trial" and isinstance(t, dict):
+                t[draw(st.sampled_from([*trial, "x"]))] = value
+            elif isinstance(t, dict) and isinstance(t.get("params"), dict):
+                t["params"][draw(st.sampled_from(["alpha", "lambd", "epochs", "x"]))] = value
+    raw = json.dumps(doc).encode()
+    if draw(st.integers(0, 9)) == 0:
+        raw = draw(st.binary(max_size=64))
+    return raw
+
+
+@settings(max_examples=examples(80))
+@given(raw=histories())
+def test_fuzz_warm_start_histories(raw, workdir):
+    """Whatever the history file holds, ``warm_start`` reads it or refuses it in one line, and
+    what it queues lies in the search space."""
+    from unlearnkit import calibration as C
+
+    path = workdir / "history.calibration.json"
+    path.write_bytes(raw)
+    cls = type(uk.get_method("ssd"))
+    space = cls.search_space()
+    kinds = {f.name: f.metadata.get("type", float) for f in dataclasses.fields(cls)}
+    try:
+        points, defaults = C._warm_points(path, "ssd", space, kinds)
+    except Exception as exc:
+        event("refused")
+        check_error(exc)
+        return
+    event(f"{len(points)} points")
+    for p in points + ([defaults[0]] if defaults else []):
+        for k, v in p.items():
+            assert space[k].low <= v <= space[k].high, (k, v)

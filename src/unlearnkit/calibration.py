@@ -431,6 +431,8 @@ def _clean_point(point: Any, method: str, space: Mapping[str, Search],
         if space[k].choices is None and (
                 isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
             raise InvalidParameterError(f"The warm start's {k}={v!r} is not a finite number.")
+        if space[k].choices is None and kinds[k] is int and not isinstance(v, int):
+            raise InvalidParameterError(f"The warm start's {k}={v!r} is not a whole number.")
         clean[k] = _clip(v, space[k])
     return clean
 
