@@ -195,7 +195,7 @@ class Calibration:
         seed: the search's seed.
         stopped_at: the best trial's ``stopped_at`` (``None``: its model is the method's
             result at ``params``; else the model as it was at the end of that epoch).
-        warm_start: the points queued first from ``calibrate(warm_start=...)``, as tried.
+        warm_start: the points ``calibrate(warm_start=...)`` queued, as tried.
     """
 
     method: str
@@ -392,7 +392,7 @@ def _best_points(doc: Mapping[str, Any], method: str) -> tuple[list[Any], Any]:
     small for one), and its trial 0, the defaults it ran (``None``: not in it)."""
     if doc.get("method") != method:
         raise InvalidParameterError(
-            f"warm_start is a search of {doc.get('method')!r}, not of {method!r}: only the "
+            f"warm_start is a search of {doc.get('method')!r:.60}, not of {method!r}: only the "
             "same method's hyper-parameters carry over.")
     trials = doc.get("trials")
     if not isinstance(trials, list) or not all(isinstance(t, dict) for t in trials):
