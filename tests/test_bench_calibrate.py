@@ -213,6 +213,42 @@ def test_a_method_that_cannot_finish_a_trial_in_its_budget_is_skipped_saying_so(
     assert len(read_rows(db)) == 4
 
 
+@pytest.mark.slow
+def test_a_bench_warm_starts_each_search_from_an_earlier_store(tmp_path):
+    first = tmp_path / "first.sqlite"
+    run_plan(expand(cfg(methods={"retrain": {}, "ssd": {}},
+                        calibrate={"budget_seconds": 30, "max_trials": 4})), first, workers=1)
+    earlier = next(r for r in read_rows(first) if r["calibration"] is not None)
+    trials = read_trials(first)[earlier["run_id"]]
+    done = sorted((t for t in trials if t["outcome"] is not None),
+                  key=lambda t: (t["outcome"] == "forgotten", t["outcome"] != "utility lost",
+                                 t["value"], -t["seconds"]), reverse=True)
+    # a later request (class 5), warm-started from the class-3 search
+    second = tmp_path / "second.sqlite"
+    config = cfg(methods={"retrain": {}, "ssd": {}}, scenarios={"classes": [[5]]},
+                 calibrate={"budget_seconds": 30, "max_trials": 3, "warm_start": str(first)})
+    assert config.calibrate[0].warm_start == str(first)
+    run_plan(expand(config), second, workers=1)
+    row = next(r for r in read_rows(second) if r["calibration"] is not None)
+    assert row["calibration"]["warm_start"] == {"store": str(first),
+                                                "run_id": earlier["run_id"]}
+    tried = [t["params"] for t in read_trials(second)[row["run_id"]]]
+    assert done[0]["params"] in tried[:3]  # the earlier best, among the queued trials
+    # the same config without the warm start is another run (its id), and the earlier
+    # configs' runs keep theirs
+    assert "warm_start" not in cfg(calibrate={"budget": 0.2}).calibrate[0].to_dict()
+
+
+@pytest.mark.parametrize("value, words", [
+    (3, "calibrate.warm_start"),
+    ("", "calibrate.warm_start"),
+    ("no/such.sqlite", "no results store at 'no/such.sqlite'"),
+])
+def test_a_bad_warm_start_store_is_refused_naming_the_key(value, words):
+    with pytest.raises(InvalidParameterError, match=words):
+        cfg(calibrate={"budget": 0.2, "warm_start": value})
+
+
 # ---------------------------------------------------------------------- shared work
 def test_cold_reads_miss_what_was_stored_before_and_hit_what_the_block_stored(digits,
                                                                                mlp_model):

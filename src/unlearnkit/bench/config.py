@@ -33,6 +33,8 @@
       max_trials: 40                 # optional; or budget_seconds: S instead of budget
       methods: all                   # the default: every listed method with a search space;
                                      # or [names], or {name: {budget: ...}} per method
+      warm_start: runs/x/results.sqlite  # optional: each search starts from the same
+                                     # method's search of the same scenario kind there
 
 Each run is identified by a hash of everything that determines its result
 (:mod:`unlearnkit.bench.plan`).
@@ -204,10 +206,16 @@ class Calibrate:
     budget: float | None = 0.2
     budget_seconds: float | None = None
     max_trials: int | None = None
+    #: an earlier results store: each search warm-starts from the same method's search of
+    #: the same scenario kind in it (:func:`unlearnkit.calibrate`'s ``warm_start``)
+    warm_start: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"budget": self.budget, "budget_seconds": self.budget_seconds,
-                "max_trials": self.max_trials}
+        out: dict[str, Any] = {"budget": self.budget, "budget_seconds": self.budget_seconds,
+                               "max_trials": self.max_trials}
+        if self.warm_start is not None:  # only then: the runs of earlier configs keep their ids
+            out["warm_start"] = self.warm_start
+        return out
 
 
 @dataclass(frozen=True)
@@ -632,8 +640,17 @@ def _calibrate(value: Any, methods: tuple[MethodGrid, ...]) -> tuple[Calibrate, 
     if value is None:
         return ()
     m = _mapping("calibrate", value)
-    _unknown("'calibrate'", m, ("budget", "budget_seconds", "max_trials", "methods"))
-    common = Calibrate("", **_budget_values("calibrate", m, None))
+    _unknown("'calibrate'", m, ("budget", "budget_seconds", "max_trials", "methods",
+                                "warm_start"))
+    warm = m.get("warm_start")
+    if warm is not None:
+        if not isinstance(warm, str) or not warm:
+            raise _err("calibrate.warm_start", "the path of an earlier results store", warm)
+        if not Path(warm).is_file():
+            raise InvalidParameterError(
+                f"calibrate.warm_start: no results store at {warm!r} (a path from the "
+                "directory the bench runs in).")
+    common = Calibrate("", **_budget_values("calibrate", m, None), warm_start=warm)
     listed = [g.name for g in methods]
     searchable = [n for n in dict.fromkeys(listed) if METHODS.get(n).search_space()]
     which = m.get("methods", "all")
@@ -656,7 +673,8 @@ def _calibrate(value: Any, methods: tuple[MethodGrid, ...]) -> tuple[Calibrate, 
                 "nothing to calibrate.")
         own = _mapping(f"calibrate.methods.{name}", own or {})
         _unknown(f"'calibrate.methods.{name}'", own, ("budget", "budget_seconds", "max_trials"))
-        out.append(Calibrate(name, **_budget_values(f"calibrate.methods.{name}", own, common)))
+        out.append(Calibrate(name, **_budget_values(f"calibrate.methods.{name}", own, common),
+                             warm_start=warm))
     return tuple(out)
 
 

@@ -50,7 +50,7 @@ from unlearnkit.api import unlearn
 from unlearnkit.bench.artefacts import curve_watcher, model_artefacts
 from unlearnkit.bench.config import Scenario
 from unlearnkit.bench.plan import ORIGINAL, Plan, Run
-from unlearnkit.bench.store import FINISHED, ResultStore, read_rows, read_states
+from unlearnkit.bench.store import FINISHED, ResultStore, read_rows, read_states, read_trials
 from unlearnkit.compare import jsonable
 from unlearnkit.data.containers import DataBundle
 from unlearnkit.data.registry import load_dataset
@@ -252,8 +252,13 @@ def _calibrated(run: Run, original: torch.nn.Module, split: Split, dev: torch.de
     summary = {"budget": limits.get("budget") if limits.get("budget_seconds") is None
                else None, "budget_seconds": budget_seconds, "budget_basis": source,
                "max_trials": limits.get("max_trials"), "defaults": dict(run.params)}
+    warm, warm_from = None, None
+    if limits.get("warm_start"):
+        warm_from, warm = _earlier_search(limits["warm_start"], run)
+        summary["warm_start"] = {"store": limits["warm_start"], "run_id": warm_from}
     say(f"calibrating {run.method}: budget {budget_seconds} s ({summary['budget']} of the "
-        f"retraining's {basis} s, {source}), max_trials {limits.get('max_trials')}")
+        f"retraining's {basis} s, {source}), max_trials {limits.get('max_trials')}"
+        + (f", warm-started from run {warm_from}" if warm_from else ""))
     with cache_use(read=run.timing == "warm") as use:
         cpu = time.process_time()
         try:
@@ -261,7 +266,7 @@ def _calibrated(run: Run, original: torch.nn.Module, split: Split, dev: torch.de
                 original, split, run.method, seed=run.method_seed, device=dev,
                 budget=limits.get("budget") if budget_seconds is None else None,
                 budget_seconds=budget_seconds, max_trials=limits.get("max_trials"),
-                log=say)
+                log=say, warm_start=warm)
         except NoTrialFinished as exc:  # the method cannot get there within the budget
             summary.update(note=str(exc), budget_seconds=exc.budget_seconds,
                            trials=len(exc.trials))
@@ -276,6 +281,19 @@ def _calibrated(run: Run, original: torch.nn.Module, split: Split, dev: torch.de
     trials = [t.to_dict() for t in found.trials]
     return found.model, summary, trials, {"repeats": 1, "cpu_seconds": cpu,
                                           "cache_hit": use.hit}
+
+
+def _earlier_search(store: str, run: Run) -> tuple[str | None, dict[str, Any] | None]:
+    """The search of ``run``'s method in an earlier results store, for its warm start: of the
+    same scenario kind, the same scenario and seed preferred. ``(None, None)`` when the store
+    holds none (the search starts cold)."""
+    rows = [r for r in read_rows(store) if r["method"] == run.method and r.get("calibration")
+            and r["scenario_kind"] == run.scenario.kind]
+    if not rows:
+        return None, None
+    best = max(rows, key=lambda r: (r["scenario"] == run.scenario.label, r["seed"] == run.seed))
+    trials = read_trials(store, [best["run_id"]]).get(best["run_id"]) or []
+    return best["run_id"], {"method": run.method, "trials": trials}
 
 
 # ---------------------------------------------------------------------- one run
