@@ -8,6 +8,7 @@ shadow class leaves behind.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -149,6 +150,25 @@ def test_eu_k_reinitialises_the_last_k_layers_before_training(mlp3, small_class)
         params=[*by_hand.net[3].parameters(), *by_hand.net[5].parameters()])
     for key, value in by_hand.state_dict().items():
         assert torch.equal(trained.state_dict()[key], value), key
+
+
+def test_eu_k_says_when_k_covers_the_whole_model(mlp3, small_class):
+    """k equal to the model's depth re-initialises every layer, a retraining from scratch, as
+    silently as k beyond it did: both are named, once; a k below it is not."""
+    for k in (3, 5):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = uk.unlearn(mlp3, small_class, "eu-k", k=k, epochs=0)
+        said = [str(w.message) for w in caught if "parameterised layer" in str(w.message)]
+        assert said == [f"eu-k: k={k} re-initialises every parameterised layer of this model "
+                        "(3): a retraining from scratch, at about its cost; lower k to keep "
+                        "the first layers as the feature extractor."]
+        for key, value in mlp3.state_dict().items():
+            assert not torch.equal(out.state_dict()[key], value), key
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        uk.unlearn(mlp3, small_class, "eu-k", k=2, epochs=0)
+    assert not [w for w in caught if "parameterised layer" in str(w.message)]
 
 
 def test_cf_k_takes_the_original_recipe(mlp3, small_class):

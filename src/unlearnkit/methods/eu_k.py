@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from torch import nn
@@ -15,7 +16,7 @@ from unlearnkit.methods._layers import (
 )
 from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 from unlearnkit.models.fresh import reinitialise_layers
-from unlearnkit.models.graph import sample_input
+from unlearnkit.models.graph import forward_order, sample_input
 
 __all__ = ["EUk", "reinitialise"]
 
@@ -45,9 +46,9 @@ class EUk(OriginalRecipe, UnlearningMethod):
     last ``k`` layers is left bit-for-bit unchanged (those modules run in eval mode), and so
     is every frozen parameter (``requires_grad=False``) inside them: only trainable
     parameters are re-initialised and trained (see :func:`reinitialise`), and last ``k``
-    layers with none are refused. ``k`` larger than the number of layers means every layer
-    (with a warning): a retraining from scratch. ``k=0`` is refused (nothing would be
-    unlearned).
+    layers with none are refused. ``k`` as large as the number of layers, or larger, means
+    every layer: a retraining from scratch, at about its cost, with a warning (the default
+    ``k=3`` is one on a three-layer MLP). ``k=0`` is refused (nothing would be unlearned).
 
     Defaults: ``k=3``, the official code's default (``--maxL-rf 3``; the paper sweeps k, 1 to 7
     on ResNet-20 and 10 to 50 on ResNet-110 in its scripts). The training recipe is the
@@ -80,8 +81,15 @@ class EUk(OriginalRecipe, UnlearningMethod):
 
     def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:
         assert request.retain is not None  # guaranteed by needs_retain
-        layers = last_layers(model, self.k, sample_input(request.retain, request.device),
-                             method=self.name)
+        x = sample_input(request.retain, request.device)
+        every = forward_order(model, x)
+        if every and self.k >= len(every):
+            # k beyond the model's depth is silently the whole model, and so is k equal to it
+            warnings.warn(
+                f"eu-k: k={self.k} re-initialises every parameterised layer of this model "
+                f"({len(every)}): a retraining from scratch, at about its cost; lower k to keep "
+                "the first layers as the feature extractor.", UserWarning, stacklevel=3)
+        layers = last_layers(model, min(self.k, len(every)) or self.k, x, method=self.name)
         trainable_in(layers, self.k, method=self.name)
         reinitialise(model, layers, method=self.name)
         train_layers(model, layers, request.retain, self.recipe(request), request,
