@@ -388,11 +388,41 @@ def test_trial_zero_is_the_defaults_even_where_they_are_resolved_at_run_time(mlp
     cal = uk.calibrate(mlp_model, class_split, "eu-k", budget=None, max_trials=1, seed=0)
     (first,) = cal.trials
     assert first.number == 0 and "lr" not in first.params and "epochs" not in first.params
-    assert first.params["k"] == uk.get_method("eu-k").k
-    plain = uk.unlearn(mlp_model, class_split, "eu-k", seed=0, verdict=False)
+    # the default k=3 is clipped into this two-layer model's space, k below its depth
+    assert first.params["k"] == 1 and cal.space["k"]["choices"] == [1]
+    plain = uk.unlearn(mlp_model, class_split, "eu-k", k=1, seed=0, verdict=False)
     for (name, a), (_, b) in zip(cal.model.state_dict().items(), plain.state_dict().items(),
                                  strict=True):
         assert torch.equal(a, b), name
+
+
+def test_cf_k_and_eu_k_search_k_within_the_models_depth(digits, class_split, cnn_model):
+    """k beyond the depth is the whole model whatever its value (and for eu-k, k equal to it a
+    retraining from scratch, the `retrain` method): the search draws each configuration once."""
+    mlp3 = uk.train_model(digits, arch="mlp", hidden=(16, 16), recipe=uk.Recipe(epochs=1),
+                          seed=0)
+    shallow = uk.train_model(digits, arch="mlp", hidden=(16,), recipe=uk.Recipe(epochs=1),
+                             seed=0)
+    linear = uk.train_model(digits, arch="mlp", hidden=(), recipe=uk.Recipe(epochs=1), seed=0)
+    want = {  # (model, its depth): eu-k's k, cf-k's k
+        "mlp3": (mlp3, {"low": 1, "high": 2}, {"low": 1, "high": 3}),
+        "mlp2": (shallow, {"choices": (1,)}, {"low": 1, "high": 2}),
+        "linear": (linear, {"low": 1, "high": 7}, {"choices": (1,)}),  # eu-k: a retrain anyway
+        "cnn (6 layers)": (cnn_model, {"low": 1, "high": 5}, {"low": 1, "high": 6}),
+    }
+    for name, (model, eu, cf) in want.items():
+        for method, k in (("eu-k", eu), ("cf-k", cf)):
+            m = uk.get_method(method)
+            got = m.search_space_for(type(m).search_space(), model, class_split.retain)["k"]
+            assert {key: getattr(got, key) for key in k} == k, (name, method, got)
+            # the rest of the space is the declared one
+            assert {n: s for n, s in m.search_space_for(type(m).search_space(), model,
+                                                        class_split.retain).items()
+                    if n != "k"} == {n: s for n, s in type(m).search_space().items() if n != "k"}
+    cal = uk.calibrate(mlp3, class_split, "eu-k", budget=None, max_trials=4, seed=0)
+    assert cal.space["k"] == {"low": 1, "high": 2, "log": False, "choices": None}
+    assert cal.trials[0].params["k"] == 2  # the default 3, clipped into the space
+    assert {t.params["k"] for t in cal.trials} <= {1, 2}
 
 
 def test_an_epoch_that_forgot_better_than_the_end_is_the_trials_result(mlp_model, class_split):

@@ -538,7 +538,8 @@ def calibrate(
                             if getattr(base, f.name) != f.default}
                            if isinstance(method, UnlearningMethod) else set())
     kinds = {f.name: f.metadata.get("type", float) for f in dataclasses.fields(cls)}
-    space = {k: s for k, s in cls.search_space().items() if k not in fixed}
+    space = base.search_space_for({k: s for k, s in cls.search_space().items()
+                                   if k not in fixed}, model, split.retain, device)
     if not space:
         raise InvalidParameterError(
             f"{cls.name}: nothing to calibrate (it declares no search space, or every searched "

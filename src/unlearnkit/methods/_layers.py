@@ -28,7 +28,7 @@ from unlearnkit.exceptions import ModelError, UnsupportedModelError
 from unlearnkit.methods._finetuning import OPTIMIZERS
 from unlearnkit.methods.base import Request, Search, hp
 from unlearnkit.models.adapters import forward
-from unlearnkit.models.graph import forward_order, output_module
+from unlearnkit.models.graph import forward_order, output_module, sample_input
 from unlearnkit.training import Recipe, eval_mode, fit, iter_batches
 
 __all__ = [
@@ -226,6 +226,23 @@ def narrow_head(head: nn.Linear, out_features: int) -> None:
         head.bias = nn.Parameter(head.bias[:out_features].clone(),
                                  requires_grad=head.bias.requires_grad)
     head.out_features = out_features
+
+
+def k_within_depth(space: dict[str, Search], model: nn.Module, retain: Data | None,
+                   device: torch.device | str | None, *, below: bool) -> dict[str, Search]:
+    """``space`` with ``k``'s range cut at the model's depth (its parameterised layers, by one
+    forward pass on a retain sample), or below it (``below=True``): the values above it are
+    all the same configuration, the whole model. One value left: a one-choice search; none
+    (a model too shallow for ``below``): ``space`` as it was."""
+    s = space.get("k")
+    if s is None or s.high is None or s.low is None or retain is None or len(retain) == 0:
+        return space
+    depth = len(forward_order(model, sample_input(retain, device)))
+    high = min(int(s.high), depth - 1 if below else depth)
+    if high < int(s.low) or high == int(s.high):
+        return space
+    return {**space, "k": (Search(int(s.low), high, log=s.log) if high > int(s.low)
+                           else Search(choices=(high,)))}
 
 
 # --------------------------------------------------------------- hyper-parameters

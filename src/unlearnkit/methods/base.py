@@ -238,6 +238,13 @@ class UnlearningMethod(ABC):
         return {f.name: f.metadata["search"] for f in dataclasses.fields(cls)
                 if f.metadata.get("search") is not None}
 
+    def search_space_for(self, space: dict[str, Search], model: nn.Module, retain: Data | None,
+                         device: torch.device | str | None = None) -> dict[str, Search]:
+        """The search space for this model: ``space`` (the declared one, less the values held
+        fixed) narrowed where a range depends on the model, for :func:`unlearnkit.calibrate`.
+        As declared, by default; cf-k and eu-k search ``k`` only up to the model's depth."""
+        return space
+
     def for_scenario(self, scenario: str) -> UnlearningMethod:
         """This method with every per-scenario default left unset (``None``) replaced by the
         value for ``scenario`` (see :func:`hp`); ``self`` when there is none to fill in.

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
-from unlearnkit.methods._layers import OriginalRecipe, last_layers, train_layers, trainable_in
+from unlearnkit.data.splits import Data
+from unlearnkit.methods._layers import (
+    OriginalRecipe,
+    k_within_depth,
+    last_layers,
+    train_layers,
+    trainable_in,
+)
 from unlearnkit.methods.base import Request, Search, UnlearningMethod, hp, register_method
 from unlearnkit.models.graph import sample_input
 
@@ -61,6 +69,11 @@ class CFk(OriginalRecipe, UnlearningMethod):
 
     k: int = hp(3, "number of last parameterised layers to fine-tune", low=1,
                search=Search(1, 7))  # the paper's sweep on ResNet-20
+
+    def search_space_for(self, space: dict[str, Search], model: nn.Module, retain: Data | None,
+                         device: torch.device | str | None = None) -> dict[str, Search]:
+        """``k`` searched up to the model's depth: a larger ``k`` fine-tunes the same layers."""
+        return k_within_depth(space, model, retain, device, below=False)
 
     def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:
         assert request.retain is not None  # guaranteed by needs_retain

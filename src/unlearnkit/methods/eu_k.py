@@ -5,11 +5,14 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
+from unlearnkit.data.splits import Data
 from unlearnkit.methods._layers import (
     Layer,
     OriginalRecipe,
+    k_within_depth,
     last_layers,
     train_layers,
     trainable_in,
@@ -78,6 +81,12 @@ class EUk(OriginalRecipe, UnlearningMethod):
 
     k: int = hp(3, "number of last parameterised layers to re-initialise and retrain", low=1,
                search=Search(1, 7))  # the paper's sweep on ResNet-20
+
+    def search_space_for(self, space: dict[str, Search], model: nn.Module, retain: Data | None,
+                         device: torch.device | str | None = None) -> dict[str, Search]:
+        """``k`` searched below the model's depth: ``k`` equal to it (or above) re-initialises
+        every layer, a retraining from scratch (the ``retrain`` method, at its cost)."""
+        return k_within_depth(space, model, retain, device, below=True)
 
     def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:
         assert request.retain is not None  # guaranteed by needs_retain
