@@ -415,14 +415,40 @@ def test_cf_k_and_eu_k_search_k_within_the_models_depth(digits, class_split, cnn
             m = uk.get_method(method)
             got = m.search_space_for(type(m).search_space(), model, class_split.retain)["k"]
             assert {key: getattr(got, key) for key in k} == k, (name, method, got)
-            # the rest of the space is the declared one
+            # the rest of the space is the declared one (lr: under Adam, the test below)
             assert {n: s for n, s in m.search_space_for(type(m).search_space(), model,
                                                         class_split.retain).items()
-                    if n != "k"} == {n: s for n, s in type(m).search_space().items() if n != "k"}
+                    if n not in ("k", "lr")} == {n: s for n, s in type(m).search_space().items()
+                                                 if n not in ("k", "lr")}
     cal = uk.calibrate(mlp3, class_split, "eu-k", budget=None, max_trials=4, seed=0)
     assert cal.space["k"] == {"low": 1, "high": 2, "log": False, "choices": None}
     assert cal.trials[0].params["k"] == 2  # the default 3, clipped into the space
     assert {t.params["k"] for t in cal.trials} <= {1, 2}
+
+
+def test_an_adam_learning_rate_is_searched_up_to_1e_2(mlp_model, cnn_model, class_split):
+    """Adam moves every weight by about its learning rate per step: above 1e-2 it wrecks a
+    trained model, so the searches under Adam stop there; under SGD they keep their range.
+    cf-k and eu-k train with the original's optimiser unless given one."""
+    def lr_high(method, model, **params):
+        m = uk.get_method(method, **params)
+        return m.search_space_for(type(m).search_space(), model, class_split.retain)["lr"].high
+
+    assert type(uk.get_method("finetune")).search_space()["lr"].high == 0.1  # as declared
+    for method in ("finetune", "perturb", "teacher", "fisher-mask"):  # Adam by default
+        assert lr_high(method, mlp_model) == 0.01, method
+        assert lr_high(method, mlp_model, optimizer="sgd") == 0.1, method
+    assert lr_high("l1-sparse", mlp_model) == 0.1  # SGD by default
+    assert lr_high("l1-sparse", mlp_model, optimizer="adamw") == 0.01
+    assert uk.get_info(mlp_model).recipe["optimizer"] == "sgd"
+    assert uk.get_info(cnn_model).recipe["optimizer"] == "adam"
+    for method in ("cf-k", "eu-k"):
+        assert lr_high(method, mlp_model) == 0.1, method
+        assert lr_high(method, cnn_model) == 0.01, method
+        assert lr_high(method, mlp_model, optimizer="adam") == 0.01, method
+    cal = uk.calibrate(mlp_model, class_split, "finetune", budget=None, max_trials=6, seed=0)
+    assert cal.space["lr"]["high"] == 0.01
+    assert all(t.params["lr"] <= 0.01 for t in cal.trials)
 
 
 def test_an_epoch_that_forgot_better_than_the_end_is_the_trials_result(mlp_model, class_split):

@@ -4,7 +4,10 @@ time budget, judged by the oracle-free verdict alone (:func:`calibrate`).
 The founding report spent most of its pages searching hyper-parameters by hand, and every
 public tool leaves that search to the user. :func:`calibrate` does it with Optuna's TPE
 sampler and median pruner over the search space each method declares beside its
-hyper-parameters (:meth:`unlearnkit.UnlearningMethod.search_space`).
+hyper-parameters (:meth:`unlearnkit.UnlearningMethod.search_space`), narrowed for the model
+where a range depends on it (:meth:`unlearnkit.UnlearningMethod.search_space_for`: a learning
+rate under Adam up to 1e-2; cf-k's and eu-k's ``k`` within the model's depth). The method's
+defaults, clipped into that space, are the first trial.
 
 **Objective (never the test set, never the retrained model).** Each trial's model gets the
 verdict of :func:`unlearnkit.evaluation.verdict` (D_f against the split's validation set). The

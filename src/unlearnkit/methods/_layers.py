@@ -25,10 +25,11 @@ from torch import nn
 from unlearnkit.data.batches import Inputs
 from unlearnkit.data.splits import Data
 from unlearnkit.exceptions import ModelError, UnsupportedModelError
-from unlearnkit.methods._finetuning import OPTIMIZERS
+from unlearnkit.methods._finetuning import OPTIMIZERS, lr_for_optimizer
 from unlearnkit.methods.base import Request, Search, hp
 from unlearnkit.models.adapters import forward
 from unlearnkit.models.graph import forward_order, output_module, sample_input
+from unlearnkit.models.info import get_info
 from unlearnkit.training import Recipe, eval_mode, fit, iter_batches
 
 __all__ = [
@@ -267,6 +268,15 @@ class OriginalRecipe:
     batch_size: int | None = hp(None, "batch size (None: the original's)", low=1, type=int)
     schedule: str | None = hp(None, "learning-rate schedule (None: the original's)",
                               choices=("constant", "cosine", "step"), type=str)
+
+    def search_space_for(self, space: dict[str, Search], model: nn.Module, retain: Data | None,
+                         device: torch.device | str | None = None) -> dict[str, Search]:
+        """``lr`` searched up to :data:`~unlearnkit.methods._finetuning.ADAM_LR_HIGH` when the
+        optimiser (this method's, else the original's recorded one) is Adam."""
+        space = super().search_space_for(space, model, retain, device)  # type: ignore[misc]
+        info = get_info(model)
+        recorded = (info.recipe or {}).get("optimizer") if info is not None else None
+        return lr_for_optimizer(space, "lr", self.optimizer or recorded or Recipe().optimizer)
 
     def recipe(self, request: Request) -> Recipe:
         """The original's recipe with this method's non-``None`` fields applied."""

@@ -73,6 +73,7 @@ class CFk(OriginalRecipe, UnlearningMethod):
     def search_space_for(self, space: dict[str, Search], model: nn.Module, retain: Data | None,
                          device: torch.device | str | None = None) -> dict[str, Search]:
         """``k`` searched up to the model's depth: a larger ``k`` fine-tunes the same layers."""
+        space = super().search_space_for(space, model, retain, device)
         return k_within_depth(space, model, retain, device, below=False)
 
     def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:

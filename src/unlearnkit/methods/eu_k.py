@@ -86,6 +86,7 @@ class EUk(OriginalRecipe, UnlearningMethod):
                          device: torch.device | str | None = None) -> dict[str, Search]:
         """``k`` searched below the model's depth: ``k`` equal to it (or above) re-initialises
         every layer, a retraining from scratch (the ``retrain`` method, at its cost)."""
+        space = super().search_space_for(space, model, retain, device)
         return k_within_depth(space, model, retain, device, below=True)
 
     def _unlearn(self, model: nn.Module, request: Request) -> nn.Module:
