@@ -674,13 +674,14 @@ def test_an_ascent_that_starts_slowly_is_not_stalled(mlp_model, class_split):
 
 
 def test_a_trials_warnings_are_its_note(mlp_model, class_split, recwarn):
-    # EU-k's default k=3 on a model of two layers warns that it uses both: said in the
-    # trial's note, not on the search's output
-    cal = uk.calibrate(mlp_model, class_split, "eu-k", budget=None, max_trials=1)
+    # EU-k with k=3 held fixed on a model of two layers warns that it retrains the whole
+    # model: said in the trial's note, not on the search's output
+    cal = uk.calibrate(mlp_model, class_split, "eu-k", k=3, budget=None, max_trials=1)
     (trial,) = cal.trials
-    assert trial.params["k"] == 3
-    assert trial.note is not None and "warning: eu-k: k=3 but the model has only 2" in trial.note
-    assert not [w for w in recwarn if "parameterised layers" in str(w.message)]
+    assert "k" not in trial.params and cal.params["k"] == 3
+    assert trial.note is not None and ("warning: eu-k: k=3 re-initialises every parameterised "
+                                       "layer of this model (2)") in trial.note
+    assert not [w for w in recwarn if "parameterised layer" in str(w.message)]
 
 
 def test_a_diverging_trial_stops_at_the_epoch_its_outputs_become_non_finite(
