@@ -95,6 +95,24 @@ def test_the_plan_adds_one_calibrated_run_per_method_scenario_and_seed():
             .isdisjoint(r.run_id for r in calibrated))  # the budget is part of the run
 
 
+def test_a_budget_share_brings_the_retraining_it_is_a_share_of():
+    """The config's methods lack `retrain`: a budget that is a share of the retraining adds the
+    reference retrain run of each scenario and seed, so that the share is of a retraining
+    measured in the same pool (not of the cached reference's time, measured another day);
+    once, where the methods have it; not for a budget in seconds."""
+    def retrains(plan):
+        return [(r.scenario.label, r.seed) for r in plan.runs if r.method == "retrain"]
+
+    lacking = {"ssd": {}, "finetune": {"epochs": 1}}
+    assert retrains(expand(cfg(methods=lacking))) == []
+    plan = expand(cfg(methods=lacking, calibrate={"budget": 0.2}, seeds=[0, 1]))
+    assert retrains(plan) == [("class 3", 0), ("class 3", 1)]
+    assert all(r.params == uk.get_method("retrain").params() and not r.calibrate
+               for r in plan.runs if r.method == "retrain")
+    assert retrains(expand(cfg(calibrate={"budget": 0.2}))) == [("class 3", 0)]  # TINY has it
+    assert retrains(expand(cfg(methods=lacking, calibrate={"budget_seconds": 5.0}))) == []
+
+
 # ---------------------------------------------------------------------- the store
 def _row(run_id: str, **extra):
     return {"run_id": run_id, "dataset": "digits", "arch": "mlp", "scenario": "class 3",
@@ -196,6 +214,18 @@ def test_a_budget_share_is_of_the_retraining_measured_in_the_pool(tmp_path):
     cal = next(r for r in rows if r["calibration"] is not None)
     c = cal["calibration"]
     assert c["budget"] == 2.0 and c["budget_basis"] == "retrain-row"
+    assert c["budget_seconds"] == pytest.approx(2.0 * retrain["seconds"])
+
+
+@pytest.mark.slow
+def test_a_budget_share_is_of_a_measured_retraining_where_the_methods_lack_one(tmp_path):
+    db = tmp_path / "b.sqlite"
+    run_plan(expand(cfg(methods={"ssd": {}}, calibrate={"budget": 2.0, "max_trials": 2})), db,
+             workers=1)
+    rows = read_rows(db)
+    retrain = next(r for r in rows if r["method"] == "retrain")
+    c = next(r for r in rows if r["calibration"] is not None)["calibration"]
+    assert c["budget_basis"] == "retrain-row"
     assert c["budget_seconds"] == pytest.approx(2.0 * retrain["seconds"])
 
 

@@ -99,6 +99,27 @@ def test_method_on_model_kind(kind, name, scenario, zoo_models):
         assert not same, f"retrain kept trained values in {same}"
 
 
+@pytest.mark.parametrize("name", [n for n in METHOD_NAMES if uk.METHODS.get(n).search_space()])
+@pytest.mark.parametrize("kind", KINDS)
+def test_search_space_for_every_model_kind(kind, name, zoo_models):
+    """What calibration searches on this model kind (the declared space, narrowed for the
+    model): the declared keys, each range within the declared one, the caller's model
+    untouched."""
+    model, splits, snap = zoo_models(kind)
+    declared = uk.METHODS.get(name).search_space()
+    got = uk.get_method(name).search_space_for(dict(declared), model, splits["class"].retain)
+    assert got.keys() == declared.keys()
+    for key, s in got.items():
+        d = declared[key]
+        if d.choices is not None:
+            assert s == d, key
+        elif s.choices is not None:  # one value left
+            assert len(s.choices) == 1 and d.low <= s.choices[0] <= d.high, key
+        else:
+            assert d.low <= s.low < s.high <= d.high and s.log == d.log, key
+    _assert_untouched(model, snap, f"{name}'s search space")
+
+
 def _redrawn(fresh: torch.nn.Module, model: torch.nn.Module) -> None:
     params_in = dict(model.named_parameters())
     assert type(fresh) is type(model)

@@ -136,10 +136,16 @@ def expand(config: BenchConfig) -> Plan:
     runs: list[Run] = []
     seen: set[str] = set()
     points = {m.name: m.points() for m in config.methods}
+    # a budget that is a share of the retraining needs the retraining measured in the same
+    # pool: the reference retrain run, added where the config's methods lack it (else the
+    # share would be of the cached reference's time, measured some other day)
+    share = any(c.budget_seconds is None and c.budget is not None for c in config.calibrate)
     for scenario in config.scenarios:
         todo: list[tuple[str, list[dict[str, Any]], str | None]] = []
         if config.original:
             todo.append((ORIGINAL, [{}], None))
+        if share:
+            todo.append(("retrain", [get_method("retrain").params()], None))
         todo += [(g.name, points[g.name], refusal(METHODS.get(g.name), scenario.method_kind))
                  for g in config.methods]
         calibrated = {c.method: c.to_dict() for c in config.calibrate}
