@@ -242,7 +242,8 @@ class UnlearningMethod(ABC):
                          device: torch.device | str | None = None) -> dict[str, Search]:
         """The search space for this model: ``space`` (the declared one, less the values held
         fixed) narrowed where a range depends on the model, for :func:`unlearnkit.calibrate`.
-        As declared, by default; cf-k and eu-k search ``k`` only up to the model's depth."""
+        As declared, by default; a method training with Adam searches its learning rate up to
+        1e-2, and cf-k and eu-k search ``k`` only up to the model's depth."""
         return space
 
     def for_scenario(self, scenario: str) -> UnlearningMethod:

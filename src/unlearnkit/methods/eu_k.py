@@ -94,7 +94,7 @@ class EUk(OriginalRecipe, UnlearningMethod):
         x = sample_input(request.retain, request.device)
         every = forward_order(model, x)
         if every and self.k >= len(every):
-            # k beyond the model's depth is silently the whole model, and so is k equal to it
+            # k at the model's depth or beyond: every layer, a retraining from scratch
             warnings.warn(
                 f"eu-k: k={self.k} re-initialises every parameterised layer of this model "
                 f"({len(every)}): a retraining from scratch, at about its cost; lower k to keep "
